@@ -1,0 +1,67 @@
+"""The small interface every model backend implements.
+
+A backend takes a batch of `Request`s (audio + text prompt, and option letters for
+multiple choice) and returns one `Response` per request, in the same order. Backends
+know nothing about tasks, voices or storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How a backend decodes. Part of every cache key: changing it never reuses answers."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt: str  # the text part of the user turn (instruction, maybe options)
+    audio: np.ndarray | None = None  # float32 mono waveform; None for a text-only request
+    sampling_rate: int = 16000
+    # For multiple choice: the option letters to score ("A", "B", ...). When set and the
+    # backend supports it, the answer comes from the letters' log-probabilities at the
+    # first generated position (one forward pass, no text parsing).
+    choices: Sequence[str] | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+    @property
+    def audio_seconds(self) -> float:
+        return 0.0 if self.audio is None else len(self.audio) / self.sampling_rate
+
+
+@dataclass
+class Response:
+    request_id: str
+    text: str  # generated text, or the best-scoring letter for scored multiple choice
+    option_logprobs: dict[str, float] | None = None  # log-softmax over the option letters
+    latency_s: float = 0.0  # wall time of the batch, shared out per request
+    n_input_tokens: int | None = None
+    n_output_tokens: int | None = None
+
+
+class ModelBackend(Protocol):
+    """What the runner needs from a model."""
+
+    #: Longest audio the model hears in full (Qwen2-Audio: 30 s); None if unbounded.
+    max_audio_seconds: float | None
+
+    def fingerprint(self) -> dict:
+        """Everything that identifies the model's answers: backend, model id, revision,
+        dtype, device, adapter. Goes into the manifest and the response cache key."""
+
+    def score_choices(self, requests: list[Request]) -> list[Response]:
+        """Multiple choice from option-letter log-probabilities (requests have `choices`)."""
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        """Free-text generation."""
