@@ -1,0 +1,151 @@
+"""Turn (voice, text) jobs into cached clips, in parallel, once each.
+
+A benchmark speaks every question with every voice, and many runs share both; so jobs
+are keyed by content, already-cached clips are reused, and one bad voice or text is
+reported rather than allowed to stop the other thousands of clips.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from math import gcd
+
+import numpy as np
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from biasbench.errors import BiasbenchError
+from biasbench.tts.base import SAMPLE_RATE, TTSBackend
+from biasbench.tts.cache import AudioCache
+from biasbench.tts.registry import get_tts_backend
+
+
+def to_harness_audio(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Any backend output -> mono float32 at SAMPLE_RATE (the one format the harness uses)."""
+    samples = np.asarray(audio)
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples / float(np.iinfo(samples.dtype).max + 1)  # int PCM -> [-1, 1)
+    samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:  # soundfile layout: (frames, channels)
+        samples = samples.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        # Polyphase resampling with the reduced ratio (22050 -> 16000 is 320/441):
+        # exact rate, built-in anti-alias filter, no FFT-length artefacts.
+        common = gcd(int(sr), SAMPLE_RATE)
+        samples = resample_poly(samples, SAMPLE_RATE // common, int(sr) // common)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SynthesisJob:
+    """One clip to make. `backend` is a registry name; do not mutate `params` after use."""
+
+    voice_id: str
+    backend: str
+    params: dict
+    text: str
+
+    def __hash__(self) -> int:
+        # params is a dict (unhashable) and may even hold bad values, so leave it out of
+        # the hash; equality still compares it, which is all correctness needs.
+        return hash((self.voice_id, self.backend, self.text))
+
+
+@dataclass
+class SynthesisResult:
+    """What synthesize_all did. Counts are of unique clips; failures are per job."""
+
+    keys: dict[SynthesisJob, str] = field(default_factory=dict)  # every keyed job
+    made: int = 0  # clips synthesised by this call
+    reused: int = 0  # clips that were already cached
+    failed: int = 0  # clips that could not be made
+    failures: list[tuple[SynthesisJob, str]] = field(default_factory=list)
+
+    def ok(self, job: SynthesisJob) -> bool:
+        """True when `job`'s clip is in the cache."""
+        return job in self.keys and job not in {failed for failed, _ in self.failures}
+
+
+def synthesize_all(
+    jobs,
+    cache: AudioCache,
+    workers: int | None = None,
+    progress: bool = True,
+) -> SynthesisResult:
+    """Make every job's clip that is not cached yet, `workers` at a time (default: all cores).
+
+    An unknown backend or a missing engine raises BiasbenchError before any work starts
+    (every job would fail the same way); a failure of one clip is recorded and the rest go on.
+    """
+    jobs = list(jobs)
+    result = SynthesisResult()
+    backends = _resolve_backends(jobs)
+    versions = {name: backend.version() for name, backend in backends.items()}
+    by_key = _assign_keys(jobs, versions, cache, result)
+    todo = [key for key in by_key if not cache.has(key)]
+    result.reused = len(by_key) - len(todo)
+    errors = _make_clips(todo, by_key, backends, cache, workers, progress)
+    for key, message in errors.items():
+        result.failures += [(job, message) for job in by_key[key]]
+    result.made = len(todo) - len(errors)
+    result.failed += len(errors)
+    return result
+
+
+def _resolve_backends(jobs: list[SynthesisJob]) -> dict[str, TTSBackend]:
+    return {name: get_tts_backend(name) for name in sorted({job.backend for job in jobs})}
+
+
+def _assign_keys(jobs, versions, cache, result) -> dict[str, list[SynthesisJob]]:
+    """Key every job; group jobs by key so each distinct clip is made once."""
+    by_key: dict[str, list[SynthesisJob]] = {}
+    for job in jobs:
+        try:
+            key = cache.key(job.backend, versions[job.backend], job.params, job.text)
+        except BiasbenchError as err:  # e.g. params that are not JSON
+            result.failures.append((job, str(err)))
+            result.failed += 1
+            continue
+        result.keys[job] = key
+        by_key.setdefault(key, []).append(job)
+    return by_key
+
+
+def _make_clips(todo, by_key, backends, cache, workers, progress) -> dict[str, str]:
+    """Synthesise and store each key in `todo` in a thread pool; return key -> error."""
+    if not todo:
+        return {}
+    # Threads suffice: the engines do their work in subprocesses or C code, not Python.
+    pool = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="synthesising", unit="clip", disable=not progress)
+    try:
+        futures: dict[Future, str] = {}
+        for key in todo:
+            job = by_key[key][0]  # all jobs under one key would make identical audio
+            futures[pool.submit(_make_one, job, backends[job.backend], cache, key)] = key
+        for future in as_completed(futures):
+            error = future.result()
+            if error is not None:
+                errors[futures[future]] = error
+                bar.set_postfix(failed=len(errors))
+            bar.update()
+    finally:
+        # On Ctrl-C, drop queued jobs instead of waiting for all of them to run.
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return errors
+
+
+def _make_one(job: SynthesisJob, backend: TTSBackend, cache: AudioCache, key: str) -> str | None:
+    """Make and store one clip; return an error message instead of raising."""
+    try:
+        audio, sr = backend.synthesize(job.text, job.params)
+        cache.put(key, to_harness_audio(audio, sr), SAMPLE_RATE)
+    except BiasbenchError as err:
+        return str(err)
+    except Exception as err:  # noqa: BLE001 - one broken clip must not stop the batch
+        return f"{type(err).__name__}: {err}"
+    return None
