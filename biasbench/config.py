@@ -1,0 +1,215 @@
+"""Typed, validated schemas for the two kinds of user file: task YAMLs and voice-pool YAMLs.
+
+Both are user input, so they are read with `yaml.safe_load`, merged with any `include:`d
+base file, and validated with pydantic. Every problem becomes a `ConfigError` that names
+the file, the field and what was expected, instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from biasbench.errors import ConfigError
+
+LabelSource = Literal["self_reported", "vendor_metadata", "proxy"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are refused: a typo like `doc_to_txt` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+class HFSource(_Strict):
+    path: str = Field(description="dataset id on the Hugging Face hub, e.g. cais/mmlu")
+    name: str | None = None
+    split: str = "test"
+    revision: str | None = None
+
+
+class LocalSource(_Strict):
+    path: str = Field(description="CSV, JSONL or Parquet file, relative to the task YAML")
+    # Keep only rows whose column equals one of the values, e.g. {error_type: [ok]}.
+    filter: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _scalars_to_lists(cls, value):
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class DatasetSpec(_Strict):
+    """Where items come from. With both, the hub is used when reachable, else `local`."""
+
+    hf: HFSource | None = None
+    local: LocalSource | None = None
+    id_field: str | None = Field(
+        None, description="column holding a stable item id; else '<stratum>/<row>' is made"
+    )
+
+
+class SampleSpec(_Strict):
+    """A deterministic, seeded sample of the items, stratified so every stratum keeps its share."""
+
+    fraction: float = Field(1.0, gt=0, le=1)
+    stratify_by: str | None = None
+    seed: int = 1234
+    min_per_stratum: int = Field(1, ge=0)
+
+
+class TaskConfig(_Strict):
+    task: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    description: str = ""
+    dataset: DatasetSpec
+    sample: SampleSpec = Field(default_factory=SampleSpec)
+    # Jinja templates over one item's fields (rendered in a sandbox).
+    doc_to_text: str = Field(description="what the voice speaks")
+    instruction: str = Field("", description="what the model is told in text")
+    instruction_mode: Literal["text", "spoken"] = "text"
+    output_type: Literal["multiple_choice"] = "multiple_choice"
+    doc_to_choice: str | list[str] = Field(
+        description="a field holding the options (list or JSON list), or a fixed list"
+    )
+    doc_to_target: str = Field(description="template giving the answer: index, letter or text")
+    scoring: Literal["logprobs", "generate"] = Field(
+        "logprobs",
+        description="logprobs: option-letter log-probabilities in one forward pass; "
+        "generate: free text parsed for a letter",
+    )
+    max_new_tokens: int = Field(16, ge=1)
+    metrics: list[Literal["accuracy"]] = Field(default_factory=lambda: ["accuracy"])
+    citation: str = ""
+    licence: str = ""
+
+
+# --------------------------------------------------------------------------- voices
+
+
+class TTSSpec(BaseModel):
+    """`backend` picks the engine; every other key is that engine's voice parameter."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class VoiceSpec(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    gender: str
+    ethnicity: str
+    accent: str
+    label_source: LabelSource
+    tts: TTSSpec
+    notes: str = ""
+
+    @field_validator("gender", "ethnicity")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower().replace(" ", "_")
+
+
+class VoicePool(_Strict):
+    pool: str
+    description: str = ""
+    voices: list[VoiceSpec] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict:
+    """Parse one YAML mapping safely, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, None, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, f"not valid UTF-8 text ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, f"malformed YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """lm-eval-style inheritance: `include: base.yaml` first, then this file's keys win."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigError(path, "include", "include cycle")
+    data = read_yaml(path)
+    base_name = data.pop("include", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ConfigError(path, "include", "expected the file name of a base YAML")
+    base = _with_includes(path.parent / base_name, seen + (path,))
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, None, _explain(exc, model)) from None
+
+
+def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: the dotted field path, what was wrong, what was expected."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problem = "unknown field (check the spelling)"
+        elif err["type"] == "missing":
+            problem = "required field is missing"
+        else:
+            problem = f"{err['msg']} (got {err.get('input')!r})"
+        lines.append(f"field '{field}': {problem}")
+    return "invalid " + model.__name__ + ":\n  " + "\n  ".join(lines)
+
+
+def load_task_config(path: Path) -> TaskConfig:
+    path = Path(path)
+    return _validate(TaskConfig, _with_includes(path), path)
+
+
+def load_voice_pool(path: Path) -> VoicePool:
+    path = Path(path)
+    pool = _validate(VoicePool, read_yaml(path), path)
+    seen: set[str] = set()
+    for index, voice in enumerate(pool.voices):
+        if voice.id in seen:
+            raise ConfigError(path, f"voices.{index}.id", f"duplicate voice id {voice.id!r}")
+        seen.add(voice.id)
+    return pool
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of a canonical JSON form: the same content always gives the same hash."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

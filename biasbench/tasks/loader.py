@@ -1,0 +1,159 @@
+"""From a task YAML to a list of `Item`s: find the file, read rows, sample, render templates."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from biasbench.config import TaskConfig, load_task_config, stable_hash
+from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.paths import project_root
+from biasbench.tasks.sampling import stratified_sample
+from biasbench.tasks.sources import choose_source, load_rows
+from biasbench.tasks.templates import render
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question, rendered: identical text for every voice that speaks it."""
+
+    item_id: str
+    spoken_text: str  # what the voice says
+    text_prompt: str  # what the model reads beside the audio
+    choices: tuple[str, ...]
+    target: int  # index into choices
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        return tuple(LETTERS[: len(self.choices)])
+
+
+@dataclass
+class Task:
+    config: TaskConfig
+    path: Path
+    source: str  # 'hf' or 'local': which data source the items came from
+    items: list[Item]
+
+    @property
+    def name(self) -> str:
+        return self.config.task
+
+    def fingerprint(self) -> dict:
+        """What identifies the items: config, data source and every rendered item."""
+        rendered = [(i.item_id, i.spoken_text, i.text_prompt, i.choices, i.target) for i in self.items]
+        return {
+            "task": self.name,
+            "path": str(self.path),
+            "source": self.source,
+            "config_hash": stable_hash(self.config.model_dump()),
+            "items_hash": stable_hash(rendered),
+            "n_items": len(self.items),
+        }
+
+
+def tasks_dir() -> Path:
+    return project_root() / "tasks"
+
+
+def available_tasks() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(tasks_dir().glob("*.yaml")) if not p.stem.startswith("_")}
+
+
+def find_task(name_or_path: str) -> Path:
+    """A task name from the shipped `tasks/` folder, or a path to any task YAML."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise BiasbenchError(f"task file {candidate} not found")
+        return candidate
+    known = available_tasks()
+    if name_or_path in known:
+        return known[name_or_path]
+    near = difflib.get_close_matches(name_or_path, known, n=3)
+    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    raise BiasbenchError(f"unknown task {name_or_path!r}.{hint} Known tasks: {', '.join(known)}")
+
+
+def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None) -> Task:
+    path = find_task(name_or_path)
+    config = load_task_config(path)
+    source = choose_source(config.dataset, data_source, path)
+    rows = _with_item_ids(load_rows(config.dataset, source, path), config, path)
+    rows = stratified_sample(rows, config.sample)
+    items = [build_item(config, row, path) for row in rows.to_dict("records")]
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise ConfigError(path, "dataset", "no items left after filtering and sampling")
+    return Task(config=config, path=path, source=source, items=items)
+
+
+def _with_item_ids(rows: pd.DataFrame, config: TaskConfig, path: Path) -> pd.DataFrame:
+    spec = config.dataset
+    for column in filter(None, [spec.id_field, config.sample.stratify_by]):
+        if column not in rows.columns:
+            raise ConfigError(path, "dataset", f"the data has no column {column!r}; it has {list(rows.columns)}")
+    rows = rows.copy()
+    if spec.id_field:
+        rows["item_id"] = rows[spec.id_field].astype(str)
+    elif "item_id" not in rows.columns:
+        # '<stratum>/<row within stratum>' is stable as long as the source's order is.
+        stratum = rows[config.sample.stratify_by].astype(str) if config.sample.stratify_by else "item"
+        rows["item_id"] = stratum + "/" + rows.groupby(stratum).cumcount().map("{:05d}".format)
+    if rows["item_id"].duplicated().any():
+        dup = rows.loc[rows["item_id"].duplicated(), "item_id"].iloc[0]
+        raise ConfigError(path, "dataset.id_field", f"item ids must be unique; {dup!r} repeats")
+    return rows
+
+
+def build_item(config: TaskConfig, row: dict, path: Path) -> Item:
+    item_id = str(row["item_id"])
+    choices = _choices(config, row, path, item_id)
+    fields = dict(row, choices=list(choices), letters=LETTERS[: len(choices)])
+    spoken = render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
+    instruction = render(config.instruction, fields, path=path, field="instruction", item_id=item_id)
+    if config.instruction_mode == "spoken":
+        spoken, instruction = f"{spoken} {instruction}".strip(), ""
+    target = _target_index(render(config.doc_to_target, fields, path=path, field="doc_to_target",
+                                  item_id=item_id), choices, path, item_id)
+    meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float)) and k != "choices"}
+    return Item(item_id, spoken, instruction, tuple(choices), target, meta)
+
+
+def _choices(config: TaskConfig, row: dict, path: Path, item_id: str) -> list[str]:
+    spec = config.doc_to_choice
+    if isinstance(spec, list):
+        return [str(c) for c in spec]
+    if spec not in row:
+        raise ConfigError(path, "doc_to_choice", f"item {item_id!r} has no field {spec!r}")
+    value = row[spec]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: {spec!r} is not a JSON list") from None
+    value = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else None
+    if not value or len(value) > len(LETTERS):
+        raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: expected a list of 1-26 options")
+    return [str(c) for c in value]
+
+
+def _target_index(rendered: str, choices: list[str], path: Path, item_id: str) -> int:
+    """The answer may be given as an index ('2'), a letter ('C') or the option's text."""
+    text = rendered.strip()
+    if text.isdigit() and int(text) < len(choices):
+        return int(text)
+    if len(text) == 1 and text.upper() in LETTERS[: len(choices)]:
+        return LETTERS.index(text.upper())
+    if text in choices:
+        return choices.index(text)
+    raise ConfigError(path, "doc_to_target", f"item {item_id!r}: {text!r} is not an index, letter or "
+                      f"option among {len(choices)} choices")

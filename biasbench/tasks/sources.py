@@ -1,0 +1,71 @@
+"""Reading a task's raw rows, from the hub or from a file shipped with the task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from biasbench.config import DatasetSpec, HFSource, LocalSource
+from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.hub import hub_reachable
+
+
+def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
+    """'hf' or 'local'. `prefer` is the user's --data-source: auto, hf or local."""
+    if prefer == "hf" and spec.hf is None:
+        raise ConfigError(task_path, "dataset.hf", "--data-source hf asked for, but the task has no hub source")
+    if prefer == "local" and spec.local is None:
+        raise ConfigError(task_path, "dataset.local", "--data-source local asked for, but the task has no local file")
+    if prefer in ("hf", "local"):
+        return prefer
+    if spec.hf is not None and (spec.local is None or hub_reachable()):
+        return "hf"
+    if spec.local is None:
+        raise ConfigError(task_path, "dataset", "needs at least one of 'hf' or 'local'")
+    return "local"
+
+
+def load_rows(spec: DatasetSpec, source: str, task_path: Path) -> pd.DataFrame:
+    if source == "hf":
+        return _load_hf(spec.hf)
+    return _load_local(spec.local, task_path)
+
+
+def _load_hf(spec: HFSource) -> pd.DataFrame:
+    try:
+        import datasets
+    except ImportError:
+        raise BiasbenchError("reading a hub dataset needs the 'datasets' package: pip install 'biasbench[hub]'") from None
+    try:
+        ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
+    except Exception as exc:  # network, auth, missing split: all end the same way for the user
+        raise BiasbenchError(f"could not load {spec.path} ({spec.name}, {spec.split}) from the hub: {exc}") from None
+    return ds.to_pandas()
+
+
+def _load_local(spec: LocalSource, task_path: Path) -> pd.DataFrame:
+    path = (Path(task_path).parent / spec.path).resolve()
+    if not path.is_file():
+        raise ConfigError(task_path, "dataset.local.path", f"data file {path} not found")
+    try:
+        rows = _read_table(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"unreadable data file: {exc}") from None
+    for column, allowed in spec.filter.items():
+        if column not in rows.columns:
+            raise ConfigError(task_path, f"dataset.local.filter.{column}",
+                              f"{path.name} has no column {column!r}; it has {list(rows.columns)}")
+        rows = rows[rows[column].astype(str).isin(allowed)]
+    return rows.reset_index(drop=True)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    raise ValueError(f"unsupported file type {suffix!r} (expected .csv, .jsonl or .parquet)")

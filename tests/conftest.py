@@ -1,0 +1,35 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+requires_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch):
+    """Tests never reach a hub: the hub check answers 'unreachable' at once."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from biasbench.hub import hub_reachable
+
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def biasbench_cache(tmp_path_factory) -> Path:
+    """One cache for the session (tiny model, audio), never the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("biasbench-cache")
+    os.environ["BIASBENCH_CACHE"] = str(root)
+    return root
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
