@@ -1,0 +1,90 @@
+"""The first look at a run: accuracy per voice group and per voice, and the largest gap.
+
+Pure functions over the tidy table (one row per response). Invalid answers and refusals
+are not scored wrong: accuracy is over valid answers, and the share of invalid answers is
+reported beside it for every group, since a model that refuses one group more is biased too.
+The full statistics (CIs, voice-level tests) live in the rest of `biasbench.analysis`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+GROUPINGS = {
+    "gender": ["gender"],
+    "ethnicity": ["ethnicity"],
+    "gender x ethnicity": ["gender", "ethnicity"],
+    "voice": ["voice_id", "gender", "ethnicity"],
+}
+
+
+def accuracy_table(tidy: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """n responses, n valid, accuracy over valid answers, invalid share, per group."""
+    frame = tidy.assign(valid=tidy["status"].eq("valid"))
+    grouped = frame.groupby(by, sort=True, dropna=False)
+    table = pd.DataFrame({
+        "n": grouped.size(),
+        "n_valid": grouped["valid"].sum().astype(int),
+        "n_correct": grouped["correct"].sum(min_count=0).astype(int),
+        "n_voices": grouped["voice_id"].nunique(),
+    })
+    table["accuracy"] = table["n_correct"] / table["n_valid"].where(table["n_valid"] > 0)
+    table["invalid_rate"] = 1 - table["n_valid"] / table["n"]  # every status but valid
+    return table.reset_index()
+
+
+def largest_gap(table: pd.DataFrame, by: list[str]) -> dict:
+    """Highest minus lowest group accuracy (groups with no valid answer are left out)."""
+    scored = table.dropna(subset=["accuracy"])
+    if len(scored) < 2:
+        return {"gap": None, "reason": "fewer than two groups with valid answers"}
+    top, bottom = scored.loc[scored["accuracy"].idxmax()], scored.loc[scored["accuracy"].idxmin()]
+    label = lambda row: " / ".join(str(row[c]) for c in by)  # noqa: E731
+    return {"gap": float(top["accuracy"] - bottom["accuracy"]),
+            "highest": label(top), "highest_accuracy": float(top["accuracy"]),
+            "lowest": label(bottom), "lowest_accuracy": float(bottom["accuracy"])}
+
+
+def first_analysis(tidy: pd.DataFrame) -> dict:
+    """Every grouping's table and largest gap, as plain data (JSON-ready)."""
+    audio = tidy[tidy["condition"] == "audio"] if "condition" in tidy else tidy
+    result = {"overall": accuracy_table(audio.assign(all="all"), ["all"]).drop(columns="all").iloc[0].to_dict(),
+              "groupings": {}}
+    for name, by in GROUPINGS.items():
+        table = accuracy_table(audio, by)
+        result["groupings"][name] = {
+            "by": by,
+            "table": table.to_dict("records"),
+            "largest_gap": largest_gap(table, by) if name != "voice" else None,
+        }
+    result["status_counts"] = {str(k): int(v) for k, v in audio["status"].value_counts().items()}
+    return result
+
+
+def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
+    lines = [f"# {title}", ""]
+    if banner:
+        lines += [f"> **{banner}**", ""]
+    overall = analysis["overall"]
+    lines += [f"Overall: accuracy {_pct(overall['accuracy'])} over {int(overall['n_valid'])} valid answers "
+              f"of {int(overall['n'])} responses; not scored (invalid, refused, audio too long or not "
+              f"synthesised) {_pct(overall['invalid_rate'])}.", ""]
+    lines += ["Responses by status: " + ", ".join(f"{k} {v}" for k, v in analysis["status_counts"].items()), ""]
+    for name, block in analysis["groupings"].items():
+        lines += [f"## Accuracy by {name}", ""]
+        frame = pd.DataFrame(block["table"])
+        for column in ("accuracy", "invalid_rate"):
+            frame[column] = frame[column].map(_pct)
+        lines += [frame.to_markdown(index=False), ""]
+        gap = block["largest_gap"]
+        if gap and gap.get("gap") is not None:
+            lines += [f"Largest gap: {_pct(gap['gap'])} ({gap['highest']} {_pct(gap['highest_accuracy'])} vs "
+                      f"{gap['lowest']} {_pct(gap['lowest_accuracy'])}). No test of significance here: "
+                      "see `biasbench report` for voice-level tests and confidence intervals.", ""]
+        elif gap:
+            lines += [f"Largest gap: undefined ({gap['reason']}).", ""]
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{100 * value:.1f}%"

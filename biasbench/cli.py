@@ -1,0 +1,149 @@
+"""The one entry point: `biasbench run | tasks | voices | models ...`.
+
+Problems the user can fix (BiasbenchError) are printed as one clear message with exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from biasbench.errors import BiasbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Measure demographic bias in speech language models.")
+voices_app = typer.Typer(no_args_is_help=True, help="Voice pools: list, check balance.")
+app.add_typer(voices_app, name="voices")
+console = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def run(
+    model: str = typer.Option(..., "--model", "-m", help="alias (qwen2audio), hf:<id or path>, or a local dir"),
+    task: str = typer.Option("mmlu", "--task", "-t", help="task name from tasks/ or a path to a task YAML"),
+    pool: str = typer.Option("espeak-default", "--pool", "-p", help="voice pool name from voices/ or a YAML path"),
+    output_dir: Path = typer.Option(Path("runs"), "--output-dir", "-o", help="runs go to OUTPUT_DIR/<run_id>/"),
+    run_id: Optional[str] = typer.Option(None, help="name of the run directory (default: derived from its inputs)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a stopped run; stored answers are kept"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="use only the first N sampled items"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    revision: Optional[str] = typer.Option(None, help="model revision (branch, tag or commit)"),
+    data_source: str = typer.Option("auto", help="auto (hub if reachable), hf or local"),
+    allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced", help="run a pool whose cells differ"),
+    offline_fallback: bool = typer.Option(
+        False, "--offline-fallback",
+        help="with no GPU or no hub, run the tiny local model instead, labelled as a pipeline check"),
+    long_audio: str = typer.Option("skip", help="clips over the model's limit: skip (recorded) or truncate"),
+    seed: int = typer.Option(0, help="generation seed"),
+    tts_workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Speak every item of TASK with every voice of POOL, ask MODEL, store and summarise."""
+    from biasbench.runner import RunOptions, run as run_benchmark
+
+    _check_choice("--long-audio", long_audio, ["skip", "truncate"])
+    _check_choice("--data-source", data_source, ["auto", "hf", "local"])
+    options = RunOptions(task=task, model=model, pool=pool, output_dir=output_dir, run_id=run_id, resume=resume,
+                         limit=limit, batch_size=batch_size, dtype=dtype, device=device, revision=revision,
+                         data_source=data_source, allow_unbalanced=allow_unbalanced,
+                         offline_fallback=offline_fallback, long_audio=long_audio, seed=seed,
+                         tts_workers=tts_workers, progress=progress)
+    try:
+        result = run_benchmark(options, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted. Every finished batch is stored; rerun the same command with "
+                      "--resume to continue.[/]")
+        raise typer.Exit(130)
+    print((result.run_dir / "summary.md").read_text(encoding="utf-8"))  # plain: tables must not wrap
+    console.print(f"\nRun directory: {result.run_dir}  ({result.n_new} new responses, {result.n_total} in all)")
+
+
+@app.command()
+def tasks():
+    """List the shipped tasks."""
+    from biasbench.config import load_task_config
+    from biasbench.tasks.loader import available_tasks
+
+    table = Table("task", "output type", "description")
+    for name, path in available_tasks().items():
+        config = load_task_config(path)
+        table.add_row(name, config.output_type, config.description)
+    out.print(table)
+
+
+@app.command()
+def models():
+    """List model aliases."""
+    from biasbench.models.registry import ALIASES
+
+    table = Table("alias", "model", "backend", "needs GPU", "description")
+    for alias in ALIASES.values():
+        table.add_row(alias.name, alias.model, alias.backend, "yes" if alias.needs_gpu else "no", alias.description)
+    out.print(table)
+
+
+@voices_app.command("list")
+def voices_list(pool: str = typer.Argument("espeak-default")):
+    """Show the voices of a pool with their labels and where the labels come from."""
+    from biasbench.voices.pool import load_pool
+
+    loaded, path = load_pool(pool, allow_unbalanced=True)
+    table = Table("id", "gender", "ethnicity", "accent", "label source", "tts", title=f"{loaded.pool} ({path})")
+    for v in loaded.voices:
+        table.add_row(v.id, v.gender, v.ethnicity, v.accent, v.label_source,
+                      f"{v.tts.backend} {v.tts.params}")
+    out.print(table)
+
+
+@voices_app.command("check")
+def voices_check(pool: str = typer.Argument("espeak-default")):
+    """Check a pool's balance: 2 genders x 3 ethnicities, equal cells of at least 3 voices."""
+    from biasbench.voices.pool import check_balance, load_pool
+
+    loaded, path = load_pool(pool, allow_unbalanced=True)
+    report = check_balance(loaded)
+    table = Table("gender", "ethnicity", "voices", title=f"{loaded.pool} ({path})")
+    for (gender, ethnicity), n in sorted(report.counts.items()):
+        table.add_row(gender, ethnicity, str(n))
+    out.print(table)
+    if not report.balanced:
+        console.print("[red]unbalanced:[/]\n  " + "\n  ".join(report.problems))
+        raise typer.Exit(1)
+    out.print("balanced")
+
+
+def _check_choice(flag: str, value: str, allowed: list[str]) -> None:
+    if value not in allowed:
+        raise BiasbenchError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except BiasbenchError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""One run: task x items x voices -> spoken requests -> batched model calls -> stored answers.
+
+The runner is the only stage that knows every other stage; each of them it meets through
+plain data (items, voice specs, cache keys, requests, responses, a tidy table).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from tqdm import tqdm
+
+import biasbench
+from biasbench.analysis.summary import first_analysis, to_markdown
+from biasbench.config import VoiceSpec, stable_hash
+from biasbench.errors import BiasbenchError
+from biasbench.models.base import GenerationSettings, Request
+from biasbench.models.registry import ModelChoice, load_backend, resolve_model
+from biasbench.paths import project_root
+from biasbench.store import RunDir, StoredResponse, utc_now
+from biasbench.tasks.loader import Item, Task, load_task
+from biasbench.tasks.scoring import AUDIO_TOO_LONG, score_multiple_choice
+from biasbench.tts.base import SAMPLE_RATE
+from biasbench.tts.cache import AudioCache
+from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+from biasbench.voices.pool import DEFAULT_POOL, load_pool, pool_fingerprint
+
+SYNTHESIS_FAILED = "synthesis_failed"
+PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny randomly initialised model answered. These numbers test "
+                         "the harness end to end; they are not a measurement of any real model.")
+PROXY_LABEL_NOTE = ("Voice demographic labels in this pool are proxies (label_source: proxy), not "
+                    "self-reported identities.")
+
+
+@dataclass
+class RunOptions:
+    task: str
+    model: str
+    pool: str = DEFAULT_POOL
+    output_dir: Path = Path("runs")
+    run_id: str | None = None
+    resume: bool = False
+    limit: int | None = None
+    batch_size: int = 8
+    dtype: str = "auto"
+    device: str = "auto"
+    revision: str | None = None
+    data_source: str = "auto"
+    allow_unbalanced: bool = False
+    offline_fallback: bool = False
+    long_audio: str = "skip"  # skip: record as audio_too_long; truncate: send the first max seconds
+    seed: int = 0
+    tts_workers: int | None = None
+    audio_cache: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class Planned:
+    """One (item, voice) request before it meets the model."""
+
+    item: Item
+    voice: VoiceSpec
+    job: SynthesisJob
+    prompt_hash: str
+    audio_key: str | None = None
+    audio_seconds: float | None = None
+    request_key: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    n_total: int
+    n_new: int
+    analysis: dict = field(default_factory=dict)
+    pipeline_check: bool = False
+
+
+def run(options: RunOptions, console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=True)
+    task = load_task(options.task, data_source=options.data_source, limit=options.limit)
+    pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
+    choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
+    if choice.pipeline_check:
+        console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))
+    backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision)
+    settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, seed=options.seed)
+
+    plan = [_plan(item, voice) for item in task.items for voice in pool.voices]
+    cache = AudioCache(options.audio_cache)
+    synthesis = synthesize_all([p.job for p in plan], cache, workers=options.tts_workers, progress=options.progress)
+    manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
+    run_dir = _open_run_dir(options, manifest)
+    for p in plan:
+        _attach_audio(p, synthesis, cache)
+        p.request_key = _request_key(p, manifest, options.long_audio)
+
+    store = run_dir.open_store()
+    try:
+        done = store.done_keys()
+        pending = [p for p in plan if p.request_key not in done]
+        console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices); "
+                      f"{len(plan) - len(pending)} already stored, {len(pending)} to run.")
+        n_new = _answer_all(pending, backend, task, settings, options, store, cache)
+        table = tidy_table(store.to_frame(), task, pool.voices, manifest)
+    finally:
+        store.close()
+    run_dir.export(table)
+    analysis = first_analysis(table)
+    _write_summary(run_dir, analysis, manifest, choice)
+    manifest.update(finished_at=utc_now(), n_responses=len(table),
+                    complete=len(table) == len(plan))
+    run_dir.write_manifest(manifest)
+    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _plan(item: Item, voice: VoiceSpec) -> Planned:
+    job = SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text)
+    prompt_hash = stable_hash([item.spoken_text, item.text_prompt, list(item.choices)])
+    return Planned(item, voice, job, prompt_hash)
+
+
+def _attach_audio(p: Planned, synthesis, cache: AudioCache) -> None:
+    if synthesis.ok(p.job):
+        p.audio_key = synthesis.keys[p.job]
+        p.audio_seconds = cache.duration(p.audio_key)
+
+
+def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
+    """Everything that can change this answer. Same key <=> the stored answer is reusable."""
+    return stable_hash({
+        "model": manifest["model"]["fingerprint"],
+        "settings": manifest["generation"],
+        "scoring": manifest["task"]["scoring"],
+        "item": p.item.item_id,
+        "prompt": p.prompt_hash,
+        "target": p.item.target,
+        "voice": p.voice.id,
+        "audio": p.audio_key,
+        "long_audio": long_audio,
+    })
+
+
+def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
+    run_dir = RunDir(Path(options.output_dir) / manifest["run_id"])
+    if run_dir.exists():
+        old = run_dir.read_manifest()
+        if old.get("identity_hash") != manifest["identity_hash"]:
+            raise BiasbenchError(f"{run_dir.path} holds a run with a different task, pool, model or "
+                                 "settings; choose another --run-id or --output-dir (nothing was changed).")
+        if not options.resume:
+            raise BiasbenchError(f"{run_dir.path} already exists. Pass --resume to continue or re-export "
+                                 "it (stored answers are kept and never re-run), or choose another --run-id.")
+        manifest["started_at"] = old.get("started_at", manifest["started_at"])
+        manifest["resumed_at"] = old.get("resumed_at", []) + [utc_now()]
+    run_dir.create(manifest)
+    return run_dir
+
+
+# ---------------------------------------------------------------- answering
+
+
+def _answer_all(pending: list[Planned], backend, task: Task, settings, options: RunOptions, store,
+                cache: AudioCache) -> int:
+    limit = backend.max_audio_seconds
+    too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
+    unspoken = [p for p in pending if p.audio_key is None]
+    if too_long and options.long_audio == "skip":
+        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long])
+    store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
+    skip = {id(p) for p in unspoken} | ({id(p) for p in too_long} if options.long_audio == "skip" else set())
+    todo = sorted((p for p in pending if id(p) not in skip), key=lambda p: p.audio_seconds or 0.0)
+    n_new = 0
+    with tqdm(total=len(todo), desc="answering", unit="req", disable=not options.progress) as bar:
+        for start in range(0, len(todo), options.batch_size):
+            # Sorted by duration, so each batch holds clips of similar length: little padding.
+            batch = todo[start:start + options.batch_size]
+            n_new += store.add(_answer_batch(batch, backend, task, settings, limit, cache))
+            bar.update(len(batch))
+    return n_new + len(too_long if options.long_audio == "skip" else []) + len(unspoken)
+
+
+def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, cache) -> list[StoredResponse]:
+    requests = [_request(p, settings, limit, cache) for p in batch]
+    if task.config.scoring == "logprobs":
+        responses = backend.score_choices(requests)
+    else:
+        responses = backend.generate(requests)
+    stored = []
+    for p, request, response in zip(batch, requests, responses):
+        scored = score_multiple_choice(response.text, response.option_logprobs, p.item.letters,
+                                       p.item.choices, p.item.target)
+        stored.append(StoredResponse(
+            request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice.id, condition="audio",
+            prompt_hash=p.prompt_hash, audio_key=p.audio_key, audio_seconds=p.audio_seconds,
+            audio_truncated=int(bool(limit and p.audio_seconds and p.audio_seconds > limit)),
+            response_text=response.text,
+            option_logprobs=json.dumps(response.option_logprobs) if response.option_logprobs else None,
+            answer=scored.answer, target=p.item.letters[p.item.target], status=scored.status,
+            correct=scored.correct, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens))
+    return stored
+
+
+def _request(p: Planned, settings: GenerationSettings, limit: float | None, cache: AudioCache) -> Request:
+    audio = cache.get(p.audio_key)  # read lazily, one batch at a time
+    if audio is None:
+        raise BiasbenchError(f"audio for voice {p.voice.id}, item {p.item.item_id} vanished from the cache")
+    if limit and len(audio) > limit * SAMPLE_RATE:
+        audio = audio[: int(limit * SAMPLE_RATE)]  # the 'truncate' policy, recorded in audio_truncated
+    return Request(request_id=p.request_key, prompt=p.item.text_prompt, audio=audio,
+                   sampling_rate=SAMPLE_RATE, choices=p.item.letters, settings=settings)
+
+
+def _unanswered(p: Planned, status: str) -> StoredResponse:
+    return StoredResponse(
+        request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice.id, condition="audio",
+        prompt_hash=p.prompt_hash, audio_key=p.audio_key, audio_seconds=p.audio_seconds, audio_truncated=0,
+        response_text=None, option_logprobs=None, answer=None, target=p.item.letters[p.item.target],
+        status=status, correct=None, latency_s=None, n_input_tokens=None)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def tidy_table(stored: pd.DataFrame, task: Task, voices: list[VoiceSpec], manifest: dict) -> pd.DataFrame:
+    """One row per response, with the voice's labels and the item's metadata beside it."""
+    voice_labels = pd.DataFrame([{"voice_id": v.id, "gender": v.gender, "ethnicity": v.ethnicity,
+                                  "accent": v.accent, "label_source": v.label_source} for v in voices])
+    stratum = task.config.sample.stratify_by
+    items = pd.DataFrame([{"item_id": i.item_id, **({"stratum": i.meta.get(stratum)} if stratum else {})}
+                          for i in task.items])
+    table = stored.drop(columns=["option_logprobs"]).merge(voice_labels, on="voice_id", how="left")
+    table = table.merge(items, on="item_id", how="left")
+    table.insert(0, "run_id", manifest["run_id"])
+    table.insert(1, "task", task.name)
+    table.insert(2, "model", manifest["model"]["name"])
+    return table
+
+
+def _write_summary(run_dir: RunDir, analysis: dict, manifest: dict, choice: ModelChoice) -> None:
+    banner = PIPELINE_CHECK_BANNER if choice.pipeline_check else ""
+    if "proxy" in manifest["pool"]["label_sources"]:
+        banner = f"{banner} {PROXY_LABEL_NOTE}".strip()
+    title = f"{manifest['task']['task']} — {manifest['model']['name']} — pool {manifest['pool']['pool']}"
+    (run_dir.path / "summary.json").write_text(json.dumps(
+        {"pipeline_check": choice.pipeline_check, "banner": banner, **analysis}, indent=2, default=_plain),
+        encoding="utf-8")
+    (run_dir.path / "summary.md").write_text(to_markdown(analysis, title=title, banner=banner), encoding="utf-8")
+
+
+def _plain(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
+
+
+def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings,
+              synthesis) -> dict:
+    """Everything needed to redo the run. `identity_hash` covers what makes answers differ."""
+    model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
+             "pipeline_check": choice.pipeline_check, "note": choice.note,
+             "fingerprint": backend.fingerprint()}
+    task_info = {**task.fingerprint(), "scoring": task.config.scoring, "config": task.config.model_dump()}
+    identity = {"task": task_info["items_hash"], "task_config": task_info["config_hash"], "pool": pool["hash"],
+                "model": model["fingerprint"], "generation": asdict(settings), "long_audio": options.long_audio}
+    identity_hash = stable_hash(identity)
+    run_id = options.run_id or f"{task.name}-{choice.name}-{identity_hash[:10]}"
+    return {
+        "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
+        "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": _git_commit()},
+        "command": " ".join(sys.argv), "options": {k: str(v) for k, v in asdict(options).items()},
+        "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),
+        "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
+                                                           "sample": task.config.sample.seed},
+        "synthesis": {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
+                      "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e}
+                                   for j, e in synthesis.failures[:50]]},
+        "versions": _versions(), "platform": platform.platform(), "python": platform.python_version(),
+    }
+
+
+def _versions() -> dict:
+    names = ["numpy", "pandas", "scipy", "torch", "transformers", "tokenizers", "soundfile", "statsmodels"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

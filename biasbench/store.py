@@ -1,0 +1,157 @@
+"""A run's directory: its manifest, its SQLite response store and its exports.
+
+Responses are written to SQLite as each batch finishes, in one transaction per batch, keyed
+by a hash of everything that determines the answer. A killed run therefore loses at most
+the batch in flight, and `INSERT OR IGNORE` on the key means a resumed run can never store
+a response twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from biasbench.errors import BiasbenchError
+
+SCHEMA_VERSION = 1
+
+_COLUMNS = {
+    "request_key": "TEXT PRIMARY KEY",
+    "item_id": "TEXT NOT NULL",
+    "voice_id": "TEXT NOT NULL",
+    "condition": "TEXT NOT NULL",
+    "prompt_hash": "TEXT NOT NULL",
+    "audio_key": "TEXT",
+    "audio_seconds": "REAL",
+    "audio_truncated": "INTEGER NOT NULL DEFAULT 0",
+    "response_text": "TEXT",
+    "option_logprobs": "TEXT",
+    "answer": "TEXT",
+    "target": "TEXT",
+    "status": "TEXT NOT NULL",
+    "correct": "REAL",
+    "latency_s": "REAL",
+    "n_input_tokens": "INTEGER",
+    "created_at": "TEXT NOT NULL",
+}
+
+
+@dataclass
+class StoredResponse:
+    request_key: str
+    item_id: str
+    voice_id: str
+    condition: str
+    prompt_hash: str
+    audio_key: str | None
+    audio_seconds: float | None
+    audio_truncated: int
+    response_text: str | None
+    option_logprobs: str | None  # JSON
+    answer: str | None
+    target: str | None
+    status: str
+    correct: float | None
+    latency_s: float | None
+    n_input_tokens: int | None
+    created_at: str = ""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResponseStore:
+    """The SQLite file of one run. WAL mode, so an export can read while a run writes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS responses ({columns})")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise BiasbenchError(f"{self.path} was written by store schema {row[0]}; this biasbench "
+                                 f"reads schema {SCHEMA_VERSION}. Re-run into a new output directory.")
+
+    def done_keys(self) -> set[str]:
+        return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
+
+    def add(self, responses: list[StoredResponse]) -> int:
+        """Store a batch atomically; returns how many were new."""
+        now = utc_now()
+        rows = [tuple({**asdict(r), "created_at": r.created_at or now}[c] for c in _COLUMNS) for r in responses]
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self.db:  # one transaction: the whole batch or nothing
+            before = self.db.total_changes
+            self.db.executemany(f"INSERT OR IGNORE INTO responses VALUES ({placeholders})", rows)
+            return self.db.total_changes - before
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM responses ORDER BY item_id, voice_id, condition", self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class RunDir:
+    """`runs/<run_id>/`: manifest.json, responses.sqlite, and the exports made from them."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / "responses.sqlite"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def create(self, manifest: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_manifest(manifest)
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BiasbenchError(f"{self.path} is not a biasbench run (no manifest.json)") from None
+        except json.JSONDecodeError as exc:
+            raise BiasbenchError(f"{self.manifest_path} is not valid JSON: {exc}") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        # Write then rename, so a kill mid-write never leaves a half manifest.
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        tmp.replace(self.manifest_path)
+
+    def open_store(self) -> ResponseStore:
+        return ResponseStore(self.store_path)
+
+    def export(self, table: pd.DataFrame) -> dict[str, Path]:
+        """The tidy table as Parquet (for analysis) and CSV (for people)."""
+        paths = {"parquet": self.path / "responses.parquet", "csv": self.path / "responses.csv"}
+        table.to_parquet(paths["parquet"], index=False)
+        table.to_csv(paths["csv"], index=False)
+        return paths

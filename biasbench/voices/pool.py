@@ -1,0 +1,90 @@
+"""Voice pools: finding them, and checking that they are balanced.
+
+The design is 2 genders x 3 ethnicities with the same number of voices (k >= 3) in every
+cell: with fewer voices one odd voice can pass for a group effect, and with unequal cells
+group comparisons mix voice effects unevenly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from biasbench.config import VoicePool, load_voice_pool, stable_hash
+from biasbench.errors import BiasbenchError
+from biasbench.paths import project_root
+
+GENDERS = ("female", "male")
+ETHNICITIES = ("black", "white", "east_asian")
+MIN_VOICES_PER_CELL = 3
+DEFAULT_POOL = "espeak-default"
+
+
+@dataclass
+class BalanceReport:
+    counts: dict[tuple[str, str], int]  # (gender, ethnicity) -> voices
+    problems: list[str]
+
+    @property
+    def balanced(self) -> bool:
+        return not self.problems
+
+
+def voices_dir() -> Path:
+    return project_root() / "voices"
+
+
+def available_pools() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(voices_dir().glob("*.yaml"))}
+
+
+def find_pool(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise BiasbenchError(f"voice pool file {candidate} not found")
+        return candidate
+    known = available_pools()
+    if name_or_path in known:
+        return known[name_or_path]
+    near = difflib.get_close_matches(name_or_path, known, n=3)
+    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    raise BiasbenchError(f"unknown voice pool {name_or_path!r}.{hint} Known pools: {', '.join(known)}")
+
+
+def check_balance(pool: VoicePool) -> BalanceReport:
+    counts = Counter((v.gender, v.ethnicity) for v in pool.voices)
+    cells = {(g, e): counts.get((g, e), 0) for g in GENDERS for e in ETHNICITIES}
+    problems = [f"label {label!r} is outside the design ({', '.join(GENDERS + ETHNICITIES)})"
+                for label in sorted({k for pair in counts for k in pair} - set(GENDERS + ETHNICITIES))]
+    sizes = set(cells.values())
+    if len(sizes) > 1:
+        problems.append("cells have different numbers of voices: " +
+                        ", ".join(f"{g}/{e}={n}" for (g, e), n in cells.items()))
+    if min(sizes) < MIN_VOICES_PER_CELL:
+        problems.append(f"every gender x ethnicity cell needs at least {MIN_VOICES_PER_CELL} voices; "
+                        f"the smallest has {min(sizes)}")
+    return BalanceReport(counts=dict(counts), problems=problems)
+
+
+def load_pool(name_or_path: str, *, allow_unbalanced: bool = False) -> tuple[VoicePool, Path]:
+    path = find_pool(name_or_path)
+    pool = load_voice_pool(path)
+    report = check_balance(pool)
+    if not report.balanced and not allow_unbalanced:
+        raise BiasbenchError(f"voice pool {path} is unbalanced:\n  " + "\n  ".join(report.problems)
+                             + "\nFix the pool, or pass --allow-unbalanced to run it anyway "
+                             "(group comparisons will then be less trustworthy).")
+    return pool, path
+
+
+def pool_fingerprint(pool: VoicePool, path: Path) -> dict:
+    return {
+        "pool": pool.pool,
+        "path": str(path),
+        "hash": stable_hash(pool.model_dump()),
+        "n_voices": len(pool.voices),
+        "label_sources": sorted({v.label_source for v in pool.voices}),
+    }

@@ -1,0 +1,51 @@
+"""The response store: atomic batches, no duplicates, schema checks."""
+
+import sqlite3
+
+import pytest
+
+from biasbench.errors import BiasbenchError
+from biasbench.store import ResponseStore, RunDir, StoredResponse
+
+
+def response(key, correct=1.0, status="valid"):
+    return StoredResponse(request_key=key, item_id="i1", voice_id="v1", condition="audio", prompt_hash="p",
+                          audio_key="a", audio_seconds=1.5, audio_truncated=0, response_text="B",
+                          option_logprobs=None, answer="B", target="B", status=status, correct=correct,
+                          latency_s=0.1, n_input_tokens=10)
+
+
+def test_a_key_is_stored_once(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    assert store.add([response("k1"), response("k2")]) == 2
+    assert store.add([response("k2"), response("k3")]) == 1  # k2 again: ignored
+    assert store.count() == 3 and store.done_keys() == {"k1", "k2", "k3"}
+    frame = store.to_frame()
+    assert frame["request_key"].is_unique and frame["created_at"].str.len().min() > 0
+
+
+def test_store_survives_reopen(tmp_path):
+    ResponseStore(tmp_path / "r.sqlite").add([response("k1", correct=None, status="invalid")])
+    frame = ResponseStore(tmp_path / "r.sqlite").to_frame()
+    assert frame.loc[0, "status"] == "invalid" and frame["correct"].isna().all()
+
+
+def test_store_from_another_schema_is_refused(tmp_path):
+    ResponseStore(tmp_path / "r.sqlite").close()
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value='0' WHERE key='schema_version'")
+    db.close()
+    with pytest.raises(BiasbenchError, match="schema 0"):
+        ResponseStore(tmp_path / "r.sqlite")
+
+
+def test_run_dir_manifest_roundtrip_and_errors(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(BiasbenchError, match="not a biasbench run"):
+        run.read_manifest()
+    run.create({"run_id": "x", "n": 1})
+    assert run.read_manifest() == {"run_id": "x", "n": 1}
+    run.manifest_path.write_text("{broken")
+    with pytest.raises(BiasbenchError, match="not valid JSON"):
+        run.read_manifest()

@@ -1,0 +1,46 @@
+"""The first analysis: accuracy per group over valid answers, invalid share beside it."""
+
+import numpy as np
+import pandas as pd
+
+from biasbench.analysis.summary import accuracy_table, first_analysis, largest_gap, to_markdown
+
+
+def table():
+    rows = []
+    for voice, gender, ethnicity, outcomes in [
+        ("f1", "female", "black", [1, 1, 0, None]),  # one invalid answer
+        ("f2", "female", "white", [1, 1, 1, 1]),
+        ("m1", "male", "black", [0, 0, 1, 0]),
+        ("m2", "male", "white", [1, 0, 1, 0]),
+    ]:
+        for item, outcome in enumerate(outcomes):
+            rows.append({"item_id": f"i{item}", "voice_id": voice, "gender": gender, "ethnicity": ethnicity,
+                         "condition": "audio", "status": "valid" if outcome is not None else "invalid",
+                         "correct": np.nan if outcome is None else float(outcome)})
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_is_over_valid_answers_and_invalid_is_counted():
+    by_gender = accuracy_table(table(), ["gender"]).set_index("gender")
+    assert by_gender.loc["female", "n"] == 8 and by_gender.loc["female", "n_valid"] == 7
+    assert by_gender.loc["female", "accuracy"] == 6 / 7
+    assert by_gender.loc["female", "invalid_rate"] == 1 / 8
+    assert by_gender.loc["male", "accuracy"] == 3 / 8 and by_gender.loc["male", "invalid_rate"] == 0
+
+
+def test_largest_gap_and_all_groupings():
+    analysis = first_analysis(table())
+    gap = analysis["groupings"]["gender"]["largest_gap"]
+    assert gap["highest"] == "female" and gap["lowest"] == "male"
+    assert np.isclose(gap["gap"], 6 / 7 - 3 / 8)
+    cells = analysis["groupings"]["gender x ethnicity"]["table"]
+    assert len(cells) == 4 and analysis["status_counts"] == {"valid": 15, "invalid": 1}
+    assert len(analysis["groupings"]["voice"]["table"]) == 4
+    markdown = to_markdown(analysis, title="t", banner="PIPELINE CHECK")
+    assert "PIPELINE CHECK" in markdown and "85.7%" in markdown
+
+
+def test_gap_is_undefined_with_one_scored_group():
+    one = accuracy_table(table()[table().gender == "female"], ["gender"])
+    assert largest_gap(one, ["gender"])["gap"] is None
