@@ -15,13 +15,16 @@ from rich.console import Console
 from rich.table import Table
 
 from biasbench.errors import BiasbenchError
+from biasbench.voices.cli import voices_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Measure demographic bias in speech language models.")
-voices_app = typer.Typer(no_args_is_help=True, help="Voice pools: list, check balance.")
-app.add_typer(voices_app, name="voices")
 console = Console(stderr=True)
 out = Console()
+
+
+# Each stage keeps its own sub-commands beside its code.
+app.add_typer(voices_app, name="voices")
 
 
 @app.command()
@@ -89,36 +92,6 @@ def models():
     for alias in ALIASES.values():
         table.add_row(alias.name, alias.model, alias.backend, "yes" if alias.needs_gpu else "no", alias.description)
     out.print(table)
-
-
-@voices_app.command("list")
-def voices_list(pool: str = typer.Argument("espeak-default")):
-    """Show the voices of a pool with their labels and where the labels come from."""
-    from biasbench.voices.pool import load_pool
-
-    loaded, path = load_pool(pool, allow_unbalanced=True)
-    table = Table("id", "gender", "ethnicity", "accent", "label source", "tts", title=f"{loaded.pool} ({path})")
-    for v in loaded.voices:
-        table.add_row(v.id, v.gender, v.ethnicity, v.accent, v.label_source,
-                      f"{v.tts.backend} {v.tts.params}")
-    out.print(table)
-
-
-@voices_app.command("check")
-def voices_check(pool: str = typer.Argument("espeak-default")):
-    """Check a pool's balance: 2 genders x 3 ethnicities, equal cells of at least 3 voices."""
-    from biasbench.voices.pool import check_balance, load_pool
-
-    loaded, path = load_pool(pool, allow_unbalanced=True)
-    report = check_balance(loaded)
-    table = Table("gender", "ethnicity", "voices", title=f"{loaded.pool} ({path})")
-    for (gender, ethnicity), n in sorted(report.counts.items()):
-        table.add_row(gender, ethnicity, str(n))
-    out.print(table)
-    if not report.balanced:
-        console.print("[red]unbalanced:[/]\n  " + "\n  ".join(report.problems))
-        raise typer.Exit(1)
-    out.print("balanced")
 
 
 def _check_choice(flag: str, value: str, allowed: list[str]) -> None:

@@ -111,16 +111,21 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
         pending = [p for p in plan if p.request_key not in done]
         console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices); "
                       f"{len(plan) - len(pending)} already stored, {len(pending)} to run.")
-        n_new = _answer_all(pending, backend, task, settings, options, store, cache)
+        failures: list[dict] = []
+        n_new = _answer_all(pending, backend, task, settings, options, store, cache, failures)
         table = tidy_table(store.to_frame(), task, pool.voices, manifest)
     finally:
         store.close()
     run_dir.export(table)
     analysis = first_analysis(table)
     _write_summary(run_dir, analysis, manifest, choice)
-    manifest.update(finished_at=utc_now(), n_responses=len(table),
-                    complete=len(table) == len(plan))
+    manifest.update(finished_at=utc_now(), n_responses=len(table), complete=len(table) == len(plan),
+                    failed_requests=failures[:100], n_failed_requests=len(failures),
+                    usage=backend.usage() if hasattr(backend, "usage") else None)
     run_dir.write_manifest(manifest)
+    if failures:
+        console.print(f"[bold red]{len(failures)} requests failed and were not stored[/] (first: "
+                      f"{failures[0]['error']}); rerun the same command with --resume to retry them.")
     return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check)
 
 
@@ -174,7 +179,7 @@ def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
 
 
 def _answer_all(pending: list[Planned], backend, task: Task, settings, options: RunOptions, store,
-                cache: AudioCache) -> int:
+                cache: AudioCache, failures: list[dict]) -> int:
     limit = backend.max_audio_seconds
     too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
     unspoken = [p for p in pending if p.audio_key is None]
@@ -188,12 +193,13 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
         for start in range(0, len(todo), options.batch_size):
             # Sorted by duration, so each batch holds clips of similar length: little padding.
             batch = todo[start:start + options.batch_size]
-            n_new += store.add(_answer_batch(batch, backend, task, settings, limit, cache))
+            n_new += store.add(_answer_batch(batch, backend, task, settings, limit, cache, failures))
             bar.update(len(batch))
     return n_new + len(too_long if options.long_audio == "skip" else []) + len(unspoken)
 
 
-def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, cache) -> list[StoredResponse]:
+def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, cache,
+                  failures: list[dict]) -> list[StoredResponse]:
     requests = [_request(p, settings, limit, cache) for p in batch]
     if task.config.scoring == "logprobs":
         responses = backend.score_choices(requests)
@@ -201,6 +207,9 @@ def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, ca
         responses = backend.generate(requests)
     stored = []
     for p, request, response in zip(batch, requests, responses):
+        if response.error:  # not stored: a later --resume retries it
+            failures.append({"item_id": p.item.item_id, "voice_id": p.voice.id, "error": response.error})
+            continue
         scored = score_multiple_choice(response.text, response.option_logprobs, p.item.letters,
                                        p.item.choices, p.item.target)
         stored.append(StoredResponse(

@@ -48,6 +48,9 @@ class Response:
     latency_s: float = 0.0  # wall time of the batch, shared out per request
     n_input_tokens: int | None = None
     n_output_tokens: int | None = None
+    # Set when the backend gave up on this request (e.g. an API that kept failing after its
+    # retries). The runner does not store such a response, so `--resume` retries it.
+    error: str | None = None
 
 
 class ModelBackend(Protocol):
@@ -65,3 +68,5 @@ class ModelBackend(Protocol):
 
     def generate(self, requests: list[Request]) -> list[Response]:
         """Free-text generation."""
+
+    # Optional: `usage() -> dict` (tokens, cost, retries) is copied into the run manifest.
