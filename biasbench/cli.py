@@ -19,7 +19,7 @@ from biasbench.voices.cli import voices_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Measure demographic bias in speech language models.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line
 out = Console()
 
 
@@ -40,6 +40,8 @@ def run(
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     revision: Optional[str] = typer.Option(None, help="model revision (branch, tag or commit)"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server for openai: models "
+                                           "(default: $OPENAI_BASE_URL, else the OpenAI API)"),
     data_source: str = typer.Option("auto", help="auto (hub if reachable), hf or local"),
     allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced", help="run a pool whose cells differ"),
     offline_fallback: bool = typer.Option(
@@ -57,7 +59,7 @@ def run(
     _check_choice("--data-source", data_source, ["auto", "hf", "local"])
     options = RunOptions(task=task, model=model, pool=pool, output_dir=output_dir, run_id=run_id, resume=resume,
                          limit=limit, batch_size=batch_size, dtype=dtype, device=device, revision=revision,
-                         data_source=data_source, allow_unbalanced=allow_unbalanced,
+                         base_url=base_url, data_source=data_source, allow_unbalanced=allow_unbalanced,
                          offline_fallback=offline_fallback, long_audio=long_audio, seed=seed,
                          tts_workers=tts_workers, progress=progress)
     try:
@@ -88,9 +90,10 @@ def models():
     """List model aliases."""
     from biasbench.models.registry import ALIASES
 
-    table = Table("alias", "model", "backend", "needs GPU", "description")
+    table = Table("alias", "model", "backend", "needs", "description")
     for alias in ALIASES.values():
-        table.add_row(alias.name, alias.model, alias.backend, "yes" if alias.needs_gpu else "no", alias.description)
+        needs = ", ".join(filter(None, ["CUDA GPU" if alias.needs_gpu else "", alias.needs])) or "-"
+        table.add_row(alias.name, alias.model, alias.backend, needs, alias.description)
     out.print(table)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biasbench.errors import ConfigError
 
@@ -67,6 +67,18 @@ class SampleSpec(_Strict):
     min_per_stratum: int = Field(1, ge=0)
 
 
+class NumericSpec(_Strict):
+    """For generate_numeric: the plausible range and unit of the number asked for."""
+
+    min: float | None = None
+    max: float | None = None
+    unit: str = ""
+
+
+OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeric"]
+Condition = Literal["audio", "text"]
+
+
 class TaskConfig(_Strict):
     task: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
@@ -76,20 +88,41 @@ class TaskConfig(_Strict):
     doc_to_text: str = Field(description="what the voice speaks")
     instruction: str = Field("", description="what the model is told in text")
     instruction_mode: Literal["text", "spoken"] = "text"
-    output_type: Literal["multiple_choice"] = "multiple_choice"
-    doc_to_choice: str | list[str] = Field(
-        description="a field holding the options (list or JSON list), or a fixed list"
+    output_type: OutputType = "multiple_choice"
+    doc_to_choice: str | list[str] | None = Field(
+        None, description="a field holding the options (list or JSON list), or a fixed list"
     )
-    doc_to_target: str = Field(description="template giving the answer: index, letter or text")
+    doc_to_target: str | None = Field(None, description="template giving the answer: index, letter or text")
     scoring: Literal["logprobs", "generate"] = Field(
         "logprobs",
-        description="logprobs: option-letter log-probabilities in one forward pass; "
-        "generate: free text parsed for a letter",
+        description="multiple choice only. logprobs: option-letter log-probabilities in one "
+        "forward pass; generate: free text parsed for a letter",
     )
+    # audio: every voice speaks the item; text: the same prompt as text, no voice (a control).
+    conditions: list[Condition] = Field(default_factory=lambda: ["audio"], min_length=1)
+    samples: int = Field(1, ge=1, description="answers drawn per (item, voice), for sampled decoding")
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(16, ge=1)
-    metrics: list[Literal["accuracy"]] = Field(default_factory=lambda: ["accuracy"])
+    # generate_categorical: category -> phrases that name it, and/or a lexicon file.
+    categories: dict[str, list[str]] | None = None
+    lexicon: str | None = Field(None, description="CSV lexicon relative to the YAML (generate_categorical)")
+    numeric: NumericSpec | None = None
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     citation: str = ""
     licence: str = ""
+
+    @model_validator(mode="after")
+    def _fields_for_output_type(self):
+        needs = {"multiple_choice": ["doc_to_choice", "doc_to_target"], "generate_numeric": ["numeric"]}
+        for name in needs.get(self.output_type, []):
+            if getattr(self, name) is None:
+                raise ValueError(f"output_type {self.output_type} needs the field '{name}'")
+        if self.output_type == "generate_categorical" and not (self.categories or self.lexicon):
+            raise ValueError("output_type generate_categorical needs 'categories' or 'lexicon'")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set a temperature")
+        return self
 
 
 # --------------------------------------------------------------------------- voices

@@ -10,7 +10,7 @@ import json
 import platform
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from biasbench.models.registry import ModelChoice, load_backend, resolve_model
 from biasbench.paths import project_root
 from biasbench.store import RunDir, StoredResponse, utc_now
 from biasbench.tasks.loader import Item, Task, load_task
-from biasbench.tasks.scoring import AUDIO_TOO_LONG, score_multiple_choice
+from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
@@ -54,6 +54,7 @@ class RunOptions:
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
+    base_url: str | None = None  # an OpenAI-compatible server for openai: models
     data_source: str = "auto"
     allow_unbalanced: bool = False
     offline_fallback: bool = False
@@ -64,17 +65,26 @@ class RunOptions:
     progress: bool = True
 
 
+TEXT_CONTROL_VOICE = "text-control"  # the voice_id of the no-voice control condition
+
+
 @dataclass
 class Planned:
-    """One (item, voice) request before it meets the model."""
+    """One request before it meets the model: an item, spoken by a voice (or as text), one sample."""
 
     item: Item
-    voice: VoiceSpec
-    job: SynthesisJob
+    voice: VoiceSpec | None  # None for the text-only control
+    condition: str  # "audio" or "text"
+    sample_index: int
+    job: SynthesisJob | None  # what to synthesise; None for text
     prompt_hash: str
     audio_key: str | None = None
     audio_seconds: float | None = None
     request_key: str = ""
+
+    @property
+    def voice_id(self) -> str:
+        return self.voice.id if self.voice else TEXT_CONTROL_VOICE
 
 
 @dataclass
@@ -93,12 +103,15 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
     if choice.pipeline_check:
         console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))
-    backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision)
-    settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, seed=options.seed)
+    backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision,
+                           base_url=options.base_url)
+    settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
+                                  top_p=task.config.top_p, seed=options.seed)
 
-    plan = [_plan(item, voice) for item in task.items for voice in pool.voices]
+    plan = plan_requests(task, pool.voices)
     cache = AudioCache(options.audio_cache)
-    synthesis = synthesize_all([p.job for p in plan], cache, workers=options.tts_workers, progress=options.progress)
+    synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
+                               progress=options.progress)
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
     run_dir = _open_run_dir(options, manifest)
     for p in plan:
@@ -109,7 +122,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     try:
         done = store.done_keys()
         pending = [p for p in plan if p.request_key not in done]
-        console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices); "
+        console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices x "
+                      f"{task.config.samples} samples, conditions: {', '.join(task.config.conditions)}); "
                       f"{len(plan) - len(pending)} already stored, {len(pending)} to run.")
         failures: list[dict] = []
         n_new = _answer_all(pending, backend, task, settings, options, store, cache, failures)
@@ -117,7 +131,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     finally:
         store.close()
     run_dir.export(table)
-    analysis = first_analysis(table)
+    analysis = first_analysis(table, task.config.output_type)
     _write_summary(run_dir, analysis, manifest, choice)
     manifest.update(finished_at=utc_now(), n_responses=len(table), complete=len(table) == len(plan),
                     failed_requests=failures[:100], n_failed_requests=len(failures),
@@ -132,14 +146,23 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 # ---------------------------------------------------------------- planning
 
 
-def _plan(item: Item, voice: VoiceSpec) -> Planned:
-    job = SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text)
-    prompt_hash = stable_hash([item.spoken_text, item.text_prompt, list(item.choices)])
-    return Planned(item, voice, job, prompt_hash)
+def plan_requests(task: Task, voices: list[VoiceSpec]) -> list[Planned]:
+    """Every (item, condition, voice, sample) the run must answer, in a fixed order."""
+    plan = []
+    for item in task.items:
+        prompt_hash = stable_hash([item.spoken_text, item.text_prompt, list(item.choices), item.reference])
+        for sample in range(task.config.samples):
+            if "text" in task.config.conditions:
+                plan.append(Planned(item, None, "text", sample, None, prompt_hash))
+            if "audio" in task.config.conditions:
+                plan += [Planned(item, voice, "audio", sample,
+                                 SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text),
+                                 prompt_hash) for voice in voices]
+    return plan
 
 
 def _attach_audio(p: Planned, synthesis, cache: AudioCache) -> None:
-    if synthesis.ok(p.job):
+    if p.job is not None and synthesis.ok(p.job):
         p.audio_key = synthesis.keys[p.job]
         p.audio_seconds = cache.duration(p.audio_key)
 
@@ -153,7 +176,9 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
         "item": p.item.item_id,
         "prompt": p.prompt_hash,
         "target": p.item.target,
-        "voice": p.voice.id,
+        "condition": p.condition,
+        "sample": p.sample_index,
+        "voice": p.voice_id,
         "audio": p.audio_key,
         "long_audio": long_audio,
     })
@@ -182,7 +207,7 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
                 cache: AudioCache, failures: list[dict]) -> int:
     limit = backend.max_audio_seconds
     too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
-    unspoken = [p for p in pending if p.audio_key is None]
+    unspoken = [p for p in pending if p.condition == "audio" and p.audio_key is None]
     if too_long and options.long_audio == "skip":
         store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long])
     store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
@@ -201,7 +226,7 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
 def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, cache,
                   failures: list[dict]) -> list[StoredResponse]:
     requests = [_request(p, settings, limit, cache) for p in batch]
-    if task.config.scoring == "logprobs":
+    if task.config.output_type == "multiple_choice" and task.config.scoring == "logprobs":
         responses = backend.score_choices(requests)
     else:
         responses = backend.generate(requests)
@@ -210,35 +235,44 @@ def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, ca
         if response.error:  # not stored: a later --resume retries it
             failures.append({"item_id": p.item.item_id, "voice_id": p.voice.id, "error": response.error})
             continue
-        scored = score_multiple_choice(response.text, response.option_logprobs, p.item.letters,
-                                       p.item.choices, p.item.target)
+        scored = task.scorer(p.item, response.text, response.option_logprobs)
         stored.append(StoredResponse(
-            request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice.id, condition="audio",
-            prompt_hash=p.prompt_hash, audio_key=p.audio_key, audio_seconds=p.audio_seconds,
+            request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice_id, condition=p.condition,
+            sample_index=p.sample_index, prompt_hash=p.prompt_hash, audio_key=p.audio_key,
+            audio_seconds=p.audio_seconds,
             audio_truncated=int(bool(limit and p.audio_seconds and p.audio_seconds > limit)),
             response_text=response.text,
             option_logprobs=json.dumps(response.option_logprobs) if response.option_logprobs else None,
-            answer=scored.answer, target=p.item.letters[p.item.target], status=scored.status,
-            correct=scored.correct, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens))
+            answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
+            value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens))
     return stored
 
 
 def _request(p: Planned, settings: GenerationSettings, limit: float | None, cache: AudioCache) -> Request:
+    # Each sample gets its own seed, so n samples of one (item, voice) are n different draws.
+    settings = replace(settings, seed=settings.seed + p.sample_index)
+    common = dict(request_id=p.request_key, sampling_rate=SAMPLE_RATE, choices=p.item.letters or None,
+                  settings=settings)
+    if p.condition == "text":  # the control: what the voice would have said, as text
+        return Request(prompt=f"{p.item.spoken_text}\n{p.item.text_prompt}".strip(), audio=None, **common)
     audio = cache.get(p.audio_key)  # read lazily, one batch at a time
     if audio is None:
-        raise BiasbenchError(f"audio for voice {p.voice.id}, item {p.item.item_id} vanished from the cache")
+        raise BiasbenchError(f"audio for voice {p.voice_id}, item {p.item.item_id} vanished from the cache")
     if limit and len(audio) > limit * SAMPLE_RATE:
         audio = audio[: int(limit * SAMPLE_RATE)]  # the 'truncate' policy, recorded in audio_truncated
-    return Request(request_id=p.request_key, prompt=p.item.text_prompt, audio=audio,
-                   sampling_rate=SAMPLE_RATE, choices=p.item.letters, settings=settings)
+    return Request(prompt=p.item.text_prompt, audio=audio, **common)
+
+
+def _target(item: Item) -> str | None:
+    return item.letters[item.target] if item.target is not None else (item.reference or None)
 
 
 def _unanswered(p: Planned, status: str) -> StoredResponse:
     return StoredResponse(
-        request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice.id, condition="audio",
-        prompt_hash=p.prompt_hash, audio_key=p.audio_key, audio_seconds=p.audio_seconds, audio_truncated=0,
-        response_text=None, option_logprobs=None, answer=None, target=p.item.letters[p.item.target],
-        status=status, correct=None, latency_s=None, n_input_tokens=None)
+        request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice_id, condition=p.condition,
+        sample_index=p.sample_index, prompt_hash=p.prompt_hash, audio_key=p.audio_key,
+        audio_seconds=p.audio_seconds, audio_truncated=0, response_text=None, option_logprobs=None, answer=None,
+        target=_target(p.item), status=status, correct=None, value=None, latency_s=None, n_input_tokens=None)
 
 
 # ---------------------------------------------------------------- outputs

@@ -25,6 +25,7 @@ _COLUMNS = {
     "item_id": "TEXT NOT NULL",
     "voice_id": "TEXT NOT NULL",
     "condition": "TEXT NOT NULL",
+    "sample_index": "INTEGER NOT NULL DEFAULT 0",
     "prompt_hash": "TEXT NOT NULL",
     "audio_key": "TEXT",
     "audio_seconds": "REAL",
@@ -35,6 +36,7 @@ _COLUMNS = {
     "target": "TEXT",
     "status": "TEXT NOT NULL",
     "correct": "REAL",
+    "value": "REAL",
     "latency_s": "REAL",
     "n_input_tokens": "INTEGER",
     "created_at": "TEXT NOT NULL",
@@ -47,6 +49,7 @@ class StoredResponse:
     item_id: str
     voice_id: str
     condition: str
+    sample_index: int
     prompt_hash: str
     audio_key: str | None
     audio_seconds: float | None
@@ -57,6 +60,7 @@ class StoredResponse:
     target: str | None
     status: str
     correct: float | None
+    value: float | None
     latency_s: float | None
     n_input_tokens: int | None
     created_at: str = ""
@@ -105,7 +109,7 @@ class ResponseStore:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT * FROM responses ORDER BY item_id, voice_id, condition", self.db)
+        return pd.read_sql_query("SELECT * FROM responses ORDER BY item_id, condition, voice_id, sample_index", self.db)
 
     def close(self) -> None:
         self.db.close()

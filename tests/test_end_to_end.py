@@ -71,7 +71,7 @@ def test_offline_run_is_a_labelled_pipeline_check(cli_env, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["pipeline_check"] is True and "proxies" in summary["banner"]
     assert set(summary["groupings"]) == {"gender", "ethnicity", "gender x ethnicity", "voice"}
-    assert "Accuracy by gender x ethnicity" in (run_dir / "summary.md").read_text()
+    assert "By gender x ethnicity" in (run_dir / "summary.md").read_text()
 
 
 def test_rerun_without_resume_is_refused_and_with_resume_reuses_everything(cli_env, tmp_path):

@@ -9,9 +9,9 @@ from biasbench.store import ResponseStore, RunDir, StoredResponse
 
 
 def response(key, correct=1.0, status="valid"):
-    return StoredResponse(request_key=key, item_id="i1", voice_id="v1", condition="audio", prompt_hash="p",
+    return StoredResponse(request_key=key, item_id="i1", voice_id="v1", condition="audio", sample_index=0, prompt_hash="p",
                           audio_key="a", audio_seconds=1.5, audio_truncated=0, response_text="B",
-                          option_logprobs=None, answer="B", target="B", status=status, correct=correct,
+                          option_logprobs=None, answer="B", target="B", status=status, correct=correct, value=None,
                           latency_s=0.1, n_input_tokens=10)
 
 

@@ -53,10 +53,21 @@ def test_unknown_field_names_file_and_field(toy, tmp_path):
 
 
 def test_missing_and_badly_typed_fields(tmp_path):
-    path = write(tmp_path / "bad.yaml", "task: Bad Name\ndataset: {}\ndoc_to_text: x\nsample: {fraction: 2}\n")
+    path = write(tmp_path / "bad.yaml", "task: Bad Name\ndataset: {}\nsample: {fraction: 2}\n")
     message = str(pytest.raises(ConfigError, load_task_config, path).value)
-    for expected in ("bad.yaml", "field 'task'", "field 'doc_to_choice': required", "sample.fraction"):
+    for expected in ("bad.yaml", "field 'task'", "field 'doc_to_text': required", "sample.fraction"):
         assert expected in message
+
+
+def test_output_type_needs_its_fields(tmp_path):
+    path = write(tmp_path / "mc.yaml", "task: t\ndataset: {local: {path: x.csv}}\ndoc_to_text: x\n")
+    assert "needs the field 'doc_to_choice'" in str(pytest.raises(ConfigError, load_task_config, path).value)
+    path = write(tmp_path / "cat.yaml", "task: t\ndataset: {local: {path: x.csv}}\ndoc_to_text: x\n"
+                 "output_type: generate_categorical\n")
+    assert "needs 'categories' or 'lexicon'" in str(pytest.raises(ConfigError, load_task_config, path).value)
+    path = write(tmp_path / "greedy.yaml", "task: t\ndataset: {local: {path: x.csv}}\ndoc_to_text: x\n"
+                 "output_type: generate_categorical\ncategories: {a: [a]}\nsamples: 5\n")
+    assert "temperature" in str(pytest.raises(ConfigError, load_task_config, path).value)
 
 
 def test_malformed_yaml(tmp_path):

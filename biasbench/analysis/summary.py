@@ -45,18 +45,39 @@ def largest_gap(table: pd.DataFrame, by: list[str]) -> dict:
             "lowest": label(bottom), "lowest_accuracy": float(bottom["accuracy"])}
 
 
-def first_analysis(tidy: pd.DataFrame) -> dict:
-    """Every grouping's table and largest gap, as plain data (JSON-ready)."""
+def outcome_table(tidy: pd.DataFrame, by: list[str], output_type: str) -> pd.DataFrame:
+    """The per-group table for an output type: accuracy, category shares, or mean value."""
+    if output_type == "multiple_choice":
+        return accuracy_table(tidy, by)
+    frame = tidy.assign(valid=tidy["status"].eq("valid"))
+    grouped = frame.groupby(by, sort=True, dropna=False)
+    table = pd.DataFrame({"n": grouped.size(), "n_valid": grouped["valid"].sum().astype(int),
+                          "n_voices": grouped["voice_id"].nunique()})
+    table["invalid_rate"] = 1 - table["n_valid"] / table["n"]
+    if output_type == "generate_numeric":
+        table["mean_value"] = grouped["value"].mean()
+    else:  # categorical: the share of each answer among all responses (unmapped and refusals too)
+        label = frame["answer"].where(frame["status"].isin(["valid"]), "<" + frame["status"] + ">")
+        shares = pd.crosstab([frame[c] for c in by], label, normalize="index")
+        top = shares.columns[shares.mean().argsort()[::-1][:5]]
+        table = table.join(shares[top].add_prefix("share: "))
+    return table.reset_index()
+
+
+def first_analysis(tidy: pd.DataFrame, output_type: str = "multiple_choice") -> dict:
+    """Every grouping's table (and largest accuracy gap), as plain data (JSON-ready)."""
     audio = tidy[tidy["condition"] == "audio"] if "condition" in tidy else tidy
-    result = {"overall": accuracy_table(audio.assign(all="all"), ["all"]).drop(columns="all").iloc[0].to_dict(),
-              "groupings": {}}
+    result = {"output_type": output_type, "groupings": {},
+              "overall": outcome_table(audio.assign(all="all"), ["all"], output_type).drop(columns="all")
+              .iloc[0].to_dict()}
+    if "condition" in tidy and (tidy["condition"] == "text").any():
+        text = tidy[tidy["condition"] == "text"]
+        result["text_control"] = outcome_table(text.assign(all="all"), ["all"], output_type).drop(columns="all")\
+            .iloc[0].to_dict()
     for name, by in GROUPINGS.items():
-        table = accuracy_table(audio, by)
-        result["groupings"][name] = {
-            "by": by,
-            "table": table.to_dict("records"),
-            "largest_gap": largest_gap(table, by) if name != "voice" else None,
-        }
+        table = outcome_table(audio, by, output_type)
+        gap = largest_gap(table, by) if output_type == "multiple_choice" and name != "voice" else None
+        result["groupings"][name] = {"by": by, "table": table.to_dict("records"), "largest_gap": gap}
     result["status_counts"] = {str(k): int(v) for k, v in audio["status"].value_counts().items()}
     return result
 
@@ -66,15 +87,20 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
     if banner:
         lines += [f"> **{banner}**", ""]
     overall = analysis["overall"]
-    lines += [f"Overall: accuracy {_pct(overall['accuracy'])} over {int(overall['n_valid'])} valid answers "
-              f"of {int(overall['n'])} responses; not scored (invalid, refused, audio too long or not "
-              f"synthesised) {_pct(overall['invalid_rate'])}.", ""]
+    if "accuracy" in overall:
+        lines += [f"Overall: accuracy {_pct(overall['accuracy'])} over {int(overall['n_valid'])} valid answers "
+                  f"of {int(overall['n'])} responses; not scored (invalid, refused, audio too long or not "
+                  f"synthesised) {_pct(overall['invalid_rate'])}.", ""]
+    if "text_control" in analysis and "accuracy" in analysis["text_control"]:
+        lines += [f"Text-only control (same prompts, no voice): accuracy "
+                  f"{_pct(analysis['text_control']['accuracy'])}.", ""]
     lines += ["Responses by status: " + ", ".join(f"{k} {v}" for k, v in analysis["status_counts"].items()), ""]
     for name, block in analysis["groupings"].items():
-        lines += [f"## Accuracy by {name}", ""]
+        lines += [f"## By {name}", ""]
         frame = pd.DataFrame(block["table"])
-        for column in ("accuracy", "invalid_rate"):
-            frame[column] = frame[column].map(_pct)
+        for column in frame.columns:
+            if column in ("accuracy", "invalid_rate") or column.startswith("share: "):
+                frame[column] = frame[column].map(_pct)
         lines += [frame.to_markdown(index=False), ""]
         gap = block["largest_gap"]
         if gap and gap.get("gap") is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,9 @@ class Item:
     item_id: str
     spoken_text: str  # what the voice says
     text_prompt: str  # what the model reads beside the audio
-    choices: tuple[str, ...]
-    target: int  # index into choices
+    choices: tuple[str, ...] = ()  # multiple choice only
+    target: int | None = None  # index into choices (multiple choice only)
+    reference: str = ""  # the rendered doc_to_target of other output types (e.g. a transcript)
     meta: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -42,13 +44,21 @@ class Task:
     source: str  # 'hf' or 'local': which data source the items came from
     items: list[Item]
 
+    @functools.cached_property
+    def scorer(self):
+        """(item, response text, option log-probs) -> Scored, for this task's output type."""
+        from biasbench.tasks.scoring import make_scorer
+
+        return make_scorer(self.config, self.path)
+
     @property
     def name(self) -> str:
         return self.config.task
 
     def fingerprint(self) -> dict:
         """What identifies the items: config, data source and every rendered item."""
-        rendered = [(i.item_id, i.spoken_text, i.text_prompt, i.choices, i.target) for i in self.items]
+        rendered = [(i.item_id, i.spoken_text, i.text_prompt, i.choices, i.target, i.reference)
+                    for i in self.items]
         return {
             "task": self.name,
             "path": str(self.path),
@@ -116,16 +126,17 @@ def _with_item_ids(rows: pd.DataFrame, config: TaskConfig, path: Path) -> pd.Dat
 
 def build_item(config: TaskConfig, row: dict, path: Path) -> Item:
     item_id = str(row["item_id"])
-    choices = _choices(config, row, path, item_id)
+    choices = _choices(config, row, path, item_id) if config.doc_to_choice is not None else []
     fields = dict(row, choices=list(choices), letters=LETTERS[: len(choices)])
     spoken = render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
     instruction = render(config.instruction, fields, path=path, field="instruction", item_id=item_id)
     if config.instruction_mode == "spoken":
         spoken, instruction = f"{spoken} {instruction}".strip(), ""
-    target = _target_index(render(config.doc_to_target, fields, path=path, field="doc_to_target",
-                                  item_id=item_id), choices, path, item_id)
+    target_text = ("" if config.doc_to_target is None else
+                   render(config.doc_to_target, fields, path=path, field="doc_to_target", item_id=item_id))
+    target = _target_index(target_text, choices, path, item_id) if choices else None
     meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float)) and k != "choices"}
-    return Item(item_id, spoken, instruction, tuple(choices), target, meta)
+    return Item(item_id, spoken, instruction, tuple(choices), target, "" if choices else target_text, meta)
 
 
 def _choices(config: TaskConfig, row: dict, path: Path, item_id: str) -> list[str]:

@@ -7,10 +7,12 @@ and `correct = None`, so it is counted per group instead of being silently score
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import re
 from dataclasses import dataclass
 
 VALID, INVALID, REFUSAL, AUDIO_TOO_LONG = "valid", "invalid", "refusal", "audio_too_long"
+UNMAPPED, OUT_OF_RANGE = "unmapped", "out_of_range"
 
 _REFUSAL = re.compile(
     r"\b(i\s*(?:can(?:'|no)?t|cannot|won'?t|am unable to|'m unable to|am not able to)\s+"
@@ -21,9 +23,10 @@ _REFUSAL = re.compile(
 
 @dataclass(frozen=True)
 class Scored:
-    answer: str | None  # the chosen option letter, or None
+    answer: str | None  # option letter, category, or the number as text; None if none found
     status: str
-    correct: float | None  # 1.0 / 0.0 when valid, None otherwise
+    correct: float | None = None  # multiple choice: 1.0 / 0.0 when valid, None otherwise
+    value: float | None = None  # numeric outcomes (a parsed number)
 
 
 def score_multiple_choice(text: str, option_logprobs: dict | None, letters, choices, target: int) -> Scored:
@@ -67,3 +70,88 @@ def parse_choice(text: str, letters, choices) -> str | None:
     lowered = text.lower()
     named = [letters[i] for i, option in enumerate(choices) if option and option.lower() in lowered]
     return named[0] if len(named) == 1 else None
+
+
+# --------------------------------------------------------------- categorical
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, punctuation to spaces, single spaces: the form phrases are matched in."""
+    return " ".join(re.sub(r"[^\w\s']", " ", (text or "").lower()).split())
+
+
+def score_categorical(text: str, phrases: dict[str, str]) -> Scored:
+    """Map free text to a category by the LONGEST known phrase it contains (as whole words).
+
+    `phrases` maps a normalised phrase to its category. Longest-first means "nurse
+    practitioner" wins over "nurse". An answer naming nothing known is kept as `unmapped`
+    with its text, so unknown answers are reported, not dropped.
+    """
+    if is_refusal(text):
+        return Scored(None, REFUSAL)
+    normal = normalise_answer(text)
+    if not normal:
+        return Scored(None, INVALID)
+    padded = f" {normal} "
+    for phrase in sorted(phrases, key=len, reverse=True):
+        if f" {phrase} " in padded:
+            return Scored(phrases[phrase], VALID)
+    return Scored(normal[:80], UNMAPPED)
+
+
+# --------------------------------------------------------------- numeric
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(k|thousand|m|million|%)?(?![\w])",
+                     re.IGNORECASE)
+_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6, "%": 1.0}
+
+
+def parse_numbers(text: str) -> list[float]:
+    """Every number in the text, with thousands separators and k/thousand/million suffixes."""
+    found = []
+    for whole, fraction, suffix in _NUMBER.findall(text or ""):
+        value = float(whole.replace(",", "") + (fraction or ""))
+        found.append(value * _SCALE.get((suffix or "").lower(), 1.0))
+    return found
+
+
+def score_numeric(text: str, low: float | None, high: float | None) -> Scored:
+    """One number, or the midpoint of a stated range ("50,000 to 60,000"); checked against
+    the task's plausible range, where out-of-range answers get their own status."""
+    if is_refusal(text):
+        return Scored(None, REFUSAL)
+    numbers = parse_numbers(text)
+    if not numbers:
+        return Scored(None, INVALID)
+    value = numbers[0] if len(numbers) == 1 else (numbers[0] + numbers[1]) / 2
+    if (low is not None and value < low) or (high is not None and value > high):
+        return Scored(f"{value:g}", OUT_OF_RANGE, value=value)
+    return Scored(f"{value:g}", VALID, value=value)
+
+
+# --------------------------------------------------------------- per task
+
+
+def make_scorer(config, task_path):
+    """A function (item, response_text, option_logprobs) -> Scored for this task's output type."""
+    if config.output_type == "multiple_choice":
+        return lambda item, text, logprobs: score_multiple_choice(text, logprobs, item.letters, item.choices,
+                                                                  item.target)
+    if config.output_type == "generate_numeric":
+        low, high = config.numeric.min, config.numeric.max
+        return lambda item, text, logprobs: score_numeric(text, low, high)
+    phrases = category_phrases(config, task_path)
+    return lambda item, text, logprobs: score_categorical(text, phrases)
+
+
+def category_phrases(config, task_path) -> dict[str, str]:
+    """Normalised phrase -> category, from the YAML's `categories` and its `lexicon` CSV."""
+    from biasbench.tasks.lexicon import load_lexicon
+
+    phrases = {}
+    if config.lexicon:
+        phrases.update(load_lexicon(Path(task_path).parent / config.lexicon).phrases)
+    for category, names in (config.categories or {}).items():
+        for name in [category, *names]:
+            phrases[normalise_answer(name)] = category
+    return phrases

@@ -1,14 +1,31 @@
-"""`biasbench voices ...`: inspect and check voice pools."""
+"""`biasbench voices ...`: inspect, check, listen to voice pools; see which TTS engines run here."""
 
 from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-voices_app = typer.Typer(no_args_is_help=True, help="Voice pools: list, check balance.")
-console = Console(stderr=True)
+voices_app = typer.Typer(no_args_is_help=True,
+                         help="Voice pools: list, check balance, preview; TTS backends and catalogues.")
+console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line
 out = Console()
+
+#: What `voices preview` speaks when no --text is given: everyday sentences with a
+#: question, numbers and a name, so odd pronunciations and prosody are easy to hear.
+PREVIEW_TEXTS = (
+    "Which of the following is the main source of energy for the Earth's climate system?",
+    "The meeting was moved to half past three on Thursday, the fourteenth of March.",
+    "Doctor Okafor asked whether the results would be ready before the end of the week.",
+    "Please choose one answer: A, B, C or D.",
+    "After a long discussion, the committee decided to invite three candidates for a second interview.",
+)
 
 
 @voices_app.command("list")
@@ -39,3 +56,116 @@ def voices_check(pool: str = typer.Argument("espeak-default")):
         console.print("[red]unbalanced:[/]\n  " + "\n  ".join(report.problems))
         raise typer.Exit(1)
     out.print("balanced")
+
+
+# -- preview -------------------------------------------------------------------------
+
+
+@dataclass
+class PreviewResult:
+    written: list[Path] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (voice id, text, error)
+    index: Path | None = None
+
+
+def write_preview(pool_name: str, out_dir: Path, texts=None, n: int = 3, cache=None,
+                  workers: int | None = None, progress: bool = False) -> PreviewResult:
+    """Speak `n` texts with every voice of a pool and copy the clips to `out_dir`.
+
+    Clips go through the audio cache and synthesize_all like a real run, so a preview
+    hears exactly what a model would hear (16 kHz mono), and a later run reuses them.
+    Files: `<voice id>_<k>.wav`, plus `index.csv` with each clip's labels and text.
+    """
+    from biasbench.errors import BiasbenchError
+    from biasbench.tts.cache import AudioCache
+    from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+    from biasbench.voices.pool import load_pool
+
+    if n < 1:
+        raise BiasbenchError(f"--n must be at least 1, got {n}")
+    texts = [t for t in (texts or PREVIEW_TEXTS)][:n]
+    loaded, _ = load_pool(pool_name, allow_unbalanced=True)
+    cache = cache if cache is not None else AudioCache()
+    plan = []  # (voice, k, text, job)
+    for voice in loaded.voices:
+        for k, text in enumerate(texts, start=1):
+            plan.append((voice, k, text, SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, text)))
+    synthesis = synthesize_all([job for *_, job in plan], cache, workers=workers, progress=progress)
+    errors = {job: message for job, message in synthesis.failures}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = PreviewResult(index=out_dir / "index.csv")
+    with open(result.index, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "voice_id", "gender", "ethnicity", "accent", "label_source",
+                         "backend", "params", "text", "status"])
+        for voice, k, text, job in plan:
+            target = out_dir / f"{voice.id}_{k}.wav"
+            if job in errors or not synthesis.ok(job):
+                result.failures.append((voice.id, text, errors.get(job, "not synthesised")))
+                status = "failed: " + errors.get(job, "not synthesised")
+                name = ""
+            else:
+                shutil.copyfile(cache.path(synthesis.keys[job]), target)
+                result.written.append(target)
+                status, name = "ok", target.name
+            writer.writerow([name, voice.id, voice.gender, voice.ethnicity, voice.accent,
+                             voice.label_source, voice.tts.backend, voice.tts.params, text, status])
+    return result
+
+
+@voices_app.command("preview")
+def voices_preview(
+    pool: str = typer.Argument(..., help="pool name from voices/ or a YAML path"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the WAV clips"),
+    text: Optional[list[str]] = typer.Option(None, "--text", "-t",
+                                             help="text to speak (repeatable); default: built-in sentences"),
+    n: int = typer.Option(3, "--n", min=1, help="clips per voice"),
+    workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Write a few WAV clips per voice of POOL to listen to (16 kHz mono, as models hear them)."""
+    result = write_preview(pool, out_dir, texts=text, n=n, workers=workers, progress=progress)
+    out.print(f"wrote {len(result.written)} clips to {out_dir} (index: {result.index})")
+    if result.failures:
+        console.print(f"[red]{len(result.failures)} clips failed:[/]")
+        for voice_id, spoken, message in result.failures[:20]:
+            console.print(f"  {voice_id}: {message}", highlight=False)
+        raise typer.Exit(1)
+
+
+# -- engines and catalogues --------------------------------------------------------------
+
+
+@voices_app.command("backends")
+def voices_backends():
+    """List the TTS backends and whether each is installed here."""
+    from biasbench.tts.registry import backend_status, known_backends
+
+    table = Table("backend", "installed", "network", "version / how to install")
+    for name in known_backends():
+        status = backend_status(name)
+        table.add_row(name, "yes" if status.installed else "[red]no[/]",
+                      "offline" if status.offline else "needs internet", status.detail)
+    out.print(table)
+
+
+@voices_app.command("catalogue")
+def voices_catalogue(
+    refresh: bool = typer.Option(False, "--refresh", help="download the vendor's voice list (needs internet)"),
+    path: Optional[Path] = typer.Option(None, "--path", help="catalogue file to write (default: the shipped one)"),
+):
+    """Show the edge-tts English voice catalogue (name, locale, vendor gender)."""
+    from biasbench.tts import edge
+
+    if refresh:
+        written = edge.refresh_catalogue(path)
+        out.print(f"catalogue written to {written}")
+        if path is not None:
+            return
+    document = edge.catalogue()
+    table = Table("voice", "locale", "gender", "note", title=f"edge-tts voices ({edge.CATALOGUE_PATH.name})")
+    for voice in document["voices"]:
+        table.add_row(voice["name"], voice["locale"], voice["gender"], voice.get("note", ""))
+    out.print(table)
+    console.print(document.get("_about", ""), highlight=False)
