@@ -37,8 +37,10 @@ def test_largest_gap_and_all_groupings():
     cells = analysis["groupings"]["gender x ethnicity"]["table"]
     assert len(cells) == 4 and analysis["status_counts"] == {"valid": 15, "invalid": 1}
     assert len(analysis["groupings"]["voice"]["table"]) == 4
+    by_cell = {(r["gender"], r["ethnicity"]): r for r in analysis["status_by_group"]}
+    assert by_cell[("female", "black")]["invalid"] == 1 and by_cell[("male", "white")]["invalid"] == 0
     markdown = to_markdown(analysis, title="t", banner="PIPELINE CHECK")
-    assert "PIPELINE CHECK" in markdown and "85.7%" in markdown
+    assert "PIPELINE CHECK" in markdown and "85.7%" in markdown and "Responses by status and group" in markdown
 
 
 def test_gap_is_undefined_with_one_scored_group():

@@ -79,7 +79,16 @@ def first_analysis(tidy: pd.DataFrame, output_type: str = "multiple_choice") -> 
         gap = largest_gap(table, by) if output_type == "multiple_choice" and name != "voice" else None
         result["groupings"][name] = {"by": by, "table": table.to_dict("records"), "largest_gap": gap}
     result["status_counts"] = {str(k): int(v) for k, v in audio["status"].value_counts().items()}
+    result["status_by_group"] = status_by_group(audio).to_dict("records")
     return result
+
+
+def status_by_group(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Responses of each status per gender x ethnicity cell: invalid answers, refusals and
+    clips too long for the model are data, and a group that gets more of them is treated
+    differently even when its accuracy looks the same."""
+    counts = pd.crosstab([tidy["gender"], tidy["ethnicity"]], tidy["status"])
+    return counts.reset_index().rename_axis(columns=None)
 
 
 def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
@@ -95,6 +104,9 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
         lines += [f"Text-only control (same prompts, no voice): accuracy "
                   f"{_pct(analysis['text_control']['accuracy'])}.", ""]
     lines += ["Responses by status: " + ", ".join(f"{k} {v}" for k, v in analysis["status_counts"].items()), ""]
+    if set(analysis["status_counts"]) != {"valid"}:
+        lines += ["## Responses by status and group", "",
+                  pd.DataFrame(analysis["status_by_group"]).to_markdown(index=False), ""]
     for name, block in analysis["groupings"].items():
         lines += [f"## By {name}", ""]
         frame = pd.DataFrame(block["table"])
