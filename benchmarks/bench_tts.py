@@ -1,11 +1,14 @@
-"""How fast is batch TTS? espeak-ng throughput with 1 worker vs all cores, and cache reuse.
+"""How fast is batch TTS? Each installed offline engine with 1 worker vs all cores, and cache reuse.
 
-Run: .venv/bin/python benchmarks/bench_tts.py
-Prints numbers only; asserts nothing.
+Run: .venv/bin/python benchmarks/bench_tts.py [--backends espeak-ng,flite,...] [--scale 1.0]
+Prints numbers only; asserts nothing. Engines that are not installed are listed and skipped.
+Slow engines speak fewer sentences (see SENTENCES) so the whole run stays within minutes;
+throughput is seconds of audio per wall-clock second, so the numbers stay comparable.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -16,14 +19,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from biasbench.tts.cache import AudioCache
+from biasbench.tts.registry import OFFLINE_BACKENDS, backend_status
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
 
-VOICES = [
-    {"voice": "en-us", "variant": "m1"},
-    {"voice": "en-gb", "variant": "f2"},
-    {"voice": "en-029", "variant": "m3"},
-    {"voice": "en-gb-scotland", "variant": "f4"},
-]
+#: Voices cycled through per backend, so every speaker and variant is exercised.
+VOICES = {
+    "espeak-ng": [
+        {"voice": "en-us", "variant": "m1"},
+        {"voice": "en-gb", "variant": "f2"},
+        {"voice": "en-029", "variant": "m3"},
+        {"voice": "en-gb-scotland", "variant": "f4"},
+    ],
+    "flite": [{"voice": "slt"}, {"voice": "rms"}, {"voice": "awb"}, {"voice": "kal16"}],
+    "festival": [{"voice": "cmu_us_slt_arctic_hts"}, {"voice": "kal_diphone"}],
+    "piper": [{}, {"length_scale": 1.12, "noise_scale": 0.5}],
+    "kokoro": [{"voice": "jf_alpha"}, {"voice": "jm_kumo"}, {"voice": "jf_nezumi"}],
+}
+#: Sentences per backend (before --scale): a few seconds of wall time each on 2 cores.
+SENTENCES = {"espeak-ng": 40, "flite": 40, "festival": 16, "piper": 16, "kokoro": 6}
 
 SUBJECTS = ["The doctor", "My neighbour", "The new manager", "A student", "The pilot"]
 ACTIONS = [
@@ -44,11 +57,12 @@ def sentences(n: int = 40) -> list[str]:
     return [f"{s} {a}." for s, a in pairs[:n]]
 
 
-def make_jobs() -> list[SynthesisJob]:
-    # One voice per sentence, cycling, so every accent and gender is exercised.
+def make_jobs(backend: str = "espeak-ng", n: int | None = None) -> list[SynthesisJob]:
+    voices = VOICES[backend]
+    texts = sentences(n if n is not None else SENTENCES[backend])
     return [
-        SynthesisJob(f"voice{i % len(VOICES)}", "espeak-ng", VOICES[i % len(VOICES)], text)
-        for i, text in enumerate(sentences())
+        SynthesisJob(f"{backend}-voice{i % len(voices)}", backend, voices[i % len(voices)], text)
+        for i, text in enumerate(texts)
     ]
 
 
@@ -62,28 +76,61 @@ def audio_seconds(result, cache) -> float:
     return sum(cache.duration(key) or 0.0 for key in set(result.keys.values()))
 
 
-def main() -> None:
-    jobs = make_jobs()
-    cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = {}
-        for label, workers in [("1 worker", 1), (f"{cores} workers", cores)]:
-            cache = AudioCache(Path(tmp) / label.replace(" ", "_"))
-            result, wall = timed_run(jobs, cache, workers)
-            rows[label] = (result, wall, audio_seconds(result, cache))
-        warm_result, warm_wall = timed_run(jobs, cache, cores)  # same cache as the last run
+def warm_up(backend: str, tmp: Path) -> None:
+    """Load models once (and assemble Kokoro's) so the 1-worker run is not charged for it."""
+    job = make_jobs(backend, 1)[0]
+    synthesize_all([SynthesisJob(job.voice_id, backend, job.params, "Warm up.")],
+                   AudioCache(tmp / f"warm-{backend}"), workers=1, progress=False)
 
-    print(f"espeak-ng batch synthesis: {len(jobs)} sentences, {cores} CPU cores")
-    print(f"{'run':<12}{'made':>6}{'failed':>8}{'audio s':>10}{'wall s':>9}{'audio s / wall s':>19}")
-    for label, (result, wall, audio) in rows.items():
-        print(f"{label:<12}{result.made:>6}{result.failed:>8}{audio:>10.1f}{wall:>9.3f}{audio / wall:>19.0f}")
-    (_, serial_wall, _), (_, parallel_wall, _) = rows.values()
-    print(f"parallel speed-up ({cores} workers vs 1): {serial_wall / parallel_wall:.2f}x")
-    print(
-        f"warm-cache rerun: {warm_wall:.3f} s (made {warm_result.made}, reused "
-        f"{warm_result.reused}) vs cold {parallel_wall:.3f} s: "
-        f"{parallel_wall / warm_wall:.0f}x faster"
-    )
+
+def bench_backend(backend: str, n: int, cores: int, tmp: Path) -> dict:
+    jobs = make_jobs(backend, n)
+    warm_up(backend, tmp)
+    row = {"backend": backend, "clips": len(jobs)}
+    for label, workers in (("serial", 1), ("parallel", cores)):
+        cache = AudioCache(tmp / f"{backend}-{label}")
+        result, wall = timed_run(jobs, cache, workers)
+        audio = audio_seconds(result, cache)
+        row[label] = {"wall": wall, "audio": audio, "made": result.made, "failed": result.failed}
+    warm, warm_wall = timed_run(jobs, cache, cores)  # same cache as the parallel run
+    row["warm"] = {"wall": warm_wall, "reused": warm.reused}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default=",".join(OFFLINE_BACKENDS),
+                        help="comma-separated offline backends (default: all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every sentence count")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    rows, missing = [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ.setdefault("BIASBENCH_CACHE", str(tmp / "biasbench-cache"))  # Kokoro's model
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            status = backend_status(backend)
+            if not status.installed:
+                missing.append((backend, status.detail))
+                continue
+            n = max(2, round(SENTENCES[backend] * args.scale))
+            rows.append(bench_backend(backend, n, cores, tmp))
+
+    print(f"batch synthesis throughput, {cores} CPU cores (audio s per wall s; higher is faster)")
+    header = (f"{'backend':<11}{'clips':>6}{'audio s':>9}{'1 worker':>10}"
+              f"{f'{cores} workers':>11}{'speed-up':>10}{'failed':>8}{'warm cache s':>14}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        serial, parallel = row["serial"], row["parallel"]
+        print(
+            f"{row['backend']:<11}{row['clips']:>6}{serial['audio']:>9.1f}"
+            f"{serial['audio'] / serial['wall']:>10.1f}{parallel['audio'] / parallel['wall']:>11.1f}"
+            f"{serial['wall'] / parallel['wall']:>9.2f}x{serial['failed'] + parallel['failed']:>8}"
+            f"{row['warm']['wall']:>14.3f}"
+        )
+    for backend, detail in missing:
+        print(f"{backend:<11} not installed: {detail}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from biasbench.errors import ConfigError
 
@@ -79,6 +79,15 @@ OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeri
 Condition = Literal["audio", "text"]
 
 
+#: Columns the tidy table already has: an item column may not take one of these names.
+TIDY_COLUMNS = frozenset({
+    "run_id", "task", "model", "request_key", "item_id", "voice_id", "condition", "sample_index", "prompt_hash",
+    "audio_key", "audio_seconds", "audio_truncated", "response_text", "answer", "target", "status", "correct",
+    "value", "latency_s", "n_input_tokens", "created_at", "gender", "ethnicity", "accent", "label_source", "stratum",
+    "base_item_id", "permutation", "answer_option",
+})
+
+
 class TaskConfig(_Strict):
     task: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
@@ -93,6 +102,17 @@ class TaskConfig(_Strict):
         None, description="a field holding the options (list or JSON list), or a fixed list"
     )
     doc_to_target: str | None = Field(None, description="template giving the answer: index, letter or text")
+    option_permutations: Literal["none", "cyclic"] = Field(
+        "none",
+        description="multiple choice only. cyclic: each item becomes k variants '<id>#p0..#p{k-1}' whose "
+        "options are cyclically shifted (the target follows its option), so answer-position bias "
+        "is balanced across items and cannot masquerade as a group effect",
+    )
+    item_columns: list[str] = Field(
+        default_factory=list,
+        description="item fields copied into the tidy table (e.g. a probe's context or paraphrase), "
+        "so results can be broken down by them",
+    )
     scoring: Literal["logprobs", "generate"] = Field(
         "logprobs",
         description="multiple choice only. logprobs: option-letter log-probabilities in one "
@@ -120,9 +140,26 @@ class TaskConfig(_Strict):
                 raise ValueError(f"output_type {self.output_type} needs the field '{name}'")
         if self.output_type == "generate_categorical" and not (self.categories or self.lexicon):
             raise ValueError("output_type generate_categorical needs 'categories' or 'lexicon'")
+        taken = set(self.item_columns) & TIDY_COLUMNS
+        if taken:
+            raise ValueError(f"item_columns {sorted(taken)} would overwrite columns of the tidy table; rename them")
+        if self.option_permutations != "none" and self.output_type != "multiple_choice":
+            raise ValueError("option_permutations applies to output_type multiple_choice only")
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set a temperature")
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_default_optional_fields(self, handler):
+        # Tasks that do not use option_permutations / item_columns keep their config hash,
+        # so runs made before these fields existed still resume.
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("option_permutations") == "none":
+                data.pop("option_permutations")
+            if not data.get("item_columns"):
+                data.pop("item_columns", None)
+        return data
 
 
 # --------------------------------------------------------------------------- voices
@@ -139,6 +176,19 @@ class TTSSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ConsentSpec(_Strict):
+    """Where a speaker's consent to this use of their voice is recorded, and the licence."""
+
+    record: str = Field(description="where the signed consent is kept (file, form id, ticket)")
+    licence: str = Field(description="terms the reference clip may be used under, e.g. CC-BY-4.0")
+    obtained_on: str = Field("", description="date consent was given (YYYY-MM-DD)")
+    scope: str = Field("", description="what the speaker agreed to, e.g. 'voice cloning for bias research'")
+
+
+#: Optional voice-cloning fields, left out of dumps (and so of pool hashes) when unset.
+_CLONING_FIELDS = ("reference_clip", "reference_text", "consent")
+
+
 class VoiceSpec(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     gender: str
@@ -147,11 +197,26 @@ class VoiceSpec(_Strict):
     label_source: LabelSource
     tts: TTSSpec
     notes: str = ""
+    # Zero-shot cloning pools (voices/cloning-template.yaml): the speaker's recording,
+    # what is said in it, and the consent behind using it. Optional for synthetic voices.
+    reference_clip: str | None = Field(None, description="reference recording, relative to the pool YAML")
+    reference_text: str | None = Field(None, description="exact transcript of reference_clip")
+    consent: ConsentSpec | None = None
 
     @field_validator("gender", "ethnicity")
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().lower().replace(" ", "_")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_cloning_fields(self, handler):
+        # Pools written before these fields existed keep their hash, so their runs resume.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in _CLONING_FIELDS:
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
 
 class VoicePool(_Strict):

@@ -1,12 +1,13 @@
 """TTS backends by name, so voice pools can say `backend: espeak-ng`.
 
 Factories import their module only when called: a backend with heavy or optional
-dependencies (piper, edge-tts, ...) costs nothing until a pool actually uses it.
+dependencies (piper, kokoro, edge-tts, ...) costs nothing until a pool actually uses it.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Callable
 
 from biasbench.errors import BiasbenchError
@@ -19,14 +20,53 @@ def _espeak() -> TTSBackend:
     return EspeakBackend()
 
 
-#: Backend name -> zero-argument factory. Add new engines here (flite, piper, edge-tts).
+def _flite() -> TTSBackend:
+    from biasbench.tts.flite import FliteBackend
+
+    return FliteBackend()
+
+
+def _festival() -> TTSBackend:
+    from biasbench.tts.festival import FestivalBackend
+
+    return FestivalBackend()
+
+
+def _piper() -> TTSBackend:
+    from biasbench.tts.piper import PiperBackend
+
+    return PiperBackend()
+
+
+def _kokoro() -> TTSBackend:
+    from biasbench.tts.kokoro import KokoroBackend
+
+    return KokoroBackend()
+
+
+def _edge_tts() -> TTSBackend:
+    from biasbench.tts.edge import EdgeTTSBackend
+
+    return EdgeTTSBackend()
+
+
+#: Backend name -> zero-argument factory, offline engines first (the order users see).
 BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "espeak-ng": _espeak,
+    "flite": _flite,
+    "festival": _festival,
+    "piper": _piper,
+    "kokoro": _kokoro,
+    "edge-tts": _edge_tts,
 }
+
+#: Backends that need no network once installed.
+OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro")
 
 
 def known_backends() -> list[str]:
-    return sorted(BACKENDS)
+    """Registered names, in registration order (the offline default engine first)."""
+    return list(BACKENDS)
 
 
 def get_tts_backend(name: str) -> TTSBackend:
@@ -35,6 +75,24 @@ def get_tts_backend(name: str) -> TTSBackend:
     if factory is None:
         raise BiasbenchError(_unknown_message(name))
     return factory()
+
+
+@dataclass
+class BackendStatus:
+    name: str
+    installed: bool
+    detail: str  # the engine version when installed, else how to install it
+    offline: bool
+
+
+def backend_status(name: str) -> BackendStatus:
+    """Whether `name` can run here, without synthesising anything (asks for its version)."""
+    try:
+        detail = get_tts_backend(name).version()
+        installed = True
+    except BiasbenchError as err:
+        detail, installed = str(err), False
+    return BackendStatus(name, installed, detail, name in OFFLINE_BACKENDS)
 
 
 def _unknown_message(name: str) -> str:
