@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +28,7 @@ from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, load_backend, resolve_model
 from biasbench.paths import project_root
 from biasbench.store import RunDir, StoredResponse, utc_now
-from biasbench.tasks.loader import Item, Task, load_task
+from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
@@ -35,8 +36,8 @@ from biasbench.tts.synthesis import SynthesisJob, synthesize_all
 from biasbench.voices.pool import DEFAULT_POOL, load_pool, pool_fingerprint
 
 SYNTHESIS_FAILED = "synthesis_failed"
-PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny randomly initialised model answered. These numbers test "
-                         "the harness end to end; they are not a measurement of any real model.")
+PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny random model or a simulation answered, not a real speech "
+                         "model. These numbers test the harness end to end; they measure no real model.")
 PROXY_LABEL_NOTE = ("Voice demographic labels in this pool are proxies (label_source: proxy), not "
                     "self-reported identities.")
 
@@ -108,7 +109,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
                                   top_p=task.config.top_p, seed=options.seed)
 
-    plan = plan_requests(task, pool.voices)
+    # `text:<model>` (the text control): the text condition only, so no audio is synthesised.
+    plan = plan_requests(task, pool.voices, conditions=["text"] if choice.text_only else None)
     cache = AudioCache(options.audio_cache)
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
@@ -123,7 +125,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
         done = store.done_keys()
         pending = [p for p in plan if p.request_key not in done]
         console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices x "
-                      f"{task.config.samples} samples, conditions: {', '.join(task.config.conditions)}); "
+                      f"{task.config.samples} samples, conditions: {', '.join(sorted({p.condition for p in plan}))}); "
                       f"{len(plan) - len(pending)} already stored, {len(pending)} to run.")
         failures: list[dict] = []
         n_new = _answer_all(pending, backend, task, settings, options, store, cache, failures)
@@ -146,15 +148,17 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 # ---------------------------------------------------------------- planning
 
 
-def plan_requests(task: Task, voices: list[VoiceSpec]) -> list[Planned]:
-    """Every (item, condition, voice, sample) the run must answer, in a fixed order."""
+def plan_requests(task: Task, voices: list[VoiceSpec], conditions: list[str] | None = None) -> list[Planned]:
+    """Every (item, condition, voice, sample) the run must answer, in a fixed order.
+    `conditions` overrides the task's (the text control plans ["text"] whatever the task says)."""
+    conditions = task.config.conditions if conditions is None else conditions
     plan = []
     for item in task.items:
         prompt_hash = stable_hash([item.spoken_text, item.text_prompt, list(item.choices), item.reference])
         for sample in range(task.config.samples):
-            if "text" in task.config.conditions:
+            if "text" in conditions:
                 plan.append(Planned(item, None, "text", sample, None, prompt_hash))
-            if "audio" in task.config.conditions:
+            if "audio" in conditions:
                 plan += [Planned(item, voice, "audio", sample,
                                  SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text),
                                  prompt_hash) for voice in voices]
@@ -233,7 +237,7 @@ def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, ca
     stored = []
     for p, request, response in zip(batch, requests, responses):
         if response.error:  # not stored: a later --resume retries it
-            failures.append({"item_id": p.item.item_id, "voice_id": p.voice.id, "error": response.error})
+            failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id, "error": response.error})
             continue
         scored = task.scorer(p.item, response.text, response.option_logprobs)
         stored.append(StoredResponse(
@@ -244,7 +248,8 @@ def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, ca
             response_text=response.text,
             option_logprobs=json.dumps(response.option_logprobs) if response.option_logprobs else None,
             answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
-            value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens))
+            value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens,
+            transcript=response.transcript, cer=scored.cer))
     return stored
 
 
@@ -283,10 +288,10 @@ def tidy_table(stored: pd.DataFrame, task: Task, voices: list[VoiceSpec], manife
     voice_labels = pd.DataFrame([{"voice_id": v.id, "gender": v.gender, "ethnicity": v.ethnicity,
                                   "accent": v.accent, "label_source": v.label_source} for v in voices])
     stratum = task.config.sample.stratify_by
-    items = pd.DataFrame([{"item_id": i.item_id, **({"stratum": i.meta.get(stratum)} if stratum else {})}
-                          for i in task.items])
+    items = pd.DataFrame([{"item_id": i.item_id, **({"stratum": i.meta.get(stratum)} if stratum else {}),
+                           **item_columns(i, task.config)} for i in task.items])
     table = stored.drop(columns=["option_logprobs"]).merge(voice_labels, on="voice_id", how="left")
-    table = table.merge(items, on="item_id", how="left")
+    table = answer_columns(table.merge(items, on="item_id", how="left"), task)
     table.insert(0, "run_id", manifest["run_id"])
     table.insert(1, "task", task.name)
     table.insert(2, "model", manifest["model"]["name"])
@@ -320,7 +325,9 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
     identity = {"task": task_info["items_hash"], "task_config": task_info["config_hash"], "pool": pool["hash"],
                 "model": model["fingerprint"], "generation": asdict(settings), "long_audio": options.long_audio}
     identity_hash = stable_hash(identity)
-    run_id = options.run_id or f"{task.name}-{choice.name}-{identity_hash[:10]}"
+    # Model specs like cascade:a+b or hf:org/name become safe directory names.
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", choice.name).strip("_")
+    run_id = options.run_id or f"{task.name}-{safe_model}-{identity_hash[:10]}"
     return {
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
         "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": _git_commit()},

@@ -39,6 +39,8 @@ _COLUMNS = {
     "value": "REAL",
     "latency_s": "REAL",
     "n_input_tokens": "INTEGER",
+    "transcript": "TEXT",  # what an ASR-then-LLM cascade heard
+    "cer": "REAL",  # transcribe tasks: character error rate (the WER is `value`)
     "created_at": "TEXT NOT NULL",
 }
 
@@ -63,6 +65,8 @@ class StoredResponse:
     value: float | None
     latency_s: float | None
     n_input_tokens: int | None
+    transcript: str | None = None
+    cer: float | None = None
     created_at: str = ""
 
 
@@ -80,6 +84,7 @@ class ResponseStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
         self.db.execute(f"CREATE TABLE IF NOT EXISTS responses ({columns})")
+        self._add_missing_columns()
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self._check_schema()
 
@@ -92,6 +97,15 @@ class ResponseStore:
             raise BiasbenchError(f"{self.path} was written by store schema {row[0]}; this biasbench "
                                  f"reads schema {SCHEMA_VERSION}. Re-run into a new output directory.")
 
+    def _add_missing_columns(self) -> None:
+        """A store written before a nullable column existed gets it (NULL in old rows), so a
+        resumed run keeps its answers. Rows are written by column name, not position."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(responses)")}
+        with self.db:
+            for name, kind in _COLUMNS.items():
+                if name not in have and "NOT NULL" not in kind and "PRIMARY KEY" not in kind:
+                    self.db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
+
     def done_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
 
@@ -102,7 +116,8 @@ class ResponseStore:
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self.db:  # one transaction: the whole batch or nothing
             before = self.db.total_changes
-            self.db.executemany(f"INSERT OR IGNORE INTO responses VALUES ({placeholders})", rows)
+            self.db.executemany(f"INSERT OR IGNORE INTO responses ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                                rows)
             return self.db.total_changes - before
 
     def count(self) -> int:

@@ -91,8 +91,11 @@ def test_killed_run_resumes_without_loss_or_duplicates(cli_env, tmp_path):
     store = tmp_path / "killed" / "responses.sqlite"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if store.exists() and len(stored(tmp_path / "killed")) >= 10:
-            break
+        try:
+            if store.exists() and len(stored(tmp_path / "killed")) >= 10:
+                break
+        except (sqlite3.OperationalError, pd.errors.DatabaseError):  # created but no table yet
+            pass
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()

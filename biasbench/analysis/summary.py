@@ -56,6 +56,10 @@ def outcome_table(tidy: pd.DataFrame, by: list[str], output_type: str) -> pd.Dat
     table["invalid_rate"] = 1 - table["n_valid"] / table["n"]
     if output_type == "generate_numeric":
         table["mean_value"] = grouped["value"].mean()
+    elif output_type == "transcribe":  # per-response error rates averaged over valid transcripts
+        table["mean_wer"] = grouped["value"].mean()
+        if "cer" in frame:
+            table["mean_cer"] = grouped["cer"].mean()
     else:  # categorical: the share of each answer among all responses (unmapped and refusals too)
         label = frame["answer"].where(frame["status"].isin(["valid"]), "<" + frame["status"] + ">")
         shares = pd.crosstab([frame[c] for c in by], label, normalize="index")
@@ -65,22 +69,33 @@ def outcome_table(tidy: pd.DataFrame, by: list[str], output_type: str) -> pd.Dat
 
 
 def first_analysis(tidy: pd.DataFrame, output_type: str = "multiple_choice") -> dict:
-    """Every grouping's table (and largest accuracy gap), as plain data (JSON-ready)."""
-    audio = tidy[tidy["condition"] == "audio"] if "condition" in tidy else tidy
-    result = {"output_type": output_type, "groupings": {},
-              "overall": outcome_table(audio.assign(all="all"), ["all"], output_type).drop(columns="all")
-              .iloc[0].to_dict()}
-    if "condition" in tidy and (tidy["condition"] == "text").any():
-        text = tidy[tidy["condition"] == "text"]
-        result["text_control"] = outcome_table(text.assign(all="all"), ["all"], output_type).drop(columns="all")\
-            .iloc[0].to_dict()
+    """Every grouping's table (and largest accuracy gap), as plain data (JSON-ready).
+
+    Voice groups come from the audio rows; text-condition rows (the no-voice control) are
+    summarised beside them. A run of text rows only (the `text:` control) has no groups.
+    """
+    condition = tidy["condition"] if "condition" in tidy else pd.Series("audio", index=tidy.index)
+    audio, text = tidy[condition == "audio"], tidy[condition == "text"]
+    answered = audio if len(audio) else text
+    result = {"output_type": output_type, "groupings": {}, "overall": _overall(answered, output_type),
+              "status_counts": {str(k): int(v) for k, v in answered["status"].value_counts().items()},
+              "status_by_group": []}
+    if len(text):
+        result["text_control"] = _overall(text, output_type)
+    if audio.empty:
+        return result
     for name, by in GROUPINGS.items():
         table = outcome_table(audio, by, output_type)
         gap = largest_gap(table, by) if output_type == "multiple_choice" and name != "voice" else None
         result["groupings"][name] = {"by": by, "table": table.to_dict("records"), "largest_gap": gap}
-    result["status_counts"] = {str(k): int(v) for k, v in audio["status"].value_counts().items()}
     result["status_by_group"] = status_by_group(audio).to_dict("records")
     return result
+
+
+def _overall(rows: pd.DataFrame, output_type: str) -> dict:
+    if rows.empty:
+        return {"n": 0}
+    return outcome_table(rows.assign(all="all"), ["all"], output_type).drop(columns="all").iloc[0].to_dict()
 
 
 def status_by_group(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -96,10 +111,16 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
     if banner:
         lines += [f"> **{banner}**", ""]
     overall = analysis["overall"]
-    if "accuracy" in overall:
+    if overall.get("accuracy") is not None and "n_valid" in overall:
         lines += [f"Overall: accuracy {_pct(overall['accuracy'])} over {int(overall['n_valid'])} valid answers "
                   f"of {int(overall['n'])} responses; not scored (invalid, refused, audio too long or not "
                   f"synthesised) {_pct(overall['invalid_rate'])}.", ""]
+    if overall.get("mean_wer") is not None and "n_valid" in overall:
+        cer = f" (CER {_pct(overall['mean_cer'])})" if overall.get("mean_cer") is not None else ""
+        lines += [f"Overall: mean WER {_pct(overall['mean_wer'])}{cer} over {int(overall['n_valid'])} valid "
+                  f"transcripts of {int(overall['n'])} responses (WER and CER per response, after biasbench's "
+                  f"pinned text normalisation); not scored (refused, audio too long or not synthesised) "
+                  f"{_pct(overall['invalid_rate'])}.", ""]
     if "text_control" in analysis and "accuracy" in analysis["text_control"]:
         lines += [f"Text-only control (same prompts, no voice): accuracy "
                   f"{_pct(analysis['text_control']['accuracy'])}.", ""]
@@ -111,7 +132,7 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
         lines += [f"## By {name}", ""]
         frame = pd.DataFrame(block["table"])
         for column in frame.columns:
-            if column in ("accuracy", "invalid_rate") or column.startswith("share: "):
+            if column in ("accuracy", "invalid_rate", "mean_wer", "mean_cer") or column.startswith("share: "):
                 frame[column] = frame[column].map(_pct)
         lines += [frame.to_markdown(index=False), ""]
         gap = block["largest_gap"]

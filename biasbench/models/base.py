@@ -51,6 +51,9 @@ class Response:
     # Set when the backend gave up on this request (e.g. an API that kept failing after its
     # retries). The runner does not store such a response, so `--resume` retries it.
     error: str | None = None
+    # What an ASR heard, for backends that transcribe first (the cascade control): reports can
+    # then separate "the voice changed the transcript" from "the voice changed the reasoning".
+    transcript: str | None = None
 
 
 class ModelBackend(Protocol):

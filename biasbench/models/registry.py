@@ -2,15 +2,17 @@
 
 `--model` takes an alias (`qwen2audio`, `gpt-4o-audio`), `hf:<hub id or path>`,
 `openai:<model>` (the OpenAI API, or any OpenAI-compatible server via `OPENAI_BASE_URL`),
-or a local directory. Backends are imported only when chosen, so `biasbench --help` never
-loads torch.
+or a local directory. Controls and engines wrap those (see the end of this file):
+`text:<model>` (the same model, items as plain text, no audio), `cascade:<asr>+<llm>` (Whisper
+then a text LLM), `vllm:<alias, hub id or path>` (vLLM's offline engine). Backends are
+imported only when chosen, so `biasbench --help` never loads torch.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from biasbench.errors import BiasbenchError
@@ -24,6 +26,7 @@ class ModelAlias:
     needs_gpu: bool
     description: str
     needs: str = ""  # what else it needs to run, e.g. an API key's environment variable
+    pipeline_note: str = ""  # for builtin:* models, what the manifest says they are
 
 
 ALIASES: dict[str, ModelAlias] = {
@@ -34,10 +37,70 @@ ALIASES: dict[str, ModelAlias] = {
         ModelAlias("tiny-qwen2audio", "builtin:tiny-qwen2audio", "hf", False,
                    "a tiny randomly initialised Qwen2-Audio of the real classes, built locally: "
                    "for pipeline checks and tests, its answers mean nothing"),
+        # Other speech-LM families through transformers (biasbench/models/families/): the
+        # `hf` backend picks the family from the checkpoint's config model_type.
+        ModelAlias("qwen2.5-omni", "Qwen/Qwen2.5-Omni-7B", "hf", True,
+                   "Qwen2.5-Omni-7B's thinker (audio in, text out; no talker) through transformers"),
+        ModelAlias("qwen3-omni", "Qwen/Qwen3-Omni-30B-A3B-Instruct", "hf", True,
+                   "Qwen3-Omni-30B-A3B-Instruct's thinker (MoE, 3B active; no talker) through transformers"),
+        ModelAlias("voxtral-mini", "mistralai/Voxtral-Mini-3B-2507", "hf", True,
+                   "Voxtral Mini 3B through transformers (its tokenizer needs mistral-common)"),
+        ModelAlias("audio-flamingo-3", "nvidia/audio-flamingo-3-hf", "hf", True,
+                   "NVIDIA Audio Flamingo 3 (transformers format) through transformers"),
+        ModelAlias("music-flamingo", "nvidia/music-flamingo-2601-hf", "hf", True,
+                   "NVIDIA Music Flamingo (Audio Flamingo 3 tuned for music) through transformers"),
+        ModelAlias("glm-asr", "zai-org/GLM-ASR-Nano-2512", "hf", True,
+                   "Zhipu GLM-ASR Nano (a speech recogniser that follows prompts) through transformers"),
+        ModelAlias("phi-4-mm", "microsoft/Phi-4-multimodal-instruct", "hf", True,
+                   "Microsoft Phi-4-multimodal (transformers format) with its speech LoRA, through transformers"),
+        ModelAlias("tiny-qwen2.5-omni", "builtin:tiny-qwen2_5_omni", "hf", False,
+                   "a tiny randomly initialised Qwen2.5-Omni thinker of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-qwen3-omni", "builtin:tiny-qwen3_omni_moe", "hf", False,
+                   "a tiny randomly initialised Qwen3-Omni (MoE) thinker of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-voxtral", "builtin:tiny-voxtral", "hf", False,
+                   "a tiny randomly initialised Voxtral of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-audio-flamingo-3", "builtin:tiny-audioflamingo3", "hf", False,
+                   "a tiny randomly initialised Audio Flamingo 3 of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-glm-asr", "builtin:tiny-glmasr", "hf", False,
+                   "a tiny randomly initialised GLM-ASR of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-music-flamingo", "builtin:tiny-musicflamingo", "hf", False,
+                   "a tiny randomly initialised Music Flamingo of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-phi-4-mm", "builtin:tiny-phi4_multimodal", "hf", False,
+                   "a tiny randomly initialised Phi-4-multimodal (with a speech LoRA) of the real classes, built "
+                   "locally: a pipeline check, its answers mean nothing"),
         ModelAlias("gpt-4o-audio", "gpt-4o-audio-preview", "openai", False,
                    "GPT-4o audio through the OpenAI API (paid per token)", needs="OPENAI_API_KEY"),
         ModelAlias("gpt-4o-mini-audio", "gpt-4o-mini-audio-preview", "openai", False,
                    "GPT-4o mini audio through the OpenAI API (paid per token)", needs="OPENAI_API_KEY"),
+        # Simulations, not models: a seeded random listener whose answers lean with the voice's
+        # pitch (biasbench/models/simulated.py), for planted-effect tests and calibration.
+        ModelAlias("simulated-pitch-bias", "builtin:simulated-pitch-bias", "simulated", False,
+                   "SIMULATION: a random listener with a planted dependence on voice pitch (strength 1)",
+                   pipeline_note="simulated listener with a planted pitch effect: a calibration check, "
+                                 "not a measurement of any model"),
+        ModelAlias("simulated-no-bias", "builtin:simulated-no-bias", "simulated", False,
+                   "SIMULATION: the same random listener with no voice dependence (strength 0)",
+                   pipeline_note="simulated listener with no voice dependence: a calibration check, "
+                                 "not a measurement of any model"),
+        # Speech recognisers, for transcribe tasks (ASR fairness) and voice QC. faster-whisper runs
+        # offline from pinned, checksummed PyPI weight packages (biasbench/models/asr_faster_whisper.py).
+        ModelAlias("whisper-tiny-en", "tiny.en", "faster-whisper", False,
+                   "Whisper tiny.en through faster-whisper (int8, CPU, offline): transcribe tasks and voice QC",
+                   needs="the asr extra"),
+        ModelAlias("whisper-base", "base", "faster-whisper", False,
+                   "Whisper base through faster-whisper (int8, CPU, offline): transcribe tasks and voice QC",
+                   needs="the asr extra"),
+        ModelAlias("whisper-large-v3", "openai/whisper-large-v3", "hf", True,
+                   "Whisper large-v3 through transformers (transcribe tasks; batched on a CUDA GPU)"),
+        ModelAlias("tiny-whisper", "builtin:tiny-whisper", "hf", False,
+                   "a tiny randomly initialised Whisper of the real classes, built locally: "
+                   "a pipeline check of the transformers ASR path, its transcripts mean nothing"),
     ]
 }
 
@@ -57,9 +120,16 @@ class ModelChoice:
     model: str  # hub id or local path handed to the backend
     pipeline_check: bool  # True when the answers measure the harness, not a real model
     note: str = ""
+    # `text:<model>`: the runner plans the text condition only (no audio, nothing synthesised).
+    text_only: bool = False
+    # `cascade:<asr>+<llm>`: the two models (hub id, local path or builtin:tiny-*).
+    parts: tuple[str, str] | None = None
 
 
 def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
+    control = _resolve_control(spec, offline_fallback)  # text:, cascade:, vllm: (end of file)
+    if control is not None:
+        return control
     if spec.startswith("hf:"):
         return ModelChoice(spec, spec, "hf", spec[3:], pipeline_check=False)
     if spec.startswith(OPENAI_PREFIX):
@@ -74,10 +144,12 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
         raise BiasbenchError(_unknown_alias_message(spec))
     if alias.model.startswith("builtin:"):
         return ModelChoice(spec, alias.name, alias.backend, alias.model, pipeline_check=True,
-                           note="tiny random model: a pipeline check, not a measurement")
+                           note=alias.pipeline_note or "tiny random model: a pipeline check, not a measurement")
     missing = _why_unavailable(alias)
     if not missing:
         return ModelChoice(spec, alias.name, alias.backend, alias.model, pipeline_check=False)
+    if alias.backend == "faster-whisper":  # no tiny stand-in makes sense for a reference ASR
+        raise BiasbenchError(f"{alias.name} cannot run here: {missing}")
     if not offline_fallback and alias.backend == "openai":
         raise BiasbenchError(f"{alias.name} ({alias.model}) cannot run here: {missing}. Export your API key "
                              f"as {alias.needs}, or pass --offline-fallback to run the whole pipeline on the "
@@ -95,6 +167,10 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
 
 def _why_unavailable(alias: ModelAlias) -> str:
     """Empty when the alias can run here; else the reason in a few words."""
+    if alias.backend == "faster-whisper":
+        from biasbench.models.asr_faster_whisper import why_unavailable
+
+        return why_unavailable(alias.model)
     if alias.backend == "openai":
         # A key is needed unless OPENAI_BASE_URL points at another (e.g. local vLLM) server.
         if alias.needs and not os.environ.get(alias.needs) and not os.environ.get(OPENAI_BASE_URL_ENV):
@@ -131,27 +207,193 @@ def _unknown_alias_message(spec: str) -> str:
     near = difflib.get_close_matches(spec, ALIASES, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(near)}?" if near else ""
     return (f"unknown model {spec!r}.{hint} Known aliases: {', '.join(ALIASES)}; "
-            "or give hf:<hub id or path>, openai:<model name>, or a local model directory.")
+            "or give hf:<hub id or path>, openai:<model name>, vllm:<alias, hub id or path>, "
+            "text:<model> (text control), cascade:<asr>+<llm> (ASR cascade control), or a local model directory.")
 
 
 def load_backend(choice: ModelChoice, *, dtype: str = "auto", device: str = "auto",
-                 revision: str | None = None, trust_remote_code: bool = False, base_url: str | None = None):
+                 revision: str | None = None, trust_remote_code: bool = False, base_url: str | None = None,
+                 quantization: str | None = None, vllm_options: dict | None = None):
     """Instantiate the chosen backend (imports torch/transformers here, not before).
 
     `base_url` (else the OPENAI_BASE_URL environment variable) points the `openai` backend at
-    an OpenAI-compatible server such as `vllm serve`; other backends ignore it."""
+    an OpenAI-compatible server such as `vllm serve`; other backends ignore it. `quantization`
+    (None, "8bit", "4bit": bitsandbytes on a CUDA GPU) applies to the `hf` backend only.
+    `vllm_options` (tensor_parallel_size, data_parallel_size, max_model_len, lora, ...) go to
+    `VLLMBackend` for `vllm:` models."""
+    if choice.text_only:  # the text control: the same backend, wrapped so it never takes audio
+        from biasbench.models.text_control import TextOnlyBackend
+
+        return TextOnlyBackend(load_backend(replace(choice, text_only=False), dtype=dtype, device=device,
+                                            revision=revision, trust_remote_code=trust_remote_code,
+                                            base_url=base_url, quantization=quantization,
+                                            vllm_options=vllm_options))
+    if choice.backend == "cascade":
+        return _load_cascade(choice, dtype=dtype, device=device, revision=revision,
+                             trust_remote_code=trust_remote_code)
     if choice.backend == "openai":
         from biasbench.models.openai_api import OpenAIAudioBackend
 
         return OpenAIAudioBackend(choice.model, base_url=base_url or os.environ.get(OPENAI_BASE_URL_ENV) or None)
     model = choice.model
+    if choice.backend == "simulated":
+        from biasbench.models.simulated import simulated_backend
+
+        return simulated_backend(model)
     if model == "builtin:tiny-qwen2audio":
         from biasbench.models.tiny import tiny_qwen2audio_path
 
         model = str(tiny_qwen2audio_path())
-    if choice.backend == "hf":
-        from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
+    elif model.startswith("builtin:tiny-"):  # the other speech-LM families' tiny models
+        from biasbench.models.tiny_families import BUILDERS, tiny_family_path
 
-        return HFQwen2AudioBackend(model, revision=revision, dtype=dtype, device=device,
-                                   trust_remote_code=trust_remote_code)
+        if model.removeprefix("builtin:tiny-") in BUILDERS:
+            model = str(tiny_family_path(model.removeprefix("builtin:tiny-")))
+    if choice.backend == "faster-whisper":
+        from biasbench.models.asr_faster_whisper import FasterWhisperBackend
+
+        return FasterWhisperBackend(model, device="cpu" if device == "auto" else device)
+    if choice.backend == "hf" and (model == "builtin:tiny-whisper" or _is_whisper(model, revision)):
+        from biasbench.models.asr_hf_whisper import HFWhisperBackend  # ASR: transcribe tasks
+
+        return HFWhisperBackend(_cascade_part_path(model), revision=revision, dtype=dtype, device=device,
+                                quantization=quantization)
+    if choice.backend == "hf":
+        # The family (Qwen2-Audio, Qwen2.5-Omni, Voxtral, ...) comes from the config's model_type.
+        from biasbench.models.families import backend_for_model
+
+        backend_cls = backend_for_model(model, revision=revision, trust_remote_code=trust_remote_code)
+        return backend_cls(model, revision=revision, dtype=dtype, device=device,
+                           trust_remote_code=trust_remote_code, quantization=quantization)
+    if choice.backend == "vllm":
+        from biasbench.models.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
+                           **(vllm_options or {}))
     raise BiasbenchError(f"backend {choice.backend!r} is not available in this version")
+
+
+# ---------------------------------------------------------------- controls and engines
+# `text:<model>`, `cascade:<asr>+<llm>` and `vllm:<model>` wrap the specs above.
+
+TEXT_PREFIX = "text:"
+CASCADE_PREFIX = "cascade:"
+VLLM_PREFIX = "vllm:"
+TEXT_CONTROL_NOTE = ("TEXT CONTROL: the items were given to the model as plain text, with no voice; "
+                     "compare voice groups against these answers.")
+
+# The halves of `cascade:<asr>+<llm>`. Not whole models (an ASR alone answers nothing), so they
+# are kept out of ALIASES; backend "asr" / "text-llm" says which half each one can be.
+CASCADE_PARTS: dict[str, ModelAlias] = {
+    a.name: a
+    for a in [
+        ModelAlias("whisper-large-v3", "openai/whisper-large-v3", "asr", False,
+                   "Whisper large-v3 through transformers (runs on CPU, slowly; a GPU is better)"),
+        ModelAlias("tiny-whisper", "builtin:tiny-whisper", "asr", False,
+                   "a tiny randomly initialised Whisper of the real classes, built locally: a pipeline check"),
+        ModelAlias("qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct", "text-llm", True,
+                   "Qwen2-7B-Instruct through transformers (the text LLM Qwen2-Audio-7B is built on)"),
+        ModelAlias("tiny-qwen2-text", "builtin:tiny-qwen2-text", "text-llm", False,
+                   "a tiny randomly initialised Qwen2 text LLM of the real classes, built locally: a pipeline check"),
+    ]
+}
+_TINY_PART = {"asr": "tiny-whisper", "text-llm": "tiny-qwen2-text"}
+
+
+def _resolve_control(spec: str, offline_fallback: bool) -> ModelChoice | None:
+    """`text:`, `cascade:` and `vllm:` specs; None for anything else."""
+    if spec.startswith(TEXT_PREFIX):
+        inner_spec = spec[len(TEXT_PREFIX):].strip()
+        if not inner_spec:
+            raise BiasbenchError("give the model after 'text:', e.g. text:qwen2audio")
+        if inner_spec.startswith((TEXT_PREFIX, CASCADE_PREFIX)):
+            raise BiasbenchError(f"{spec!r}: text: wraps a model, not another control")
+        inner = resolve_model(inner_spec, offline_fallback=offline_fallback)
+        return replace(inner, requested=spec, name=f"text:{inner.name}", text_only=True,
+                       note=" ".join(filter(None, [TEXT_CONTROL_NOTE, inner.note])))
+    if spec.startswith(CASCADE_PREFIX):
+        return _resolve_cascade(spec, offline_fallback)
+    if spec.startswith(VLLM_PREFIX):
+        inner = spec[len(VLLM_PREFIX):].strip()
+        if not inner:
+            raise BiasbenchError("give the model after 'vllm:', e.g. vllm:qwen2audio or vllm:Qwen/Qwen2-Audio-7B-Instruct")
+        alias = ALIASES.get(inner)
+        if alias is not None and alias.backend == "hf":
+            builtin = alias.model.startswith("builtin:")
+            return ModelChoice(spec, f"vllm:{alias.name}", "vllm", alias.model, pipeline_check=builtin,
+                               note="tiny random model: a pipeline check, not a measurement" if builtin else "")
+        model = inner.removeprefix("hf:")
+        if Path(model).is_dir():
+            model = str(Path(model).resolve())
+        return ModelChoice(spec, spec, "vllm", model, pipeline_check=False)
+    return None
+
+
+def _resolve_cascade(spec: str, offline_fallback: bool) -> ModelChoice:
+    halves = spec[len(CASCADE_PREFIX):].split("+")
+    if len(halves) != 2 or not all(h.strip() for h in halves):
+        raise BiasbenchError(f"{spec!r}: write cascade:<asr>+<llm>, e.g. cascade:whisper-large-v3+qwen2-7b-instruct "
+                             "(each an alias, hf:<hub id>, a hub id or a local folder without '+')")
+    resolved = [_resolve_part(h.strip(), kind, offline_fallback) for h, kind in zip(halves, ("asr", "text-llm"))]
+    (asr_name, asr_model, asr_note), (llm_name, llm_model, llm_note) = resolved
+    builtin = any(m.startswith("builtin:") for m in (asr_model, llm_model))
+    notes = [n for n in (asr_note, llm_note) if n]
+    if builtin and not notes:
+        notes.append("tiny random model in the cascade: a pipeline check, not a measurement")
+    return ModelChoice(spec, f"cascade:{asr_name}+{llm_name}", "cascade", f"{asr_model}+{llm_model}",
+                       pipeline_check=builtin, note=" ".join(notes), parts=(asr_model, llm_model))
+
+
+def _resolve_part(part: str, kind: str, offline_fallback: bool) -> tuple[str, str, str]:
+    """(name, model, note) for one half of a cascade."""
+    alias = CASCADE_PARTS.get(part)
+    if alias is None:
+        model = part.removeprefix("hf:")
+        if Path(model).is_dir():
+            return part, str(Path(model).resolve()), ""
+        if "/" in model:  # a hub id
+            return part, model, ""
+        known = [a.name for a in CASCADE_PARTS.values() if a.backend == kind]
+        raise BiasbenchError(f"unknown {kind} model {part!r} in the cascade; known: {', '.join(known)}, "
+                             "or a hub id (owner/name) or a local folder")
+    if alias.backend != kind:
+        raise BiasbenchError(f"{part!r} is a {alias.backend} model; the cascade wants cascade:<asr>+<text-llm>")
+    if alias.model.startswith("builtin:"):
+        return alias.name, alias.model, ""
+    missing = _why_unavailable(alias)
+    if not missing:
+        return alias.name, alias.model, ""
+    if not offline_fallback:
+        raise BiasbenchError(f"{alias.name} ({alias.model}) cannot run here: {missing}. Run it where it can, or "
+                             "pass --offline-fallback to use the tiny local stand-in as a labelled pipeline check.")
+    tiny = CASCADE_PARTS[_TINY_PART[kind]]
+    return tiny.name, tiny.model, (f"{alias.name} unavailable ({missing}); ran '{tiny.name}' instead. "
+                                   "PIPELINE CHECK: these numbers say nothing about any real model.")
+
+
+def _is_whisper(model: str, revision: str | None) -> bool:
+    from biasbench.models.asr_hf_whisper import is_whisper_checkpoint
+
+    return is_whisper_checkpoint(model, revision=revision)
+
+
+def _cascade_part_path(model: str) -> str:
+    if model == "builtin:tiny-whisper":
+        from biasbench.models.tiny_controls import tiny_whisper_path
+
+        return str(tiny_whisper_path())
+    if model == "builtin:tiny-qwen2-text":
+        from biasbench.models.tiny_controls import tiny_text_llm_path
+
+        return str(tiny_text_llm_path())
+    return model
+
+
+def _load_cascade(choice: ModelChoice, *, dtype: str, device: str, revision: str | None, trust_remote_code: bool):
+    from biasbench.models.cascade import CascadeBackend
+
+    if revision is not None:
+        raise BiasbenchError("--revision is ambiguous for a cascade (two models): pin each half by a local "
+                             "folder or a hub snapshot instead")
+    asr, llm = (_cascade_part_path(m) for m in choice.parts)
+    return CascadeBackend(asr, llm, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -98,9 +98,12 @@ def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None
     source = choose_source(config.dataset, data_source, path)
     rows = _with_item_ids(load_rows(config.dataset, source, path), config, path)
     rows = stratified_sample(rows, config.sample)
-    items = [build_item(config, row, path) for row in rows.to_dict("records")]
-    if limit is not None:
-        items = items[:limit]
+    records = rows.to_dict("records")
+    items = [build_item(config, row, path) for row in records]
+    if limit is not None:  # counts source items: with option permutations each keeps all its variants
+        items, records = items[:limit], records[:limit]
+    if config.option_permutations == "cyclic":
+        items = [variant for row, item in zip(records, items) for variant in cyclic_variants(config, row, path, item)]
     if not items:
         raise ConfigError(path, "dataset", "no items left after filtering and sampling")
     return Task(config=config, path=path, source=source, items=items)
@@ -108,7 +111,7 @@ def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None
 
 def _with_item_ids(rows: pd.DataFrame, config: TaskConfig, path: Path) -> pd.DataFrame:
     spec = config.dataset
-    for column in filter(None, [spec.id_field, config.sample.stratify_by]):
+    for column in filter(None, [spec.id_field, config.sample.stratify_by, *config.item_columns]):
         if column not in rows.columns:
             raise ConfigError(path, "dataset", f"the data has no column {column!r}; it has {list(rows.columns)}")
     rows = rows.copy()
@@ -128,15 +131,78 @@ def build_item(config: TaskConfig, row: dict, path: Path) -> Item:
     item_id = str(row["item_id"])
     choices = _choices(config, row, path, item_id) if config.doc_to_choice is not None else []
     fields = dict(row, choices=list(choices), letters=LETTERS[: len(choices)])
-    spoken = render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
-    instruction = render(config.instruction, fields, path=path, field="instruction", item_id=item_id)
-    if config.instruction_mode == "spoken":
-        spoken, instruction = f"{spoken} {instruction}".strip(), ""
+    spoken, instruction = _render_prompts(config, fields, path, item_id)
     target_text = ("" if config.doc_to_target is None else
                    render(config.doc_to_target, fields, path=path, field="doc_to_target", item_id=item_id))
     target = _target_index(target_text, choices, path, item_id) if choices else None
     meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float)) and k != "choices"}
     return Item(item_id, spoken, instruction, tuple(choices), target, "" if choices else target_text, meta)
+
+
+def _render_prompts(config: TaskConfig, fields: dict, path: Path, item_id: str) -> tuple[str, str]:
+    """(what the voice says, what the model reads) for one item's fields."""
+    spoken = render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
+    instruction = render(config.instruction, fields, path=path, field="instruction", item_id=item_id)
+    if config.instruction_mode == "spoken":
+        spoken, instruction = f"{spoken} {instruction}".strip(), ""
+    return spoken, instruction
+
+
+def cyclic_variants(config: TaskConfig, row: dict, path: Path, item: Item) -> list[Item]:
+    """The k cyclic shifts of a k-option item: `<id>#p0 .. #p{k-1}`.
+
+    Variant p lists the options `choices[p:] + choices[:p]`, so the option at index t moves
+    to (t - p) mod k and the target follows it. Across the k variants every option sits in
+    every position once, which balances answer-position bias within each item. The templates
+    are rendered again with the shifted `choices`; they must list the options from
+    `choices` (a template naming raw option columns would not move them, and is refused).
+    """
+    k = len(item.choices)
+    if k < 2:
+        return [item]
+    variants = []
+    for shift in range(k):
+        choices = list(item.choices[shift:] + item.choices[:shift])
+        variant_id = f"{item.item_id}#p{shift}"
+        fields = dict(row, choices=choices, letters=LETTERS[:k])
+        spoken, instruction = _render_prompts(config, fields, path, variant_id)
+        meta = dict(item.meta, base_item_id=item.item_id, permutation=shift)
+        variants.append(Item(variant_id, spoken, instruction, tuple(choices), (item.target - shift) % k, "", meta))
+    if len(set(item.choices)) == k and len({(v.spoken_text, v.text_prompt) for v in variants}) == 1:
+        raise ConfigError(path, "option_permutations", f"item {item.item_id!r}: every cyclic variant renders the "
+                          "same text, so the options are not listed from 'choices'; list them in doc_to_text or "
+                          "instruction with `{% for option in choices %}`, or set option_permutations: none")
+    return variants
+
+
+def item_columns(item: Item, config: TaskConfig) -> dict:
+    """The item's columns for the tidy table: its task's `item_columns`, and for option
+    permutations the source item's id and the permutation index."""
+    columns = {name: item.meta.get(name) for name in config.item_columns}
+    if config.option_permutations != "none":
+        columns["base_item_id"] = item.meta.get("base_item_id", item.item_id)
+        columns["permutation"] = item.meta.get("permutation", 0)
+    return columns
+
+
+def answer_columns(table: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Columns describing each response's answer, added to the tidy table.
+
+    Multiple choice: `answer_option`, the text of the chosen option (the letter alone means
+    a different option in each permutation variant). generate_categorical with a lexicon:
+    the lexicon's attributes of the answer's category (e.g. prestige), for valid answers;
+    an attribute whose name is already a column gets the prefix `answer_`.
+    """
+    if task.config.output_type == "multiple_choice" and "answer" in table:
+        options = {(i.item_id, letter): choice for i in task.items for letter, choice in zip(i.letters, i.choices)}
+        table = table.assign(answer_option=[options.get((item_id, answer)) for item_id, answer
+                                            in zip(table["item_id"], table["answer"])])
+    if task.config.output_type == "generate_categorical" and task.config.lexicon and "answer" in table:
+        from biasbench.tasks.lexicon import join_attributes, load_lexicon
+
+        lexicon = load_lexicon(Path(task.path).parent / task.config.lexicon)
+        table = join_attributes(table, lexicon)
+    return table
 
 
 def _choices(config: TaskConfig, row: dict, path: Path, item_id: str) -> list[str]:

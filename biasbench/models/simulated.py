@@ -1,0 +1,219 @@
+"""A simulated "listener" with a planted voice dependence, for tests and calibration.
+
+`PitchBiasedBackend` implements the model-backend interface without any model. For each
+audio request it estimates the clip's median fundamental frequency (F0, autocorrelation
+pitch tracking in numpy) and answers as a seeded random listener whose answer
+distribution leans with pitch, by a configurable `strength`:
+
+* generate (categorical): high-pitched voices hear "nurse" more often, low-pitched voices
+  "software engineer"; the other answers keep fixed weights.
+* generate (numeric, when the text prompt asks for a number/amount/salary): the value is
+  lower for high-pitched voices (by about `strength` x 20% at the pitch extremes).
+* score_choices: the log-probabilities move toward one letter (`favoured_letter`, "A" by
+  default) for high-pitched voices and away from it for low-pitched ones.
+
+`strength = 0` removes every dependence on the voice: an answer then depends only on the
+text prompt and the sample seed (by default the random draw is shared by every voice,
+"common random numbers"), so no test can find a group effect. With `independent_draws=True`
+each request also gets its own draw (seeded by its request id): the null of no voice effect
+still holds exactly, with response-level noise, which is what calibrating a test's size
+needs.
+
+These answers measure nothing about any model: the aliases `simulated-pitch-bias` and
+`simulated-no-bias` are marked as pipeline checks in the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+
+import numpy as np
+
+from biasbench.models.base import GenerationSettings, Request, Response
+
+#: Pitch search range (Hz): covers low male to high female/child speech.
+F0_MIN, F0_MAX = 60.0, 400.0
+#: A peak within this fraction of the highest autocorrelation peak wins if its lag is shorter.
+OCTAVE_TOLERANCE = 0.85
+#: Where the listener's pitch scale is centred (between typical adult male ~120 Hz and
+#: female ~210 Hz speaking F0) and how many octaves move it most of the way to +-1.
+PIVOT_HZ, OCTAVE_SCALE = 160.0, 0.5
+
+#: Default answers of the categorical listener (phrases the occupation lexicon maps).
+DEFAULT_ANSWERS = ("I think you would make a great nurse.", "You could become a software engineer.",
+                   "A teacher.", "An accountant.", "Maybe a graphic designer.")
+_NUMERIC_PROMPT = re.compile(r"\b(number|amount|how much|salary|price|budget|dollars?)\b", re.IGNORECASE)
+
+
+def estimate_f0(audio: np.ndarray, sampling_rate: int, *, frame_s: float = 0.04, hop_s: float = 0.01,
+                voicing_threshold: float = 0.5) -> float:
+    """Median F0 (Hz) over the voiced frames of a clip; NaN when no frame is voiced.
+
+    Per frame: the normalised autocorrelation (computed by FFT, divided by the overlap
+    length so long lags are not penalised), its highest peak between the lags of
+    F0_MAX and F0_MIN (the shortest-lag peak within OCTAVE_TOLERANCE of it, against
+    sub-harmonic errors), refined by parabolic interpolation. A frame counts as voiced when
+    that peak exceeds `voicing_threshold` (of the lag-0 value) and its energy is at least
+    5% of the loudest frame's.
+    """
+    x = np.asarray(audio, dtype=np.float64).ravel()
+    frame, hop = int(round(frame_s * sampling_rate)), int(round(hop_s * sampling_rate))
+    if x.size < frame or not np.any(x):
+        return float("nan")
+    starts = np.arange(0, x.size - frame + 1, hop)
+    frames = x[starts[:, None] + np.arange(frame)]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    energy = (frames**2).sum(axis=1)
+    loud = energy >= 0.05 * energy.max()
+    if not loud.any():
+        return float("nan")
+    frames, energy = frames[loud], energy[loud]
+    n_fft = 1 << int(np.ceil(np.log2(2 * frame)))
+    spectrum = np.fft.rfft(frames, n=n_fft, axis=1)
+    acf = np.fft.irfft(np.abs(spectrum) ** 2, n=n_fft, axis=1)[:, :frame]
+    acf = acf / (frame - np.arange(frame)) * frame  # unbiased: each lag's overlap length
+    acf = acf / energy[:, None]
+    lo = max(2, int(np.floor(sampling_rate / F0_MAX)))
+    hi = min(frame - 2, int(np.ceil(sampling_rate / F0_MIN)))
+    window = acf[:, lo:hi + 1]
+    # The shortest lag whose local peak comes close to the highest one: a periodic signal
+    # peaks (almost) equally at every multiple of its period, and the multiples are the
+    # sub-harmonic (octave) errors.
+    local = np.zeros_like(window, dtype=bool)
+    local[:, 1:-1] = (window[:, 1:-1] >= window[:, :-2]) & (window[:, 1:-1] >= window[:, 2:])
+    best = window.max(axis=1, keepdims=True)
+    candidate = local & (window >= OCTAVE_TOLERANCE * best)
+    peak = np.where(candidate.any(axis=1), candidate.argmax(axis=1), window.argmax(axis=1))
+    strength = window[np.arange(len(window)), peak]
+    lag = (peak + lo).astype(np.float64)
+    # Parabolic interpolation around the peak for sub-sample lags.
+    inner = (peak > 0) & (peak < window.shape[1] - 1)
+    rows = np.nonzero(inner)[0]
+    a, b, c = (window[rows, peak[rows] - 1], window[rows, peak[rows]], window[rows, peak[rows] + 1])
+    denom = a - 2 * b + c
+    shift = np.where(np.abs(denom) > 1e-12, 0.5 * (a - c) / np.where(denom == 0, 1, denom), 0.0)
+    lag[rows] += np.clip(shift, -0.5, 0.5)
+    voiced = strength >= voicing_threshold
+    if not voiced.any():
+        return float("nan")
+    return float(np.median(sampling_rate / lag[voiced]))
+
+
+def pitch_score(f0: float) -> float:
+    """Pitch on the listener's scale: -1 (low) .. +1 (high), 0 at PIVOT_HZ; 0 when unknown."""
+    if f0 is None or not math.isfinite(f0) or f0 <= 0:
+        return 0.0
+    return float(np.tanh(math.log2(f0 / PIVOT_HZ) / OCTAVE_SCALE))
+
+
+def _seed(*parts) -> int:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class PitchBiasedBackend:
+    """A seeded random listener whose answers lean with the voice's pitch (see module doc)."""
+
+    max_audio_seconds = None  # hears any length
+
+    def __init__(self, strength: float = 1.0, *, seed: int = 0, answers: tuple[str, ...] = DEFAULT_ANSWERS,
+                 high_answer: int = 0, low_answer: int = 1, logit_scale: float = 2.0,
+                 base_value: float = 60_000.0, value_shift: float = 0.2, favoured_letter: str = "A",
+                 independent_draws: bool = False, name: str = "simulated-pitch-bias"):
+        if strength < 0:
+            raise ValueError("strength must be >= 0 (0 = no voice dependence)")
+        self.strength, self.seed, self.name = float(strength), int(seed), name
+        self.answers, self.high_answer, self.low_answer = tuple(answers), high_answer, low_answer
+        self.logit_scale, self.base_value, self.value_shift = logit_scale, base_value, value_shift
+        self.favoured_letter, self.independent_draws = favoured_letter, independent_draws
+        self._f0_cache: dict[str, float] = {}
+        self.pitch_log: list[tuple[str, float]] = []  # (request_id, f0) of every audio request
+
+    # ---------------------------------------------------------------- interface
+
+    def fingerprint(self) -> dict:
+        return {"backend": "simulated", "model": self.name, "strength": self.strength, "seed": self.seed,
+                "answers": list(self.answers), "high_answer": self.high_answer, "low_answer": self.low_answer,
+                "logit_scale": self.logit_scale, "base_value": self.base_value, "value_shift": self.value_shift,
+                "favoured_letter": self.favoured_letter, "independent_draws": self.independent_draws,
+                "pitch": {"method": "autocorrelation median F0", "pivot_hz": PIVOT_HZ, "octave_scale": OCTAVE_SCALE}}
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        start, out = time.perf_counter(), []
+        for request in requests:
+            z = self._pitch(request)
+            rng = self._rng(request)
+            if _NUMERIC_PROMPT.search(request.prompt or ""):
+                value = self.base_value * math.exp(-self.strength * self.value_shift * z + 0.25 * rng.standard_normal())
+                text = f"About ${value:,.0f}."
+            else:
+                logits = np.zeros(len(self.answers))
+                logits[self.high_answer] += self.strength * self.logit_scale * z
+                logits[self.low_answer] -= self.strength * self.logit_scale * z
+                text = self.answers[_draw(logits, rng.random())]
+            out.append(Response(request.request_id, text))
+        return _timed(out, start)
+
+    def score_choices(self, requests: list[Request]) -> list[Response]:
+        start, out = time.perf_counter(), []
+        for request in requests:
+            letters = list(request.choices or [])
+            if not letters:
+                out.append(Response(request.request_id, "", error="score_choices needs the option letters"))
+                continue
+            z = self._pitch(request)
+            logits = self._rng(request).standard_normal(len(letters))
+            if self.favoured_letter in letters:
+                logits[letters.index(self.favoured_letter)] += self.strength * self.logit_scale * z
+            logprobs = logits - np.logaddexp.reduce(logits)
+            scores = {letter: float(v) for letter, v in zip(letters, logprobs)}
+            out.append(Response(request.request_id, max(scores, key=scores.get), option_logprobs=scores))
+        return _timed(out, start)
+
+    # ---------------------------------------------------------------- internals
+
+    def _rng(self, request: Request) -> np.random.Generator:
+        """The listener's draw: the text prompt and sample seed, plus the request if independent."""
+        settings = request.settings or GenerationSettings()
+        parts = [self.seed, request.prompt, settings.seed, ",".join(request.choices or [])]
+        if self.independent_draws:
+            parts.append(request.request_id)
+        return np.random.default_rng(_seed(*parts))
+
+    def _pitch(self, request: Request) -> float:
+        """Pitch score of the request's clip (0 for text-only requests)."""
+        if request.audio is None or self.strength == 0:
+            return 0.0
+        audio = np.ascontiguousarray(request.audio, dtype=np.float32)
+        key = hashlib.blake2b(audio.tobytes(), digest_size=16).hexdigest() + f"@{request.sampling_rate}"
+        if key not in self._f0_cache:
+            self._f0_cache[key] = estimate_f0(audio, request.sampling_rate)
+        f0 = self._f0_cache[key]
+        self.pitch_log.append((request.request_id, f0))
+        return pitch_score(f0)
+
+
+def _draw(logits: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw from softmax(logits) with the uniform `u` (monotone in each weight)."""
+    p = np.exp(logits - logits.max())
+    cdf = np.cumsum(p / p.sum())
+    return int(min(np.searchsorted(cdf, u, side="right"), len(cdf) - 1))
+
+
+def _timed(responses: list[Response], start: float) -> list[Response]:
+    share = (time.perf_counter() - start) / max(len(responses), 1)
+    for response in responses:
+        response.latency_s = share
+    return responses
+
+
+def simulated_backend(model: str) -> PitchBiasedBackend:
+    """The backend for a registry model string: builtin:simulated-pitch-bias or -no-bias."""
+    name = model.split(":", 1)[-1]
+    strengths = {"simulated-pitch-bias": 1.0, "simulated-no-bias": 0.0}
+    if name not in strengths:
+        raise ValueError(f"unknown simulated model {model!r}; known: {', '.join(strengths)}")
+    return PitchBiasedBackend(strengths[name], name=name)
