@@ -73,3 +73,10 @@ class ModelBackend(Protocol):
         """Free-text generation."""
 
     # Optional: `usage() -> dict` (tokens, cost, retries) is copied into the run manifest.
+
+
+def require_choices(requests: Sequence[Request]) -> None:
+    """score_choices needs option letters on every request: fail early, naming the request."""
+    for request in requests:
+        if not request.choices:
+            raise ValueError(f"request {request.request_id}: score_choices needs `choices`")

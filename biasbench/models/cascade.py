@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices
 from biasbench.models.hf_qwen2audio import (
     _hash_local_model,
     _pick_device,
@@ -263,9 +263,7 @@ class CascadeBackend:
 
         if not requests:
             return []
-        for r in requests:
-            if not r.choices:
-                raise ValueError(f"request {r.request_id}: score_choices needs `choices`")
+        require_choices(requests)
         start = time.perf_counter()
         transcripts = self.transcribe(requests)
         inputs = self.llm.encode(self._llm_prompts(requests, transcripts))

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "half": "float16"}
@@ -357,9 +357,7 @@ class HFAudioLMBackend:
     def score_choices(self, requests: list[Request]) -> list[Response]:
         if not requests:
             return []
-        for r in requests:
-            if not r.choices:
-                raise ValueError(f"request {r.request_id}: score_choices needs `choices`")
+        require_choices(requests)
         responses: dict[int, Response] = {}
         for idx in self._batches(requests):
             for i, resp in zip(idx, self._score_batch([requests[i] for i in idx])):

@@ -11,12 +11,9 @@ Its answers are noise: it exercises code paths, it measures nothing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from biasbench.paths import cache_dir
+from biasbench.paths import cached_model
 
 TINY_NAME = "tiny-qwen2audio-v1"  # bump the suffix whenever the build below changes
 
@@ -183,23 +180,5 @@ def build_tiny_qwen2audio(path, seed: int = 0) -> Path:
 
 
 def tiny_qwen2audio_path() -> Path:
-    """`cache_dir()/models/tiny-qwen2audio-v1`, built on first use.
-
-    Built into a temporary sibling folder and renamed into place: a rename is atomic on one
-    filesystem, so a killed build never leaves a half model under the real name.
-    """
-    target = cache_dir() / "models" / TINY_NAME
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-building-", dir=target.parent))
-    try:
-        build_tiny_qwen2audio(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not "another process finished first"
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """`cache_dir()/models/tiny-qwen2audio-v1`, built on first use (atomically)."""
+    return cached_model(TINY_NAME, build_tiny_qwen2audio)

@@ -14,13 +14,9 @@ widths are tiny; the Whisper front end keeps the real 30 s window. Their outputs
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable
 
-from biasbench.paths import cache_dir
+from biasbench.paths import cached_model
 
 # Bump a suffix whenever its build below changes. The text LLM reuses tiny.py's tokenizer, so its
 # folder name also carries tiny.py's version (a change there rebuilds it too).
@@ -172,28 +168,8 @@ def build_tiny_text_llm(path, seed: int = 0, hidden_size: int = 64, num_heads: i
 # ---------------------------------------------------------------- cached paths
 
 
-def _cached(name: str, build: Callable[[Path], Path]) -> Path:
-    """`cache_dir()/models/<name>`, built on first use into a temporary sibling and renamed into
-    place (atomic), so a killed build never leaves a half model under the real name."""
-    target = cache_dir() / "models" / name
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not "another process finished first"
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def tiny_whisper_path() -> Path:
-    return _cached(TINY_WHISPER_NAME, build_tiny_whisper)
+    return cached_model(TINY_WHISPER_NAME, build_tiny_whisper)
 
 
 def tiny_text_llm_name() -> str:
@@ -203,7 +179,7 @@ def tiny_text_llm_name() -> str:
 
 
 def tiny_text_llm_path() -> Path:
-    return _cached(tiny_text_llm_name(), build_tiny_text_llm)
+    return cached_model(tiny_text_llm_name(), build_tiny_text_llm)
 
 
 # ---------------------------------------------------------------- tiny Qwen2-Audio for vLLM
@@ -253,4 +229,4 @@ def _hub_weight_names(weights: Path) -> None:
 def tiny_qwen2audio_wide_path() -> Path:
     from biasbench.models.tiny import TINY_NAME
 
-    return _cached(f"tiny-qwen2audio-wide-{TINY_QWEN2AUDIO_VLLM_VERSION}-{TINY_NAME}", build_tiny_qwen2audio_wide)
+    return cached_model(f"tiny-qwen2audio-wide-{TINY_QWEN2AUDIO_VLLM_VERSION}-{TINY_NAME}", build_tiny_qwen2audio_wide)

@@ -22,13 +22,10 @@ renamed into place (atomic on one filesystem).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from biasbench.models.tiny import _CORPUS, OPTION_LETTERS
-from biasbench.paths import cache_dir
+from biasbench.paths import cached_model
 
 _VOCAB_SIZE = 512
 _TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -415,19 +412,4 @@ def tiny_family_path(family: str) -> Path:
         return tiny_qwen2audio_path()
     if family not in BUILDERS:
         raise KeyError(f"no tiny builder for {family!r}; known: {', '.join(sorted(BUILDERS))}")
-    name = tiny_family_name(family)
-    target = cache_dir() / "models" / name
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=target.parent))
-    try:
-        BUILDERS[family](tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not "another process finished first"
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_model(tiny_family_name(family), BUILDERS[family])

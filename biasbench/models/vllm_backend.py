@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices
 
 INSTALL_HINT = "pip install 'biasbench[vllm]'"
 # Top-k fallback for vLLM releases without `SamplingParams.logprob_token_ids`.
@@ -468,9 +468,7 @@ class VLLMBackend:
     def score_choices(self, requests: list[Request]) -> list[Response]:
         if not requests:
             return []
-        for r in requests:
-            if not r.choices:
-                raise ValueError(f"request {r.request_id}: score_choices needs `choices`")
+        require_choices(requests)
         start = time.perf_counter()
         letters = [self._letters(r.choices) for r in requests]
         outputs = self.engine.run(self._inputs(requests),
