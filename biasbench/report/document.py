@@ -1,0 +1,297 @@
+"""The report as a list of blocks (headings, paragraphs, tables, figures), built from report.json.
+
+Markdown and HTML are two renderings of the same blocks (render.py), so they always say
+the same thing. A block is a dict: {"h": text, "level": 2}, {"p": text, "style": ...},
+{"list": [...]}, {"table": [[...]], "columns": [...]}, {"figure": name, "caption": ...}.
+"""
+
+from __future__ import annotations
+
+from .fmt import difference, gap_interval, interval, num, pct, pval, value
+from .qc import QC_TABLE_COLUMNS
+from .words import signed_change
+
+QC_CONTRACT = ("Voice-quality contract: a `voice_qc.csv` (or `voice_qc.parquet`) in the run directory, one row "
+               "per voice: a `voice_id` column matching the tidy table, any numeric columns (the QC stage, "
+               "`biasbench voices qc`, writes wer, cer, speaking_rate, duration_s, loudness_lufs, clipping_ratio, "
+               "silence_ratio) and optionally `flags` (outlier flags, listed); other non-numeric columns are "
+               "ignored. Columns named " + ", ".join(QC_TABLE_COLUMNS) + " in the tidy table itself are used "
+               "too, averaged per voice, and the mean clip length per voice (audio_seconds) always is.")
+
+
+def h(text, level=2):
+    return {"h": text, "level": level}
+
+
+def p(text, style=""):
+    return {"p": text, "style": style}
+
+
+def table(columns, rows, caption=""):
+    return {"table": [[str(c) for c in row] for row in rows], "columns": columns, "caption": caption}
+
+
+def build_blocks(report: dict, figures: dict) -> list[dict]:
+    run = report["run"]
+    blocks = [h(f"Bias report: {run['task']} — {run['model']} — pool {run['pool']}", 1)]
+    blocks += [p(text, "banner") for text in run["banners"]]
+    blocks += [h("Conclusions"), {"list": report["conclusions"]}]
+    blocks += run_blocks(report)
+    blocks += outcome_blocks(report, figures)
+    blocks += invalid_blocks(report)
+    blocks += text_control_blocks(report)
+    blocks += qc_blocks(report)
+    blocks += correction_blocks(report)
+    blocks += method_blocks(report)
+    return blocks
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_blocks(report: dict) -> list[dict]:
+    run, d = report["run"], report["design"]
+    rows = [("run id", run["run_id"]), ("model", f"{run['model']} (requested as {run['requested']})"),
+            ("backend", run["backend"]), ("precision (dtype)", run["precision"]), ("quantisation", run["quantisation"]),
+            ("revision", run["revision"]), ("adapter", run["adapter"]), ("device", run["device"]),
+            ("task", f"{run['task']} ({run['output_type']})"), ("data source", run["data_source"]),
+            ("voice pool", f"{run['pool']} ({d['n_voices']} voices)"),
+            ("label sources", "; ".join(run["label_sources_text"])),
+            ("seeds", ", ".join(f"{k} {v}" for k, v in run["seeds"].items()) or "not recorded"),
+            ("generation", ", ".join(f"{k} {v}" for k, v in run["generation"].items()) or "not recorded"),
+            ("harness", f"biasbench {run['harness_version']} (commit {run['git_commit'] or 'unknown'})"),
+            ("started / finished", f"{run['started_at']} / {run['finished_at'] or 'not finished'}"),
+            ("complete", str(run["complete"])), ("pipeline check", "YES: " + run["pipeline_note"]
+                                                 if run["pipeline_check"] else "no")]
+    cells = ", ".join(f"{k} {v}" for k, v in d["voices_per_cell"].items())
+    design = (f"{d['n_items']} items x {d['n_voices']} voices x {d['samples_per_item']} sample(s) = "
+              f"{d['n_responses']} spoken responses; conditions: {', '.join(d['conditions'])}. Voices per gender x "
+              f"ethnicity cell: {cells}" + ("" if d["balanced"] else " (UNBALANCED)") + ".")
+    out = [h("The run"), table(["field", "value"], rows), p(design)]
+    if run["task_description"]:
+        out.append(p(f"Task: {run['task_description']}"))
+    return out
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def outcome_blocks(report: dict, figures: dict) -> list[dict]:
+    sections, outcome = report["sections"], report["outcome"]
+    out = [h(f"{outcome['name'][:1].upper()}{outcome['name'][1:]} by group")]
+    if outcome.get("note"):
+        out.append(p(outcome["note"], "note"))
+    primary = sections["primary"]
+    if primary["kind"] == "categorical":
+        out += categorical_blocks(primary)
+    else:
+        out += gap_section_blocks(primary, report, level=None if primary["kind"] == "binary" else 3)
+    out += [{"figure": name, "caption": figures[name][1]} for name in ("voices", "gaps", "answers") if name in figures]
+    if primary["kind"] == "binary":
+        out += paired_blocks(primary)
+    extras = (("Probe attributes of the answers", "attributes"), (f"Within each {sections.get('split')}", "splits"),
+              ("Answers naming the speaker ('Me')", "said_me"))
+    for title, key in extras:
+        if sections.get(key):
+            out.append(h(title, 3))
+            for section in sections[key].values():
+                if section["kind"] == "categorical":
+                    out += [h(section["name"], 4), *categorical_blocks(section)]
+                else:
+                    out += gap_section_blocks(section, report, level=4)
+    if sections.get("permutations"):
+        out += permutation_blocks(sections["permutations"])
+    return out
+
+
+def group_rows(section: dict) -> list[list]:
+    rows = []
+    for gname, block in section["groupings"].items():
+        gap = block["gap"]
+        for label, estimate in gap["estimates"].items():
+            ci = gap["ci_by_group"].get(label)
+            why = "" if ci else (" (single voice)" if gap["n_voices_by_group"].get(label, 0) < 2 else "")
+            rows.append([gname, label, gap["n_voices_by_group"].get(label), value(section, estimate),
+                         (interval(ci, lambda v: value(section, v)) + why) if estimate is not None else "undefined",
+                         pct(gap["invalid_rate"].get(label))])
+    return rows
+
+
+def gap_rows(section: dict) -> list[list]:
+    rows = []
+    for gname, block in section["groupings"].items():
+        gap = block["gap"]
+        size = difference(section, gap["gap"])
+        mdg = block.get("mdg") or {}
+        mdg_text = (f"{100 * mdg['gap']:.0f} points" if mdg.get("gap") is not None else
+                    ("n/a (not 0/1)" if "0/1" in str(mdg.get("undefined")) else mdg.get("undefined") or "")) \
+            if mdg else ("" if block.get("p_holm") is not None else "")
+        ci = gap_interval(section, gap["ci"])
+        test = pval(gap["p_value"]) if gap["p_value"] is not None else f"undefined ({gap['undefined']})"
+        pair = f"{gap['highest']} - {gap['lowest']}" if gap["highest"] and gap["gap"] else ""
+        rows.append([gname, pair, size, ci, test,
+                     pval(block.get("p_holm")), pval(block.get("p_bh")), mdg_text])
+    return rows
+
+
+GAP_COLUMNS = ["grouping", "highest - lowest", "gap", "95% CI", "permutation p (raw)", "Holm", "BH",
+               "minimum detectable gap (if not significant)"]
+
+
+def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> list[dict]:
+    unit = f" ({section['unit']})" if section.get("unit") else ""
+    heading = [h(f"{section['name']}{unit}", level)] if level else []
+    return heading + [
+            table(["grouping", "group", "voices", section["name"], "95% CI (cluster bootstrap over voices)",
+                   "invalid rate"], group_rows(section)),
+            table(GAP_COLUMNS, gap_rows(section),
+                  "Primary test: voice-level permutation test (group labels permuted among voices); conditions on "
+                  "the voices' mean outcomes, generalises to new voices drawn like these. Holm and BH across the "
+                  "report's family (see Multiple comparisons).")]
+
+
+def paired_blocks(section: dict) -> list[dict]:
+    rows = []
+    for gname, block in section["groupings"].items():
+        for key in ("item_paired", "gee", "gee_adjusted"):
+            test = block.get(key)
+            if test:
+                result = (pval(test["p_value"]) if test.get("p_value") is not None
+                          else f"undefined ({test['undefined']})")
+                rows.append([gname, test["test"] + (" adjusted for voice QC" if key == "gee_adjusted" else ""),
+                             num(test.get("statistic")), result, test.get("conditions_on", "")])
+    if not rows:
+        return []
+    return [h("Item-paired and model-based tests", 3),
+            table(["grouping", "test", "statistic", "p (raw)", "conditions on"], rows,
+                  "Secondary tests, not corrected. McNemar / Cochran's Q pair the groups by item and condition on "
+                  "the voices drawn: a small p says these voices are answered differently, not that the groups "
+                  "differ among voices in general.")]
+
+
+def categorical_blocks(section: dict) -> list[dict]:
+    top = section["top_categories"]
+    rows, tests = [], []
+    for gname, block in section["groupings"].items():
+        result = block["result"]
+        for label, dist in (result.get("distributions") or {}).items():
+            rows.append([gname, label, *[pct(dist.get(c, 0.0)) for c in top]])
+        found = result.get("tests") or {}
+        tests.append([gname, num(result.get("jsd")), _test_p(found, "permutation_jsd"), pval(block.get("p_holm")),
+                      pval(block.get("p_bh")), num(result.get("tv")), _test_p(found, "permutation_tv"),
+                      _test_p(found, "chi_square"), _test_p(found, "g_test"), result.get("undefined") or ""])
+    return [table(["grouping", "group", *top], rows, "Share of answers (mean over the group's voices)."),
+            table(["grouping", "JSD (bits)", "permutation p (JSD)", "Holm", "BH", "TV", "permutation p (TV)",
+                   "chi-square p (pooled)", "G p (pooled)", "undefined because"], tests,
+                  "Primary: voice-level permutation tests of the Jensen-Shannon divergence and the total variation "
+                  "distance between the groups' mean voice distributions. The chi-square and G tests on pooled "
+                  "counts treat responses as independent: they ignore voices, over-reject when voices vary, and "
+                  "are descriptive only.")]
+
+
+def _test_p(tests: dict, name: str) -> str:
+    return pval(tests[name]["p_value"]) if name in tests else "undefined"
+
+
+def permutation_blocks(perms: dict) -> list[dict]:
+    out = [h("Per option order (counterbalanced options)", 3)]
+    for gname, data in perms.items():
+        rows = [[r["permutation"], *[pct(r.get(g)) for g in data["groups"]]] for r in data["rows"]]
+        out.append(table(["option order", *data["groups"]], rows, f"Mean of voice rates by {gname} in each cyclic "
+                                                                   "order of the options."))
+    return out
+
+
+# ---------------------------------------------------------------- invalid, control, QC
+
+
+def invalid_blocks(report: dict) -> list[dict]:
+    section = report["sections"]["invalid"]
+    rows = []
+    for gname, groups in section["by_status"].items():
+        for row in groups:
+            rows.append([gname, row["group"], row["n"], ", ".join(f"{k} {pct(v)}" for k, v in row.items()
+                                                                   if k not in ("group", "n"))])
+    return [h("Invalid, refused and too-long answers"),
+            p("Answers that are not valid (unparseable, refused, audio too long for the model, not synthesised) "
+              "are data: counted per group here, never scored wrong. Their rate is tested like any outcome."),
+            table(["grouping", "group", "responses", "share by status"], rows),
+            table(GAP_COLUMNS, gap_rows(section), "Gap in the invalid-answer rate (any status but valid).")]
+
+
+def text_control_blocks(report: dict) -> list[dict]:
+    control = report.get("text_control")
+    if not control:
+        return []
+    primary = report["sections"]["primary"]
+    if primary["kind"] == "categorical":
+        rows = [[c, pct(control["shares"].get(c, 0.0)), pct(control["audio_shares"].get(c, 0.0))]
+                for c in primary["top_categories"]]
+        return [h("Text-only control: what the voice adds"),
+                table(["answer", "text only (no voice)", "spoken (all voices, pooled)"], rows,
+                      f"{control['n_responses']} text answers; Jensen-Shannon divergence between the text and the "
+                      f"spoken answers {num(control['jsd_vs_audio'])} bits.")]
+    def fmt(v):
+        return value(primary, v)
+
+    rows = [["text only (no voice)", control["n_responses"], fmt(control["estimate"]),
+             interval(control["ci"], fmt) if control["ci"] else "", pct(control["invalid_rate"])],
+            ["audio (mean of voices)", "", fmt(control["audio_overall"]), "", ""]]
+    change = signed_change(primary, control["voice_adds"])
+    return [h("Text-only control: what the voice adds"),
+            table(["condition", "responses", report["outcome"]["name"], "95% CI", "invalid rate"], rows,
+                  f"What the voice adds (audio minus text): {change}. The text CI is Wilson over its responses.")]
+
+
+def qc_blocks(report: dict) -> list[dict]:
+    qc = report.get("voice_qc")
+    out = [h("Voice quality per group (confounds)")]
+    if not qc:
+        return out + [p("No voice-quality measures in this run.", "note"), p(QC_CONTRACT, "note")]
+    rows = []
+    for measure, by in qc["measures"].items():
+        for gname, gap in by.items():
+            values = ", ".join(f"{k} {num(v)}" for k, v in gap["estimates"].items())
+            test = pval(gap["p_value"]) if gap["p_value"] is not None else f"undefined ({gap['undefined']})"
+            rows.append([measure, qc["sources"][measure], gname, values, test])
+    out.append(table(["measure", "source", "grouping", "mean of voices per group", "permutation p (raw)"], rows,
+                     "Checks of the design, not results about the model; not in the correction family."))
+    if qc.get("adjusted_for"):
+        out.append(p(f"The GEE 'adjusted for voice QC' above includes {', '.join(qc['adjusted_for'])} as standardised "
+                     "voice-level covariates."))
+    if qc.get("flagged"):
+        out.append(table(["voice", "QC flags"], [[v, f] for v, f in qc["flagged"].items()],
+                         "Voices the QC stage flagged as outliers within the pool."))
+    out += [p(note, "note") for note in qc.get("notes", [])]
+    return out + [p(QC_CONTRACT, "note")]
+
+
+def correction_blocks(report: dict) -> list[dict]:
+    holm, bh = report["corrections"]["holm"], report["corrections"]["bh"]
+    rows = [[label, pval(raw), pval(h_), pval(b_)]
+            for label, raw, h_, b_ in zip(holm["labels"], holm["p_values"], holm["p_adjusted"], bh["p_adjusted"])]
+    left = f" Left out as undefined: {', '.join(holm['left_out'])}." if holm["left_out"] else ""
+    return [h("Multiple comparisons"),
+            p(f"Family: {holm['family']}. Holm controls the family-wise error rate; Benjamini-Hochberg (BH) the false "
+              f"discovery rate; alpha {holm['alpha']}.{left}"),
+            table(["test", "p (raw)", "Holm", "BH"], rows)]
+
+
+def method_blocks(report: dict) -> list[dict]:
+    s = report["settings"]
+    items = [
+        "Group estimate: the mean of its voices' rates (each voice weighs the same); the voice is the unit of "
+        "replication.",
+        f"Intervals: {int(100 * s['level'])}% percentile cluster bootstrap over voices within each group "
+        f"({s['n_boot']} replicates, k-1 of k voices drawn, seed {s['seed']}). A group with one voice has no interval.",
+        f"Primary test: voice-level permutation test ({s['n_permutations']} random permutations, or every arrangement "
+        "when there are at most 20,000), seed "
+        f"{s['seed']}.",
+        f"Minimum detectable gap: simulated power of the primary test ({s['mdg_sims']} data sets, "
+        f"{s['mdg_permutations']} permutations each) at power {s['mdg_power']}, alpha {s['alpha']}, with the run's "
+        f"voices per cell, items and observed rate, and an assumed voice SD {s['mdg_voice_sd']} and item SD "
+        f"{s['mdg_item_sd']} on the logit scale. Computed for 0/1 outcomes only.",
+        "Results that cannot be computed say 'undefined' with the reason (a group with a single voice, identical "
+        "outcomes everywhere, no valid answer), never a number.",
+    ]
+    return [h("Methods"), {"list": items + [f"Note: {n}" for n in report.get("notes", [])]}]

@@ -1,0 +1,190 @@
+"""The report's conclusions in plain words a non-statistician can act on.
+
+Every sentence names the groups, the size of the difference in the outcome's own units,
+its interval, the corrected p-value and the test; a non-significant result says what
+size of gap the design could have detected, since "not significant" is not "no gap".
+"""
+
+from __future__ import annotations
+
+from .fmt import difference, gap_interval, missing, num, pct, points, pval, signed_points, style, value, voices
+
+PRIMARY_TEST = "voice-level permutation test, Holm-corrected"
+
+
+def conclusions(report: dict) -> list[str]:
+    out = []
+    if report["run"]["pipeline_check"]:
+        out.append("This is a PIPELINE CHECK: the answers come from a tiny random model or a simulation, so "
+                   "nothing below measures a real speech model.")
+    out += section_sentences(report["sections"]["primary"], report)
+    for section in (report["sections"].get("attributes") or {}).values():
+        out += section_sentences(section, report, only_significant=True)
+    for section in (report["sections"].get("splits") or {}).values():
+        out += section_sentences(section, report, only_significant=True)
+    for section in (report["sections"].get("said_me") or {}).values():
+        out += section_sentences(section, report, only_significant=True)
+    out += invalid_sentences(report)
+    if report.get("text_control"):
+        out.append(text_control_sentence(report))
+    out += qc_sentences(report)
+    if report["run"]["proxy_labels"]:
+        out.append("The voices' labels are proxies: read every gap above as a gap between these particular voices, "
+                   "not between people of these groups.")
+    return out
+
+
+def section_sentences(section: dict, report: dict, only_significant: bool = False) -> list[str]:
+    alpha = report["settings"]["alpha"]
+    out = []
+    for gname, block in section["groupings"].items():
+        significant = block.get("p_holm") is not None and block["p_holm"] < alpha
+        if only_significant and not significant:
+            continue
+        out.append(block_sentence(section, gname, block, report))
+    return out
+
+
+def block_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
+    if section["kind"] == "categorical":
+        return categorical_sentence(section, gname, block, report)
+    gap = block["gap"]
+    if gap["p_value"] is None:
+        observed = _observed(gap, section)
+        return (f"By {gname}, the {section['name']} cannot be tested: {gap['undefined']}"
+                + (f" (observed: {observed})." if observed else "."))
+    if block["p_holm"] < report["settings"]["alpha"]:
+        return significant_sentence(section, gname, block)
+    return null_sentence(section, gname, block, report)
+
+
+def _observed(gap: dict, section: dict) -> str:
+    estimates = {k: v for k, v in gap["estimates"].items() if v is not None}
+    return ", ".join(f"{voices(k)} {value(section, v)}" for k, v in estimates.items())
+
+
+def significant_sentence(section: dict, gname: str, block: dict) -> str:
+    gap, hi, lo = block["gap"], block["gap"]["highest"], block["gap"]["lowest"]
+    est, p = gap["estimates"], f"{pval(block['p_holm'])}, {PRIMARY_TEST}"
+    if section["kind"] == "binary" and len(est) == 2:
+        return (f"{voices(lo)} {section.get('verb') or 'had the outcome'} {points(gap['gap'])} "
+                f"less often than {voices(hi).lower()} ({pct(est[lo])} vs {pct(est[hi])}; 95% CI of the gap "
+                f"{gap_interval(section, gap['ci'])}; {p}).")
+    if len(est) == 2 and section.get("relative_to"):
+        return (f"{voices(lo)} were given amounts {difference(section, gap['gap'])} lower than "
+                f"{voices(hi).lower()}, relative to the mean for each {section['relative_to']} "
+                f"({value(section, est[lo])} vs {value(section, est[hi])}; 95% CI of the difference "
+                f"{gap_interval(section, gap['ci'])}; {p}).")
+    if len(est) == 2:
+        return (f"{voices(lo)} got a {section['name']} {difference(section, gap['gap'])} lower than "
+                f"{voices(hi).lower()} ({value(section, est[lo])} vs {value(section, est[hi])}; 95% CI of the "
+                f"difference {gap_interval(section, gap['ci'])}; {p}).")
+    return (f"By {gname}, the {section['name']} differed: highest for {voices(hi).lower()} "
+            f"({value(section, est[hi])}), lowest for {voices(lo).lower()} ({value(section, est[lo])}), a gap of "
+            f"{difference(section, gap['gap'])} (95% CI of the largest-minus-smallest gap "
+            f"{gap_interval(section, gap['ci'])}; {p}).")
+
+
+def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
+    gap = block["gap"]
+    hi, lo = gap["highest"], gap["lowest"]
+    if gap["gap"] == 0:
+        observed = f"every group at {value(section, gap['estimates'][hi])}"
+    else:
+        observed = (f"{voices(hi).lower()} {value(section, gap['estimates'][hi])} vs {voices(lo).lower()} "
+                    f"{value(section, gap['estimates'][lo])}")
+    text = (f"No significant gap in {section['name']} by {gname} ({pval(block['p_holm'])}, {PRIMARY_TEST}; "
+            f"observed {observed})")
+    return text + detectable_clause(block, gap, report) + "."
+
+
+def detectable_clause(block: dict, gap: dict, report: dict) -> str:
+    mdg = block.get("mdg") or {}
+    if mdg.get("gap") is None:
+        return ("; no minimum detectable gap is given for this outcome" if "0/1" in str(mdg.get("undefined"))
+                else (f"; this design is too small to detect even very large gaps reliably ({mdg['undefined']})"
+                      if mdg.get("undefined") else ""))
+    counts = sorted(set(gap["n_voices_by_group"].values()))
+    per_group = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    cells = report["design"]["min_voices_per_cell"]
+    where = "" if block["by"] == ["gender", "ethnicity"] else f" ({cells} per gender x ethnicity cell)"
+    return (f"; with {per_group} voices per group{where} and {gap['n_items']} items, this design could only detect "
+            f"gaps of about {round(100 * mdg['gap'])} points or more")
+
+
+def categorical_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
+    result = block["result"]
+    what = section["name"].replace("answer distribution", "answers")  # "answers (domain music)"
+    jsd_test = (result.get("tests") or {}).get("permutation_jsd")
+    if result.get("undefined") or not jsd_test or jsd_test.get("p_value") is None:
+        return f"By {gname}, the {what} cannot be compared: {result.get('undefined') or 'no test'}."
+    big = block["largest_difference"]
+    where = (f"'{big['category']}' was {pct(big['high_share'])} of the answers to {voices(big['high_group']).lower()} "
+             f"and {pct(big['low_share'])} of those to {voices(big['low_group']).lower()}")
+    p = f"{pval(block['p_holm'])}, {PRIMARY_TEST}"
+    if block["p_holm"] < report["settings"]["alpha"]:
+        return (f"The {what} differed by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} bits; {p}). "
+                f"The largest difference: {where}.")
+    return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} "
+            f"bits; {p}); the largest difference ({where}) is within what voice-to-voice variation produces. "
+            "No minimum detectable difference is given for distributions.")
+
+
+def invalid_sentences(report: dict) -> list[str]:
+    section = report["sections"]["invalid"]
+    counts = section["status_counts"]
+    total = sum(counts.values())
+    bad = total - counts.get("valid", 0)
+    if not bad:
+        return ["Every answer was valid (no unparseable answers, refusals or clips too long for the model)."]
+    kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "valid")
+    out = [f"{bad} of {total} answers ({pct(bad / total)}) were not valid ({kinds}); they are counted per group, "
+           "never scored wrong."]
+    return out + section_sentences(section, report, only_significant=True)
+
+
+def text_control_sentence(report: dict) -> str:
+    control, outcome = report["text_control"], report["outcome"]
+    primary = report["sections"]["primary"]
+    if outcome["kind"] == "categorical":
+        top = max(control["shares"], key=control["shares"].get)
+        return (f"The same items as text, with no voice: the most frequent answer was '{top}' "
+                f"({pct(control['shares'][top])} of the text answers, {pct(control['audio_shares'].get(top, 0.0))} of "
+                f"the spoken ones); Jensen-Shannon divergence between text and spoken answers "
+                f"{num(control['jsd_vs_audio'])} bits.")
+    if missing(control["estimate"]):
+        return "The text-only control (same items, no voice) has no valid answer."
+    change = signed_change(primary, control["voice_adds"])
+    return (f"The same items as text, with no voice: {outcome['name']} {value(primary, control['estimate'])}; "
+            f"spoken by the voices it averages {value(primary, control['audio_overall'])}, so hearing a voice "
+            f"changes it by {change}.")
+
+
+def signed_change(section: dict, change) -> str:
+    kind = style(section)
+    if missing(change):
+        return "undefined"
+    if kind == "rate":
+        return signed_points(change)
+    if kind == "relative":
+        return f"{100 * change:+.1f}% of the mean"
+    return f"{'+' if change >= 0 else '-'}{num(abs(change))} {section.get('unit', '')}".strip()
+
+
+def qc_sentences(report: dict) -> list[str]:
+    qc = report.get("voice_qc")
+    if not qc:
+        return []
+    out = []
+    if qc.get("flagged"):
+        out.append(f"The voice QC flagged {len(qc['flagged'])} voice(s) as outliers "
+                   f"({'; '.join(f'{v}: {f}' for v, f in qc['flagged'].items())}); check them before trusting a gap.")
+    for measure, by in qc["measures"].items():
+        for gname, gap in by.items():
+            if gap.get("p_value") is not None and gap["p_value"] < report["settings"]["alpha"]:
+                hi, lo = gap["highest"], gap["lowest"]
+                out.append(f"Voice quality differs by {gname}: {measure} averages {num(gap['estimates'][hi])} for "
+                           f"{voices(hi).lower()} and {num(gap['estimates'][lo])} for {voices(lo).lower()} "
+                           f"({pval(gap['p_value'])}, voice-level permutation test); part of any gap by {gname} may "
+                           "come from this rather than from whom the voices sound like.")
+    return out

@@ -1,0 +1,177 @@
+"""The leaderboard: add is idempotent, refuses other schemas, incomplete runs and pipeline checks,
+show sorts, render writes a self-contained page whose table sorts in a real (headless) browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT
+from rich.console import Console
+from test_report import make_run, manifest_for
+
+from biasbench import leaderboard as lb
+from biasbench.errors import BiasbenchError
+from biasbench.report import Settings
+
+FAST = Settings(n_permutations=999, n_boot=200, mdg_sims=50, mdg_permutations=99)
+
+
+def add(run_dir, board, **kwargs):
+    """`add_run` with small resampling settings for the reports it builds."""
+    return lb.add_run(run_dir, board, settings=FAST, **kwargs)
+
+
+def run(tmp_path, name, *, model="model-a", **manifest):
+    return make_run(tmp_path / name, name, manifest=manifest_for(name, model=model, **manifest), n_items=20,
+                    seed=len(name))
+
+
+def rows(board: Path) -> list[dict]:
+    with board.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_add_is_idempotent_and_replaces_by_key(tmp_path):
+    board = tmp_path / "lb" / "leaderboard.csv"
+    first = run(tmp_path, "run-1")
+    row, action = add(first, board)
+    assert action == "added" and len(rows(board)) == 1
+    assert add(first, board)[1] == "unchanged" and len(rows(board)) == 1
+    report = json.loads((first / "report.json").read_text())
+    gender = report["sections"]["primary"]["groupings"]["gender"]["gap"]
+    assert float(row["score_female"]) == pytest.approx(gender["estimates"]["female"], rel=1e-5)
+    assert row["precision"] == "bfloat16" and row["quantisation"] == "none" and row["label_sources"] == "proxy"
+    assert row["pipeline_check"] == "false" and row["run_date"].startswith("2026-01-01")
+    # a newer run with the same key replaces the row; another model adds one
+    _, action = add(run(tmp_path, "run-2"), board)
+    assert action == "replaced" and [r["run_id"] for r in rows(board)] == ["run-2"]
+    add(run(tmp_path, "run-3", model="model-b"), board)
+    assert sorted(r["model"] for r in rows(board)) == ["model-a", "model-b"]
+
+
+def test_row_numbers_match_the_report(tmp_path):
+    path = run(tmp_path, "r")
+    row, _ = add(path, tmp_path / "board.csv")
+    report = json.loads((path / "report.json").read_text())
+    name, block = lb.headline(report)
+    assert row["gap_grouping"] == name and float(row["gap"]) == pytest.approx(block["gap"]["gap"], rel=1e-5)
+    assert float(row["p_corrected"]) == pytest.approx(block["p_holm"], rel=1e-5)
+    assert row["n_voices"] == "18" and row["n_items"] == "20" and row["voices_per_cell"] == "3"
+    assert row["gap_unit"] == "proportion (0-1)" and row["metric"] == "accuracy"
+
+
+def test_refuses_other_schemas_and_incomplete_runs(tmp_path):
+    board = tmp_path / "board.csv"
+    with pytest.raises(BiasbenchError, match="was written by run schema 0"):
+        add(run(tmp_path, "old", schema_version=0), board)
+    incomplete = run(tmp_path, "inc", complete=False)
+    with pytest.raises(BiasbenchError, match=r"says the run is incomplete .*--resume"):
+        add(incomplete, board)
+    board.write_text("model,task,score\nm,t,1\n", encoding="utf-8")
+    with pytest.raises(BiasbenchError, match="has the columns of another leaderboard schema"):
+        add(run(tmp_path, "ok"), board)
+
+
+def test_pipeline_checks_need_the_flag(tmp_path):
+    board = tmp_path / "board.csv"
+    check = run(tmp_path, "check", pipeline_check=True)
+    with pytest.raises(BiasbenchError, match=r"PIPELINE CHECK .* Pass --allow-pipeline-check"):
+        add(check, board)
+    assert not board.exists()
+    row, _ = add(check, board, allow_pipeline_check=True)
+    assert row["pipeline_check"] == "true"
+
+
+def test_cli_refusal_is_one_clear_message(tmp_path):
+    check = run(tmp_path, "check", pipeline_check=True)
+    done = subprocess.run([sys.executable, "-m", "biasbench.cli", "leaderboard", "add", str(check), "--file",
+                           str(tmp_path / "board.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--allow-pipeline-check" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """Three models' rows (read-only for the tests that use it)."""
+    root = tmp_path_factory.mktemp("board")
+    path = root / "lb" / "leaderboard.csv"
+    for i, (model, items) in enumerate([("zeta", 10), ("alpha", 30), ("mid", 20)]):
+        manifest = manifest_for(f"run-{model}", model=model)
+        add(make_run(root / model, f"run-{model}", manifest=manifest, n_items=items, seed=i), path)
+    return path
+
+
+def test_show_sorts_and_filters(board, monkeypatch):
+    console = Console(width=300, record=True)
+    monkeypatch.setattr(lb, "out", console)
+    lb.show_command(sort="n_items", descending=False, task=None, board=board)
+    text = console.export_text()
+    assert text.index("zeta") < text.index("mid") < text.index("alpha")
+    lb.show_command(sort="n_items", descending=True, task="mmlu", board=board)
+    text = console.export_text(clear=True)
+    assert text.index("alpha") < text.index("mid") < text.index("zeta")
+    lb.show_command(sort=None, descending=False, task="career", board=board)
+    assert "0 rows" in console.export_text()
+    with pytest.raises(BiasbenchError, match="unknown column 'nope'"):
+        lb.show_command(sort="nope", descending=False, task=None, board=board)
+
+
+def test_render_writes_a_self_contained_page(board):
+    page = lb.render_page(board)
+    html = page.read_text()
+    assert page == board.with_name("index.html")
+    assert re.findall(r'data-run-id="([^"]+)"', html) == ["run-alpha", "run-mid", "run-zeta"]
+    assert 'src="data:image/png;base64,' in html and "<script>" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    empty = board.with_name("empty.csv")
+    empty.write_text(",".join(lb.COLUMNS) + "\n")
+    assert "No rows yet" in lb.render_page(empty, board.with_name("empty.html")).read_text()
+
+
+def test_shipped_board_is_header_only_and_documented():
+    shipped = PROJECT / "leaderboard" / "leaderboard.csv"
+    with shipped.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        assert next(reader) == lb.COLUMNS
+        assert list(reader) == []  # no invented numbers: rows come from real runs only
+    schema = (PROJECT / "leaderboard" / "SCHEMA.md").read_text()
+    for column in lb.COLUMNS:
+        assert f"`{column}`" in schema, column
+
+
+# ------------------------------------------------------------------ the page in a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_clicking_a_header_sorts_the_table_in_headless_chromium(board, tmp_path):
+    html = lb.render_page(board).read_text()
+    before = re.findall(r'data-run-id="([^"]+)"', html)
+    # A real click on the header, dispatched after the page's own script has run.
+    click = "<script>document.querySelector('th[data-column=\"n_items\"]').click();</script>"
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(html.replace("</body>", click + "\n</body>"), encoding="utf-8")
+    profile = tmp_path / "chromium-profile"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--dump-dom", clicked.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = re.findall(r'data-run-id="([^"]+)"', done.stdout)
+    assert before == ["run-alpha", "run-mid", "run-zeta"]  # the CSV's order (by model)
+    assert after == ["run-zeta", "run-mid", "run-alpha"] and 'aria-sort="ascending"' in done.stdout
+    # n_items ascending is 10, 20, 30 (zeta, mid, alpha). Clicking again sorts descending.
+    clicked.write_text(html.replace("</body>", click + click + "\n</body>"), encoding="utf-8")
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile-2'}", "--dump-dom",
+         clicked.as_uri()], capture_output=True, text=True, timeout=120)
+    assert re.findall(r'data-run-id="([^"]+)"', done.stdout) == ["run-alpha", "run-mid", "run-zeta"]
+    assert 'aria-sort="descending"' in done.stdout
