@@ -7,6 +7,7 @@ the file, the field and what was expected, instead of a stack trace.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from biasbench.errors import ConfigError
+from biasbench.errors import BiasbenchError, ConfigError
 
 LabelSource = Literal["self_reported", "vendor_metadata", "proxy"]
 
@@ -75,7 +76,9 @@ class NumericSpec(_Strict):
     unit: str = ""
 
 
-OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeric"]
+# transcribe: the model writes down what the voice said; doc_to_target is the reference text and
+# the scorer stores the WER in `value` and the CER in `cer` (biasbench.tasks.scoring).
+OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeric", "transcribe"]
 Condition = Literal["audio", "text"]
 
 
@@ -84,7 +87,7 @@ TIDY_COLUMNS = frozenset({
     "run_id", "task", "model", "request_key", "item_id", "voice_id", "condition", "sample_index", "prompt_hash",
     "audio_key", "audio_seconds", "audio_truncated", "response_text", "answer", "target", "status", "correct",
     "value", "latency_s", "n_input_tokens", "created_at", "gender", "ethnicity", "accent", "label_source", "stratum",
-    "base_item_id", "permutation", "answer_option",
+    "base_item_id", "permutation", "answer_option", "cer",
 })
 
 
@@ -134,7 +137,8 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _fields_for_output_type(self):
-        needs = {"multiple_choice": ["doc_to_choice", "doc_to_target"], "generate_numeric": ["numeric"]}
+        needs = {"multiple_choice": ["doc_to_choice", "doc_to_target"], "generate_numeric": ["numeric"],
+                 "transcribe": ["doc_to_target"]}
         for name in needs.get(self.output_type, []):
             if getattr(self, name) is None:
                 raise ValueError(f"output_type {self.output_type} needs the field '{name}'")
@@ -223,6 +227,18 @@ class VoicePool(_Strict):
     pool: str
     description: str = ""
     voices: list[VoiceSpec] = Field(min_length=1)
+    # Optional: normalise every clip to this integrated loudness (LUFS, ITU-R BS.1770), e.g. -23
+    # (EBU R 128), so loudness cannot differ by voice group. Left out of dumps (and so of the
+    # pool hash) when unset. See biasbench.voices.qc.normalize_loudness.
+    loudness_target: float | None = Field(None, ge=-70, le=0, description="target loudness in LUFS")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_loudness_target(self, handler):
+        # Pools written before this field existed keep their hash, so their runs resume.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("loudness_target") is None:
+            data.pop("loudness_target", None)
+        return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -289,6 +305,21 @@ def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
             problem = f"{err['msg']} (got {err.get('input')!r})"
         lines.append(f"field '{field}': {problem}")
     return "invalid " + model.__name__ + ":\n  " + "\n  ".join(lines)
+
+
+def find_yaml(name_or_path: str, known: dict[str, Path], kind: str) -> Path:
+    """A shipped file by name (from `known`), or a path to any YAML; unknown names get the
+    nearest known names suggested."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise BiasbenchError(f"{kind} file {candidate} not found")
+        return candidate
+    if name_or_path in known:
+        return known[name_or_path]
+    near = difflib.get_close_matches(name_or_path, known, n=3)
+    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    raise BiasbenchError(f"unknown {kind} {name_or_path!r}.{hint} Known: {', '.join(known)}")
 
 
 def load_task_config(path: Path) -> TaskConfig:

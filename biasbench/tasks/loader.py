@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -10,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasbench.config import TaskConfig, load_task_config, stable_hash
-from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.config import TaskConfig, find_yaml, load_task_config, stable_hash
+from biasbench.errors import ConfigError
 from biasbench.paths import project_root
 from biasbench.tasks.sampling import stratified_sample
 from biasbench.tasks.sources import choose_source, load_rows
@@ -79,17 +78,7 @@ def available_tasks() -> dict[str, Path]:
 
 def find_task(name_or_path: str) -> Path:
     """A task name from the shipped `tasks/` folder, or a path to any task YAML."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise BiasbenchError(f"task file {candidate} not found")
-        return candidate
-    known = available_tasks()
-    if name_or_path in known:
-        return known[name_or_path]
-    near = difflib.get_close_matches(name_or_path, known, n=3)
-    hint = f" Did you mean: {', '.join(near)}?" if near else ""
-    raise BiasbenchError(f"unknown task {name_or_path!r}.{hint} Known tasks: {', '.join(known)}")
+    return find_yaml(name_or_path, available_tasks(), "task")
 
 
 def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None) -> Task:

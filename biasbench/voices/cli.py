@@ -134,6 +134,41 @@ def voices_preview(
         raise typer.Exit(1)
 
 
+# -- quality control ---------------------------------------------------------------------
+
+
+@voices_app.command("qc")
+def voices_qc(
+    pool: str = typer.Argument(..., help="pool name from voices/ or a YAML path"),
+    asr: str = typer.Option("whisper-tiny-en", "--asr", help="reference ASR: whisper-tiny-en, whisper-base (offline), "
+                            "or any ASR model spec (hf:<whisper checkpoint>)"),
+    out_file: Path = typer.Option(Path("voice_qc.csv"), "--out", "-o",
+                                  help="CSV to write (a .json with the details goes beside it)"),
+    z_threshold: float = typer.Option(3.0, "--z", help="flag robust z-scores beyond this within the pool"),
+    wer_threshold: float = typer.Option(0.5, "--max-wer", help="flag voices whose ASR round-trip WER is above this"),
+    n_sentences: Optional[int] = typer.Option(None, "--n-sentences", min=1,
+                                              help="use only the first N QC sentences (a quick look; default: all)"),
+    workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Measure every voice of POOL (ASR round-trip WER/CER, speaking rate, duration, loudness,
+    clipping, silence) on fixed sentences and flag outliers; writes voice_qc.csv."""
+    from biasbench.voices.qc import run_qc, write_qc
+
+    from biasbench.voices.qc import QC_SENTENCES
+
+    result = run_qc(pool, asr=asr, sentences=QC_SENTENCES[:n_sentences], workers=workers, progress=progress,
+                    z_threshold=z_threshold, wer_threshold=wer_threshold)
+    paths = write_qc(result, out_file)
+    # Plain text, not a rich table: nine columns must not be squeezed into the terminal's width.
+    print(f"voice QC: {result.meta['pool']} (ASR {asr})")
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    flagged = result.table[result.table["flags"] != ""]
+    out.print(f"{len(flagged)} of {len(result.table)} voices flagged; wrote {paths['csv']} and {paths['json']}")
+    if result.meta["synthesis_failures"]:
+        console.print(f"[red]{len(result.meta['synthesis_failures'])} QC clips could not be made[/] (see {paths['json']})")
+
+
 # -- engines and catalogues --------------------------------------------------------------
 
 

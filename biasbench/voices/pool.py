@@ -7,12 +7,11 @@ group comparisons mix voice effects unevenly.
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from biasbench.config import VoicePool, load_voice_pool, stable_hash
+from biasbench.config import VoicePool, find_yaml, load_voice_pool, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.paths import project_root
 
@@ -41,17 +40,8 @@ def available_pools() -> dict[str, Path]:
 
 
 def find_pool(name_or_path: str) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise BiasbenchError(f"voice pool file {candidate} not found")
-        return candidate
-    known = available_pools()
-    if name_or_path in known:
-        return known[name_or_path]
-    near = difflib.get_close_matches(name_or_path, known, n=3)
-    hint = f" Did you mean: {', '.join(near)}?" if near else ""
-    raise BiasbenchError(f"unknown voice pool {name_or_path!r}.{hint} Known pools: {', '.join(known)}")
+    """A pool name from the shipped `voices/` folder, or a path to any pool YAML."""
+    return find_yaml(name_or_path, available_pools(), "voice pool")
 
 
 def check_balance(pool: VoicePool) -> BalanceReport:

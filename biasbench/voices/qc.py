@@ -1,0 +1,327 @@
+"""Voice quality control: measure every voice of a pool on fixed sentences, flag the odd ones.
+
+DESIGN.md: confounds are measured, not assumed away. A voice that a reference ASR mishears,
+that speaks twice as fast as the others, or that is much quieter, can fake a group effect.
+So every voice speaks the same QC sentences (`QC_SENTENCES`, through the audio cache, exactly as
+a run would), and each voice gets one row of `voice_qc.csv`:
+
+| column | what | how |
+| --- | --- | --- |
+| `wer`, `cer` | ASR round trip | the reference ASR (default `whisper-tiny-en`) transcribes each clip; WER and CER against the sentence after biasbench's pinned normalisation (`biasbench.tasks.scoring.normalise_transcript`), averaged over the sentences |
+| `speaking_rate` | words per second | words of the sentences / seconds of speech, leading and trailing silence trimmed, pooled over the sentences |
+| `duration_s` | seconds | mean clip length, silence included |
+| `loudness_lufs` | integrated loudness | ITU-R BS.1770-4 (K-weighting, 400 ms blocks, -70 LUFS absolute and -10 LU relative gates) over all the voice's clips in a row, with pyloudnorm |
+| `clipping_ratio` | share of samples at full scale | abs(sample) >= 0.999, pooled |
+| `silence_ratio` | share of silent frames | 20 ms frames with RMS below -50 dBFS, pooled |
+| `flags` | outliers | `;`-separated, empty when none (below) |
+
+A voice is flagged when a measure is an outlier within its pool: robust z-score
+`0.6745 * (x - median) / MAD` beyond `z_threshold` (3) for wer, cer, speaking_rate and
+loudness_lufs (the MAD has a floor per measure, `MAD_FLOOR`, so that a pool of near-identical
+voices does not flag tiny differences), or when it passes an absolute limit: WER above
+`wer_threshold` (0.5: the ASR got fewer than half the words right), clipping above 0.1% of
+samples, silence above 60% of frames.
+
+Why pyloudnorm: loudness as people hear it is defined by ITU-R BS.1770 (K-weighted, gated),
+not by RMS or peak; pyloudnorm is a small, pure-Python (numpy + scipy) implementation of that
+standard, MIT-licensed, validated against the EBU Tech 3341 test signals, with no binary or
+torch dependency. It is in the `asr` extra with the other QC dependencies.
+
+The report stage reads `voice_qc.csv` from a run directory as voice covariates: put it there
+with `copy_qc_into_run(qc_csv, run_dir)` (or copy the file by hand).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biasbench.errors import BiasbenchError
+from biasbench.tts.base import SAMPLE_RATE
+
+#: Fixed sentences every voice speaks for QC: everyday English with a question, numbers
+#: written as words, names, and a spread of consonant clusters and vowels. Never change them
+#: in place (QC tables would stop being comparable); add a new tuple and a version instead.
+QC_SENTENCES_VERSION = "qc-v1"
+QC_SENTENCES = (
+    "The early train to the city was full of tired students and busy workers.",
+    "Could you please bring two bottles of water and a loaf of brown bread?",
+    "My sister Grace moved to a small village near the mountains last spring.",
+    "Seven orange fish swam slowly around the edge of the quiet pond.",
+    "The judge thanked everyone for their patience and closed the meeting.",
+    "Which way is the museum, and how long does it take to walk there?",
+)
+
+QC_COLUMNS = ["voice_id", "wer", "cer", "speaking_rate", "duration_s", "loudness_lufs", "clipping_ratio",
+              "silence_ratio", "flags"]
+#: Measures tested for outliers within the pool, and the smallest MAD used for each.
+MAD_FLOOR = {"wer": 0.02, "cer": 0.01, "speaking_rate": 0.1, "loudness_lufs": 0.5}
+CLIP_LEVEL = 0.999  # a sample at or above this absolute value counts as clipped
+SILENCE_DBFS = -50.0  # a 20 ms frame below this RMS counts as silent
+FRAME_S = 0.02
+MAX_CLIPPING = 0.001
+MAX_SILENCE = 0.6
+DEFAULT_ASR = "whisper-tiny-en"
+
+
+@dataclass
+class QCResult:
+    table: pd.DataFrame  # one row per voice, QC_COLUMNS
+    clips: pd.DataFrame  # one row per (voice, sentence): transcript and per-clip measures
+    meta: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- signal measures
+
+
+def _frame_dbfs(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    size = max(1, int(round(FRAME_S * sr)))
+    n = len(audio) // size
+    if n == 0:
+        return np.array([20 * np.log10(np.sqrt(np.mean(np.square(audio))) + 1e-12)]) if len(audio) else np.array([])
+    frames = np.asarray(audio[: n * size], dtype=np.float64).reshape(n, size)
+    return 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-12)
+
+
+def speech_seconds(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """Seconds from the first to the last non-silent 20 ms frame (0 for an all-silent clip)."""
+    loud = np.flatnonzero(_frame_dbfs(audio, sr) >= SILENCE_DBFS)
+    return 0.0 if loud.size == 0 else (loud[-1] - loud[0] + 1) * FRAME_S
+
+
+def loudness_lufs(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """Integrated loudness (ITU-R BS.1770-4) in LUFS; NaN for audio shorter than one 400 ms block
+    or entirely below the -70 LUFS gate."""
+    import pyloudnorm
+
+    audio = np.asarray(audio, dtype=np.float64)
+    if len(audio) < int(0.4 * sr):
+        return float("nan")
+    value = pyloudnorm.Meter(sr).integrated_loudness(audio)
+    return float(value) if np.isfinite(value) else float("nan")
+
+
+def normalize_loudness(audio: np.ndarray, target_lufs: float = -23.0, sr: int = SAMPLE_RATE,
+                       peak_limit: float = CLIP_LEVEL) -> np.ndarray:
+    """`audio` scaled to `target_lufs` integrated loudness (EBU R 128's -23 by default).
+
+    One gain for the whole clip (no compression), so the voice's dynamics are untouched. If that
+    gain would push a peak past `peak_limit`, the gain is lowered until the peak sits at the
+    limit: the clip then stays below the target rather than clipping (check with loudness_lufs).
+    Clips too short or too quiet to measure are returned unchanged. float32 in and out."""
+    audio = np.asarray(audio, dtype=np.float32)
+    measured = loudness_lufs(audio, sr)
+    if not np.isfinite(measured):
+        return audio.copy()
+    gain = 10 ** ((target_lufs - measured) / 20)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak * gain > peak_limit:
+        gain = peak_limit / peak
+    return (audio * gain).astype(np.float32)
+
+
+def clip_measures(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict:
+    """Per-clip measures: duration, speech seconds, loudness, clipped and silent shares."""
+    audio = np.asarray(audio, dtype=np.float32)
+    frames = _frame_dbfs(audio, sr)
+    return {
+        "duration_s": len(audio) / sr,
+        "speech_s": speech_seconds(audio, sr),
+        "loudness_lufs": loudness_lufs(audio, sr),
+        "n_samples": len(audio),
+        "n_clipped": int(np.sum(np.abs(audio) >= CLIP_LEVEL)),
+        "n_frames": int(frames.size),
+        "n_silent_frames": int(np.sum(frames < SILENCE_DBFS)),
+    }
+
+
+# ---------------------------------------------------------------- outliers
+
+
+def robust_z(values: pd.Series, floor: float = 0.0) -> pd.Series:
+    """0.6745 * (x - median) / max(MAD, floor): about N(0, 1) for normal data, unmoved by outliers."""
+    x = pd.to_numeric(values, errors="coerce").astype(float)
+    median = x.median()
+    mad = max(float((x - median).abs().median()), floor)
+    if not np.isfinite(mad) or mad == 0:
+        return pd.Series(0.0, index=x.index)
+    return 0.6745 * (x - median) / mad
+
+
+def flag_outliers(table: pd.DataFrame, *, z_threshold: float = 3.0, wer_threshold: float = 0.5) -> pd.Series:
+    """The `flags` text of each voice (see the module docstring); '' when nothing is odd."""
+    flags = [[] for _ in range(len(table))]
+    for column, floor in MAD_FLOOR.items():
+        z = robust_z(table[column], floor)
+        for i, value in enumerate(z):
+            if np.isfinite(value) and abs(value) > z_threshold:
+                flags[i].append(f"{column}_{'high' if value > 0 else 'low'}(z={value:+.1f})")
+    for i, row in enumerate(table.itertuples(index=False)):
+        if np.isfinite(row.wer) and row.wer > wer_threshold:
+            flags[i].append(f"wer_above_{wer_threshold:g}")
+        if row.clipping_ratio > MAX_CLIPPING:
+            flags[i].append(f"clipping_above_{MAX_CLIPPING:g}")
+        if row.silence_ratio > MAX_SILENCE:
+            flags[i].append(f"silence_above_{MAX_SILENCE:g}")
+        if not np.isfinite(row.loudness_lufs):
+            flags[i].append("loudness_unmeasurable")
+    return pd.Series([";".join(f) for f in flags], index=table.index, dtype=object)
+
+
+# ---------------------------------------------------------------- the QC run
+
+
+def voice_table(clips: pd.DataFrame, audio_by_voice: dict[str, list[np.ndarray]], sr: int = SAMPLE_RATE) -> pd.DataFrame:
+    """One row per voice from the per-clip table (and the clips, for pooled loudness)."""
+    rows = []
+    for voice_id, group in clips.groupby("voice_id", sort=False):
+        speech = group["speech_s"].sum()
+        joined = np.concatenate(audio_by_voice[voice_id]) if audio_by_voice.get(voice_id) else np.zeros(0, np.float32)
+        rows.append({
+            "voice_id": voice_id,
+            "wer": group["wer"].mean(),
+            "cer": group["cer"].mean(),
+            "speaking_rate": group["n_words"].sum() / speech if speech > 0 else float("nan"),
+            "duration_s": group["duration_s"].mean(),
+            "loudness_lufs": loudness_lufs(joined, sr),
+            "clipping_ratio": group["n_clipped"].sum() / max(1, group["n_samples"].sum()),
+            "silence_ratio": group["n_silent_frames"].sum() / max(1, group["n_frames"].sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=None, workers: int | None = None,
+           progress: bool = False, z_threshold: float = 3.0, wer_threshold: float = 0.5, backend=None) -> QCResult:
+    """Speak `sentences` with every voice of `pool`, transcribe them with `asr`, measure, flag.
+
+    `pool`: a pool name or YAML path (balance is not required: QC is how you fix a pool).
+    `asr`: a model spec for an ASR backend (alias, hf:<whisper>, ...); or pass a loaded `backend`.
+    """
+    from biasbench.models.base import GenerationSettings, Request
+    from biasbench.models.registry import load_backend, resolve_model
+    from biasbench.tasks.scoring import TRANSCRIPT_NORMALISER, normalise_transcript, transcript_errors
+    from biasbench.tts.cache import AudioCache
+    from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+    from biasbench.voices.pool import load_pool
+
+    sentences = list(sentences)
+    if not sentences:
+        raise BiasbenchError("voice QC needs at least one sentence")
+    loaded, path = load_pool(pool, allow_unbalanced=True)
+    cache = cache if cache is not None else AudioCache()
+    plan = [(voice, text, SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, text))
+            for voice in loaded.voices for text in sentences]
+    synthesis = synthesize_all([job for *_, job in plan], cache, workers=workers, progress=progress)
+    failed = {job: message for job, message in synthesis.failures}
+    if backend is None:
+        choice = resolve_model(asr)
+        backend = load_backend(choice, device="auto")
+    settings = GenerationSettings(max_new_tokens=96)
+
+    records, audio_by_voice, failures = [], {}, []
+    for voice, text, job in plan:
+        if job in failed or not synthesis.ok(job):
+            failures.append({"voice_id": voice.id, "text": text, "error": failed.get(job, "not synthesised")})
+            continue
+        audio = cache.get(synthesis.keys[job])
+        if audio is None:
+            failures.append({"voice_id": voice.id, "text": text, "error": "clip vanished from the cache"})
+            continue
+        audio_by_voice.setdefault(voice.id, []).append(audio)
+        records.append({"voice_id": voice.id, "text": text, "audio_key": synthesis.keys[job], "audio": audio})
+    responses = []
+    for start in range(0, len(records), 8):
+        batch = records[start:start + 8]
+        responses += backend.generate([Request(request_id=f"qc-{start + i}", prompt="", audio=r["audio"],
+                                               sampling_rate=SAMPLE_RATE, settings=settings)
+                                       for i, r in enumerate(batch)])
+    rows = []
+    for record, response in zip(records, responses):
+        errors = transcript_errors(record["text"], response.text or "")
+        rows.append({"voice_id": record["voice_id"], "text": record["text"], "transcript": response.text,
+                     "wer": errors.wer, "cer": errors.cer, "n_words": len(normalise_transcript(record["text"]).split()),
+                     "audio_key": record["audio_key"], **clip_measures(record["audio"])})
+    clips = pd.DataFrame(rows)
+    if clips.empty:
+        raise BiasbenchError(f"no QC clip could be made for pool {loaded.pool}: " +
+                             "; ".join(f"{f['voice_id']}: {f['error']}" for f in failures[:5]))
+    table = voice_table(clips, audio_by_voice)
+    missing = [v.id for v in loaded.voices if v.id not in set(table["voice_id"])]
+    if missing:  # voices with no clip at all still get a row, flagged
+        table = pd.concat([table, pd.DataFrame({"voice_id": missing})], ignore_index=True)
+    table["flags"] = flag_outliers(table.fillna({"clipping_ratio": 0.0, "silence_ratio": 0.0}),
+                                   z_threshold=z_threshold, wer_threshold=wer_threshold)
+    table.loc[table["voice_id"].isin(missing), "flags"] = "no_clips"
+    fingerprint = backend.fingerprint() if hasattr(backend, "fingerprint") else {}
+    meta = {"pool": loaded.pool, "pool_path": str(path), "asr": asr, "asr_fingerprint": fingerprint,
+            "sentences_version": QC_SENTENCES_VERSION if sentences == list(QC_SENTENCES) else "custom",
+            "sentences": sentences, "normaliser": TRANSCRIPT_NORMALISER,
+            "thresholds": {"z": z_threshold, "wer": wer_threshold, "mad_floor": MAD_FLOOR,
+                           "clipping": MAX_CLIPPING, "silence": MAX_SILENCE, "clip_level": CLIP_LEVEL,
+                           "silence_dbfs": SILENCE_DBFS},
+            "synthesis_failures": failures}
+    return QCResult(table=table[QC_COLUMNS], clips=clips, meta=meta)
+
+
+def write_qc(result: QCResult, path: Path) -> dict[str, Path]:
+    """`path` (voice_qc.csv: the contract) plus `<stem>.json` beside it (how it was made, and
+    every clip's transcript and measures)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(path, index=False, float_format="%.6g")
+    sidecar = path.with_suffix(".json")
+    document = {**result.meta, "clips": result.clips.to_dict("records")}
+    sidecar.write_text(json.dumps(document, indent=2, default=_plain), encoding="utf-8")
+    return {"csv": path, "json": sidecar}
+
+
+def read_qc(path: Path) -> pd.DataFrame:
+    """A voice_qc.csv, checked against the contract (voice_id, the numeric columns, flags)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BiasbenchError(f"voice QC file {path} not found (make one with `biasbench voices qc POOL`)")
+    table = pd.read_csv(path, dtype={"flags": str})
+    missing = [c for c in QC_COLUMNS if c not in table.columns]
+    if missing:
+        raise BiasbenchError(f"{path} is not a voice QC table: it lacks the columns {missing}")
+    if table["voice_id"].duplicated().any():
+        raise BiasbenchError(f"{path}: voice ids repeat; expected one row per voice")
+    for column in QC_COLUMNS[1:-1]:  # numeric, whatever the CSV made of them (a column of zeros reads as int)
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    table["flags"] = table["flags"].fillna("").astype(str)
+    return table
+
+
+def copy_qc_into_run(qc_csv: Path, run_dir: Path) -> Path:
+    """Copy a voice QC table (and its .json) into a run directory as `voice_qc.csv`, where the
+    report stage reads voice covariates. Every voice of the run must have a row."""
+    table = read_qc(qc_csv)
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise BiasbenchError(f"{run_dir} is not a biasbench run (no manifest.json)")
+    responses = run_dir / "responses.parquet"
+    if responses.is_file():
+        from biasbench.runner import TEXT_CONTROL_VOICE
+
+        run_voices = set(pd.read_parquet(responses, columns=["voice_id"])["voice_id"]) - {TEXT_CONTROL_VOICE}
+        lacking = sorted(run_voices - set(table["voice_id"]))
+        if lacking:
+            raise BiasbenchError(f"{qc_csv} has no QC row for {len(lacking)} voice(s) of this run: "
+                                 f"{', '.join(lacking[:10])}; run `biasbench voices qc` on the run's pool")
+    target = run_dir / "voice_qc.csv"
+    shutil.copyfile(qc_csv, target)
+    sidecar = Path(qc_csv).with_suffix(".json")
+    if sidecar.is_file():
+        shutil.copyfile(sidecar, run_dir / "voice_qc.json")
+    return target
+
+
+def _plain(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
