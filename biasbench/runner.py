@@ -27,7 +27,8 @@ from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, load_backend, resolve_model
 from biasbench.paths import project_root
-from biasbench.store import RunDir, StoredResponse, utc_now
+from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
+from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, utc_now
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
@@ -66,6 +67,7 @@ class RunOptions:
     tts_workers: int | None = None
     audio_cache: Path | None = None
     progress: bool = True
+    shard: tuple[int, int] | None = None  # (i, n): answer only shard i of n (biasbench/shard.py)
 
 
 TEXT_CONTROL_VOICE = "text-control"  # the voice_id of the no-voice control condition
@@ -98,6 +100,11 @@ class RunResult:
     analysis: dict = field(default_factory=dict)
     pipeline_check: bool = False
 
+    @property
+    def has_voice_groups(self) -> bool:
+        """False for a text-only run (the text: control), which has no voices to compare."""
+        return bool(self.analysis.get("groupings"))
+
 
 def run(options: RunOptions, console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True)
@@ -114,11 +121,18 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 
     # `text:<model>` (the text control): the text condition only, so no audio is synthesised.
     plan = plan_requests(task, pool.voices, conditions=["text"] if choice.text_only else None)
+    # Sharding (biasbench/shard.py): record the whole plan's size and key hash (for `merge`), then
+    # keep only this shard's requests, so only their clips are synthesised. No-op when unsharded.
+    plan_info = plan_record(plan, check_shard(options.shard))
+    plan = select_shard(plan, options.shard)
     cache = AudioCache(options.audio_cache)
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
+    manifest["plan"] = plan_info  # sharding: what merge checks completeness against
     run_dir = _open_run_dir(options, manifest)
+    if options.shard:
+        write_planned(run_dir.path, plan)  # lets merge name exactly what a shard is missing
     for p in plan:
         _attach_audio(p, synthesis, cache)
         p.request_key = _request_key(p, manifest, options.long_audio)
@@ -192,7 +206,7 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
 
 
 def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
-    run_dir = RunDir(Path(options.output_dir) / manifest["run_id"])
+    run_dir = RunDir(Path(options.output_dir) / shard_dir_name(manifest["run_id"], options.shard))
     if run_dir.exists():
         old = run_dir.read_manifest()
         if old.get("identity_hash") != manifest["identity_hash"]:
@@ -333,6 +347,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
     run_id = options.run_id or f"{task.name}-{safe_model}-{identity_hash[:10]}"
     return {
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
+        "schema_version": SCHEMA_VERSION,
         "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": _git_commit()},
         "command": " ".join(sys.argv), "options": {k: str(v) for k, v in asdict(options).items()},
         "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),

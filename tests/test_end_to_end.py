@@ -72,6 +72,8 @@ def test_offline_run_is_a_labelled_pipeline_check(cli_env, tmp_path):
     assert summary["pipeline_check"] is True and "proxies" in summary["banner"]
     assert set(summary["groupings"]) == {"gender", "ethnicity", "gender x ethnicity", "voice"}
     assert "By gender x ethnicity" in (run_dir / "summary.md").read_text()
+    html = (run_dir / "report.html").read_text()  # the full report is written at the end of the run
+    assert "PIPELINE CHECK" in html and "proxy" in html and "permutation" in html
 
 
 def test_rerun_without_resume_is_refused_and_with_resume_reuses_everything(cli_env, tmp_path):
