@@ -16,6 +16,7 @@ from rich.table import Table
 
 from biasbench.errors import BiasbenchError
 from biasbench.export import export_command
+from biasbench.finetune.cli import compare_command, finetune_app
 from biasbench.leaderboard import leaderboard_app
 from biasbench.merge import merge_command
 from biasbench.plan import plan_command
@@ -35,6 +36,8 @@ app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("merge")(merge_command)  # sharded runs: biasbench/merge.py
 app.command("plan")(plan_command)  # requests, clips and cost before running: biasbench/plan.py
+app.add_typer(finetune_app, name="finetune")
+app.command("compare")(compare_command)
 
 
 @app.command()
@@ -53,6 +56,8 @@ def run(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server for openai: models "
                                            "(default: $OPENAI_BASE_URL, else the OpenAI API)"),
     quantization: Optional[str] = typer.Option(None, help="hf backend on a GPU: 8bit or 4bit (bitsandbytes)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter folder (biasbench finetune) "
+                                          "to put on the model"),
     tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs per model replica"),
     data_parallel_size: int = typer.Option(1, help="vllm: model replicas"),
     max_model_len: Optional[int] = typer.Option(None, help="vllm: context length to reserve"),
@@ -93,7 +98,8 @@ def run(
         raise BiasbenchError("--executor ray makes its own shards (--workers); leave out --shard")
     options = RunOptions(task=task, model=model, pool=pool, output_dir=output_dir, run_id=run_id, resume=resume,
                          limit=limit, batch_size=batch_size, dtype=dtype, device=device, revision=revision,
-                         base_url=base_url, quantization=quantization, data_source=data_source,
+                         base_url=base_url, quantization=quantization, adapter=adapter,
+                         data_source=data_source,
                          vllm_options=dict(tensor_parallel_size=tensor_parallel_size,
                                            data_parallel_size=data_parallel_size, max_model_len=max_model_len,
                                            gpu_memory_utilization=gpu_memory_utilization,

@@ -58,6 +58,7 @@ class RunOptions:
     revision: str | None = None
     base_url: str | None = None  # an OpenAI-compatible server for openai: models
     quantization: str | None = None  # hf backend on a GPU: "8bit" or "4bit" (bitsandbytes)
+    adapter: str | None = None  # a LoRA adapter folder from `biasbench finetune`
     vllm_options: dict = field(default_factory=dict)  # vllm: tensor/data parallel sizes, max_model_len ...
     data_source: str = "auto"
     allow_unbalanced: bool = False
@@ -115,7 +116,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
         console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))
     backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision,
                            base_url=options.base_url, quantization=options.quantization,
-                           vllm_options=options.vllm_options)
+                           vllm_options=options.vllm_options, adapter=options.adapter)
     settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
                                   top_p=task.config.top_p, seed=options.seed)
 

@@ -213,14 +213,19 @@ def _unknown_alias_message(spec: str) -> str:
 
 def load_backend(choice: ModelChoice, *, dtype: str = "auto", device: str = "auto",
                  revision: str | None = None, trust_remote_code: bool = False, base_url: str | None = None,
-                 quantization: str | None = None, vllm_options: dict | None = None):
+                 quantization: str | None = None, vllm_options: dict | None = None, adapter: str | None = None):
     """Instantiate the chosen backend (imports torch/transformers here, not before).
 
     `base_url` (else the OPENAI_BASE_URL environment variable) points the `openai` backend at
     an OpenAI-compatible server such as `vllm serve`; other backends ignore it. `quantization`
     (None, "8bit", "4bit": bitsandbytes on a CUDA GPU) applies to the `hf` backend only.
     `vllm_options` (tensor_parallel_size, data_parallel_size, max_model_len, lora, ...) go to
-    `VLLMBackend` for `vllm:` models."""
+    `VLLMBackend` for `vllm:` models. `adapter`: a LoRA adapter folder (`biasbench finetune`)
+    put on an hf or vllm model; refused when made for another base model (see the end of file)."""
+    if adapter is not None:
+        return _load_with_adapter(choice, adapter, dict(dtype=dtype, device=device, revision=revision,
+                                                        trust_remote_code=trust_remote_code, base_url=base_url,
+                                                        quantization=quantization, vllm_options=vllm_options))
     if choice.text_only:  # the text control: the same backend, wrapped so it never takes audio
         from biasbench.models.text_control import TextOnlyBackend
 
@@ -397,3 +402,24 @@ def _load_cascade(choice: ModelChoice, *, dtype: str, device: str, revision: str
                              "folder or a hub snapshot instead")
     asr, llm = (_cascade_part_path(m) for m in choice.parts)
     return CascadeBackend(asr, llm, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+# ---------------------------------------------------------------- LoRA adapters (biasbench finetune)
+
+
+def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
+    """The backend with a LoRA adapter: hf (checked against the base, merged, adapter hash in the
+    fingerprint: biasbench/finetune/adapter.py) or vllm (its own LoRA support)."""
+    if choice.text_only:
+        from biasbench.models.text_control import TextOnlyBackend
+
+        return TextOnlyBackend(_load_with_adapter(replace(choice, text_only=False), adapter, kwargs))
+    if choice.backend == "vllm":
+        return load_backend(choice, **{**kwargs, "vllm_options": {**(kwargs["vllm_options"] or {}),
+                                                                   "lora": str(adapter)}})
+    if choice.backend != "hf":
+        raise BiasbenchError(f"--adapter applies to transformers (hf) and vllm: models; {choice.name} runs on the "
+                             f"{choice.backend} backend")
+    from biasbench.finetune.adapter import apply_adapter
+
+    return apply_adapter(load_backend(choice, **kwargs), adapter)
