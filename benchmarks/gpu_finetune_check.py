@@ -40,16 +40,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SR = 16000
 PROMPT = "Answer the spoken question briefly."
 
-# Qwen/Qwen2-Audio-7B-Instruct, config.json (dimensions only; audio_token_id comes from the tiny tokenizer).
-QWEN2_AUDIO_7B = {
-    "audio_config": dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
-                         num_mel_bins=128, max_source_positions=1500, activation_function="gelu",
-                         scale_embedding=False),
-    "text_config": dict(model_type="qwen2", vocab_size=156032, hidden_size=4096, intermediate_size=11008,
-                        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                        max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=10000.0,
-                        tie_word_embeddings=False),
-}
+# The full-size architecture's dimensions, kept once, in the inference check beside this script.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import QWEN2_AUDIO_7B  # noqa: E402
 
 
 class ToneTTS:

@@ -80,3 +80,12 @@ def require_choices(requests: Sequence[Request]) -> None:
     for request in requests:
         if not request.choices:
             raise ValueError(f"request {request.request_id}: score_choices needs `choices`")
+
+
+def settings_groups(requests: Sequence[Request]) -> list[list[int]]:
+    """Indices of `requests` grouped by identical GenerationSettings (normally one group):
+    one generate call per group, since a batch decodes under one set of settings."""
+    groups: dict[GenerationSettings, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.settings, []).append(index)
+    return list(groups.values())

@@ -19,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response, require_choices
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices, settings_groups
 from biasbench.models.hf_qwen2audio import (
     _hash_local_model,
     _pick_device,
@@ -280,9 +279,7 @@ class CascadeBackend:
         if not requests:
             return []
         responses: dict[int, Response] = {}
-        order = sorted(range(len(requests)), key=lambda i: repr(requests[i].settings))
-        for _, group in groupby(order, key=lambda i: repr(requests[i].settings)):
-            idx = list(group)
+        for idx in settings_groups(requests):
             for i, resp in zip(idx, self._generate_batch([requests[i] for i in idx])):
                 responses[i] = resp
         return [responses[i] for i in range(len(requests))]

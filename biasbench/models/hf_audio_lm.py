@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response, require_choices
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices, settings_groups
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "half": "float16"}
@@ -414,9 +413,7 @@ class HFAudioLMBackend:
         responses: dict[int, Response] = {}
         # One model.generate per distinct settings (normally exactly one for the whole list),
         # and per processor call where the family cannot mix clip and text-only rows.
-        order = sorted(range(len(requests)), key=lambda i: repr(requests[i].settings))
-        for _, group in groupby(order, key=lambda i: repr(requests[i].settings)):
-            idx = list(group)
+        for idx in settings_groups(requests):
             for sub in self._batches([requests[i] for i in idx]):
                 members = [idx[j] for j in sub]
                 for i, resp in zip(members, self._generate_batch([requests[i] for i in members])):
