@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,15 +26,13 @@ from biasbench.models.tiny_controls import (  # noqa: E402
     tiny_whisper_path,
 )
 
+from conftest import clip  # noqa: E402
+
 SR = 16000
 LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Answer the spoken question with A, B, C or D."
 
 
-def clip(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS, prompt: str = PROMPT) -> Request:

@@ -17,7 +17,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from biasbench.errors import BiasbenchError
@@ -36,6 +35,8 @@ from biasbench.models.tiny_families import (  # noqa: E402
     tiny_family_path,
 )
 
+from conftest import clip  # noqa: E402
+
 SR = 16000
 LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Which option fits the speaker? Answer A, B, C or D."
@@ -52,10 +53,6 @@ MODEL_CLASSES = {
 TOL = 1e-5  # see the module docstring
 
 
-def clip(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS) -> Request:

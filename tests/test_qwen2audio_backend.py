@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from biasbench.errors import BiasbenchError
@@ -16,16 +15,13 @@ pytest.importorskip("transformers")
 from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend  # noqa: E402
 from biasbench.models.tiny import TINY_NAME, build_tiny_qwen2audio, tiny_qwen2audio_path  # noqa: E402
 
+from conftest import clip  # noqa: E402
+
 SR = 16000
 LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 
 
-def clip(seconds: float, seed: int = 0) -> np.ndarray:
-    """A sine plus noise: deterministic, different per seed."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS) -> Request:

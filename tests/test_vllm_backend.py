@@ -21,15 +21,13 @@ from biasbench.models import vllm_backend as vb
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import load_backend, resolve_model
 
+from conftest import clip  # noqa: E402
+
 SR = 16000
 LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 
 
-def clip(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def mc(rid, seconds, seed=0, choices=LETTERS):

@@ -137,7 +137,11 @@ def build_tiny_qwen2_5_omni(path, seed: int = 0) -> Path:
         audio_end_token_id=ids["audio_eos_token"], vision_start_token_id=ids["vision_bos_token"],
         user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
     )
-    model = _seeded(lambda: Qwen2_5OmniThinkerForConditionalGeneration(config), seed)
+    return _save_omni_thinker(_seeded(lambda: Qwen2_5OmniThinkerForConditionalGeneration(config), seed), tokenizer, path)
+
+
+def _save_omni_thinker(model, tokenizer, path: Path) -> Path:
+    """What both Omni thinkers save: model (ChatML stop tokens), tokenizer, Whisper features, template."""
     model.generation_config = _generation_config(
         [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         tokenizer.convert_tokens_to_ids("<|endoftext|>"))
@@ -174,15 +178,7 @@ def build_tiny_qwen3_omni_moe(path, seed: int = 0) -> Path:
         audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"],
         user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
     )
-    model = _seeded(lambda: Qwen3OmniMoeThinkerForConditionalGeneration(config), seed)
-    model.generation_config = _generation_config(
-        [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    _whisper_fe().save_pretrained(path)
-    (path / "chat_template.jinja").write_text(_CHATML.replace("AUDIO_PART", "<|audio_bos|><|AUDIO|><|audio_eos|>"))
-    return path
+    return _save_omni_thinker(_seeded(lambda: Qwen3OmniMoeThinkerForConditionalGeneration(config), seed), tokenizer, path)
 
 
 # ----------------------------------------------------------------- Audio Flamingo 3
