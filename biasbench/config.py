@@ -229,7 +229,7 @@ class VoicePool(_Strict):
     voices: list[VoiceSpec] = Field(min_length=1)
     # Optional: normalise every clip to this integrated loudness (LUFS, ITU-R BS.1770), e.g. -23
     # (EBU R 128), so loudness cannot differ by voice group. Left out of dumps (and so of the
-    # pool hash) when unset. See biasbench.voices.qc.normalize_loudness.
+    # pool hash) when unset. Synthesis applies it: biasbench.tts.loudness.normalize_loudness.
     loudness_target: float | None = Field(None, ge=-70, le=0, description="target loudness in LUFS")
 
     @model_serializer(mode="wrap")

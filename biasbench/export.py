@@ -82,7 +82,7 @@ def export_dataset(task: str, pool: str, out: Path, *, limit: int | None = None,
     loaded_pool, pool_path = load_pool(pool, allow_unbalanced=allow_unbalanced)
     qc = _qc_columns(qc_csv, [v.id for v in loaded_pool.voices]) if qc_csv else {}
     cache = cache if cache is not None else AudioCache()
-    jobs = [(item, voice, SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text))
+    jobs = [(item, voice, SynthesisJob.speak(voice, item.spoken_text, loaded_pool.loudness_target))
             for item in loaded_task.items for voice in loaded_pool.voices]
     synthesis = synthesize_all([job for *_, job in jobs], cache, workers=workers, progress=progress)
     failed = {job: message for job, message in synthesis.failures}
@@ -244,7 +244,7 @@ def dataset_card(task, pool, rows: list[dict], info: dict) -> str:
     lines += [f"- `{name}` {info['tts_versions'].get(name, '?')}: {TTS_LICENCE_NOTES.get(name, 'licence: check the engine')}"
               for name in backends]
     if pool.loudness_target is not None:
-        lines += ["", f"The pool asks for loudness normalisation to {pool.loudness_target} LUFS."]
+        lines += ["", f"Every clip was normalised to {pool.loudness_target} LUFS integrated loudness (ITU-R BS.1770)."]
     lines += ["", "## Licences", "",
               f"- Text: {config.licence or 'not stated in the task file; check the data source before publishing.'}",
               "- Audio: synthetic speech made by the engines above; their terms apply (see above)."]

@@ -51,12 +51,13 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
     from biasbench.tasks.loader import load_task
     from biasbench.tts.cache import AudioCache
     from biasbench.tts.registry import get_tts_backend
+    from biasbench.tts.synthesis import job_key
     from biasbench.voices.pool import load_pool
 
     loaded = load_task(task, data_source=data_source, limit=limit)
     voice_pool, _ = load_pool(pool, allow_unbalanced=allow_unbalanced)
     choice = resolve_model(model, offline_fallback=offline_fallback)
-    plan = plan_requests(loaded, voice_pool.voices, conditions=["text"] if choice.text_only else None)
+    plan = plan_requests(loaded, voice_pool, conditions=["text"] if choice.text_only else None)
 
     cache = AudioCache(audio_cache)
     jobs = [p.job for p in plan if p.job]
@@ -68,15 +69,15 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
                 versions[job.backend] = get_tts_backend(job.backend).version()
             except BiasbenchError:
                 versions[job.backend] = "unavailable"
-        clips.setdefault(cache.key(job.backend, versions[job.backend], job.params, job.text), job)
+        clips.setdefault(job_key(cache, job, versions[job.backend]), job)
     cached = {key for key in clips if cache.has(key)}
     cached_seconds = sum(cache.duration(key) or 0.0 for key in cached)
     new_seconds = sum(len(job.text.split()) / DEFAULT_WORDS_PER_MINUTE * 60 for key, job in clips.items()
                       if key not in cached)
     seconds_by_key = {key: (cache.duration(key) if key in cached else
                             len(job.text.split()) / DEFAULT_WORDS_PER_MINUTE * 60) for key, job in clips.items()}
-    request_audio_s = sum(seconds_by_key.get(cache.key(p.job.backend, versions[p.job.backend], p.job.params,
-                                                       p.job.text), 0.0) for p in plan if p.job)
+    request_audio_s = sum(seconds_by_key.get(job_key(cache, p.job, versions[p.job.backend]), 0.0)
+                          for p in plan if p.job)
 
     is_api = choice.backend in ("openai",) or choice.name.startswith("openai:")
     measured = measured_figures(Path(runs_dir), choice.name)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import biasbench
 from biasbench.analysis.summary import first_analysis, to_markdown
-from biasbench.config import VoiceSpec, stable_hash
+from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, load_backend, resolve_model
@@ -121,7 +121,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
                                   top_p=task.config.top_p, seed=options.seed)
 
     # `text:<model>` (the text control): the text condition only, so no audio is synthesised.
-    plan = plan_requests(task, pool.voices, conditions=["text"] if choice.text_only else None)
+    plan = plan_requests(task, pool, conditions=["text"] if choice.text_only else None)
     # Sharding (biasbench/shard.py): record the whole plan's size and key hash (for `merge`), then
     # keep only this shard's requests, so only their clips are synthesised. No-op when unsharded.
     plan_info = plan_record(plan, check_shard(options.shard))
@@ -166,7 +166,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 # ---------------------------------------------------------------- planning
 
 
-def plan_requests(task: Task, voices: list[VoiceSpec], conditions: list[str] | None = None) -> list[Planned]:
+def plan_requests(task: Task, pool: VoicePool, conditions: list[str] | None = None) -> list[Planned]:
     """Every (item, condition, voice, sample) the run must answer, in a fixed order.
     `conditions` overrides the task's (the text control plans ["text"] whatever the task says)."""
     conditions = task.config.conditions if conditions is None else conditions
@@ -178,8 +178,8 @@ def plan_requests(task: Task, voices: list[VoiceSpec], conditions: list[str] | N
                 plan.append(Planned(item, None, "text", sample, None, prompt_hash))
             if "audio" in conditions:
                 plan += [Planned(item, voice, "audio", sample,
-                                 SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, item.spoken_text),
-                                 prompt_hash) for voice in voices]
+                                 SynthesisJob.speak(voice, item.spoken_text, pool.loudness_target),
+                                 prompt_hash) for voice in pool.voices]
     return plan
 
 

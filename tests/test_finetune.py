@@ -185,7 +185,7 @@ def processor_of(model: Path):
 
 
 def spoken(rows, pool=TRAIN_POOL, max_seconds=3.0):
-    examples, _ = speak_rows(rows, VoicePool.model_validate(pool).voices, AudioCache(), max_audio_seconds=max_seconds,
+    examples, _ = speak_rows(rows, VoicePool.model_validate(pool), AudioCache(), max_audio_seconds=max_seconds,
                              progress=False)
     return examples
 

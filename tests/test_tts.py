@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import threading
 import time
@@ -14,8 +15,10 @@ from biasbench.tts import registry
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.espeak import EspeakBackend
+from biasbench.tts.loudness import loudness_lufs
 from biasbench.tts.registry import get_tts_backend
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all, to_harness_audio
+from conftest import clip
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
@@ -421,3 +424,53 @@ def test_synthesize_all_resamples_backend_output(tmp_path, monkeypatch):
     cache = AudioCache(tmp_path)
     result = synthesize_all([SynthesisJob("a", "native", {}, "x")], cache, progress=False)
     assert cache.duration(result.keys[SynthesisJob("a", "native", {}, "x")]) == pytest.approx(1.0)
+
+
+def test_cache_key_carries_the_loudness_target_only_when_set(tmp_path):
+    cache = AudioCache(tmp_path)
+    plain = cache.key(**BASE)
+    assert cache.key(**BASE, loudness_target=None) == plain  # clips made before the option keep their keys
+    assert cache.key(**BASE, loudness_target=-23) == cache.key(**BASE, loudness_target=-23.0) != plain
+    assert cache.key(**BASE, loudness_target=-23) != cache.key(**BASE, loudness_target=-20)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyloudnorm") is None, reason="pyloudnorm is not installed")
+def test_synthesis_normalises_every_voice_to_the_pool_loudness_target(tmp_path, monkeypatch):
+    """A quiet and a loud voice both come out at the target; without one they stay apart."""
+
+    class LevelBackend:
+        name = "level"
+
+        def version(self):
+            return "1"
+
+        def synthesize(self, text, params):
+            return clip(2.0, seed=params["seed"]) * params["gain"], SAMPLE_RATE
+
+    monkeypatch.setitem(registry.BACKENDS, "level", LevelBackend)
+    cache = AudioCache(tmp_path)
+    voices = {"quiet": {"seed": 1, "gain": 0.05}, "loud": {"seed": 2, "gain": 1.5}}
+
+    def levels(target):
+        jobs = [SynthesisJob(name, "level", params, "x", target) for name, params in voices.items()]
+        result = synthesize_all(jobs, cache, progress=False)
+        assert result.made == 2  # a new target is a new clip, never the un-normalised one
+        return [loudness_lufs(cache.get(result.keys[job])) for job in jobs]
+
+    quiet, loud = levels(None)
+    assert loud - quiet > 20
+    assert levels(-23.0) == pytest.approx([-23.0, -23.0], abs=0.2)
+    assert levels(-30.0) == pytest.approx([-30.0, -30.0], abs=0.2)
+
+
+def test_a_pool_loudness_target_reaches_every_planned_clip():
+    from biasbench.config import VoicePool
+    from biasbench.runner import plan_requests
+    from biasbench.tasks.loader import load_task
+
+    voice = {"gender": "female", "ethnicity": "black", "accent": "en-029", "label_source": "proxy",
+             "tts": {"backend": "espeak-ng", "voice": "en-029"}}
+    pool = VoicePool.model_validate({"pool": "p", "loudness_target": -23,
+                                     "voices": [{"id": "a", **voice}, {"id": "b", **voice, "gender": "male"}]})
+    plan = plan_requests(load_task("mmlu", data_source="local", limit=2), pool)
+    assert plan and {p.job.loudness_target for p in plan if p.job} == {-23.0}

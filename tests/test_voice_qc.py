@@ -11,13 +11,12 @@ import pytest
 
 from biasbench.config import load_voice_pool, stable_hash
 from biasbench.errors import BiasbenchError
+from biasbench.tts.loudness import loudness_lufs, normalize_loudness
 from biasbench.voices.qc import (
     QC_COLUMNS,
     clip_measures,
     copy_qc_into_run,
     flag_outliers,
-    loudness_lufs,
-    normalize_loudness,
     read_qc,
     robust_z,
     speech_seconds,

@@ -240,14 +240,15 @@ class SpeakReport:
                 "n_too_long": len(self.too_long), "too_long": [list(t) for t in self.too_long[:20]]}
 
 
-def speak_rows(rows: list[dict], voices: list[VoiceSpec], cache: AudioCache, *, max_audio_seconds: float | None,
+def speak_rows(rows: list[dict], pool: VoicePool, cache: AudioCache, *, max_audio_seconds: float | None,
                workers: int | None = None, progress: bool = True) -> tuple[list[SpokenExample], SpeakReport]:
     """Every row spoken by every voice: synthesised into the cache once (reused afterwards).
 
     `rows`: dicts with `group_id`, `spoken` (the text to speak), `text_prompt`, and `response`
     or `chosen`/`rejected`. A clip that fails or is longer than the model hears in full
     (it would be truncated silently) is left out and reported; none left is an error."""
-    jobs = {(r["group_id"], v.id): SynthesisJob(v.id, v.tts.backend, v.tts.params, r["spoken"])
+    voices = pool.voices
+    jobs = {(r["group_id"], v.id): SynthesisJob.speak(v, r["spoken"], pool.loudness_target)
             for r in rows for v in voices}
     result = synthesize_all(jobs.values(), cache, workers=workers, progress=progress)
     report = SpeakReport(n_clips=len(set(result.keys.values())), made=result.made, reused=result.reused)

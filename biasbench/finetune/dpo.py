@@ -284,10 +284,10 @@ def run_dpo(config: FinetuneConfig, *, output_dir: Path | None = None, resume: b
         return [{"group_id": p.pair_id, "spoken": p.spoken_text, "text_prompt": p.text_prompt,
                  "chosen": p.chosen, "rejected": p.rejected} for p in selected]
 
-    examples, speech = speak_rows(rows(train_pairs), pools.train.voices, cache,
+    examples, speech = speak_rows(rows(train_pairs), pools.train, cache,
                                   max_audio_seconds=chat.max_audio_seconds, workers=config.tts_workers,
                                   progress=progress)
-    eval_examples = speak_rows(rows(held_pairs), pools.train.voices, cache, max_audio_seconds=chat.max_audio_seconds,
+    eval_examples = speak_rows(rows(held_pairs), pools.train, cache, max_audio_seconds=chat.max_audio_seconds,
                                workers=config.tts_workers, progress=progress)[0] if held_pairs else []
 
     init = None

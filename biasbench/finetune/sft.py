@@ -321,12 +321,12 @@ def run_sft(config: FinetuneConfig, *, output_dir: Path | None = None, resume: b
         return [{"group_id": p.pair_id, "spoken": p.instruction, "text_prompt": p.text_prompt,
                  "response": p.response} for p in selected]
 
-    train_examples, speech = speak_rows(rows(train_pairs), pools.train.voices, cache,
+    train_examples, speech = speak_rows(rows(train_pairs), pools.train, cache,
                                         max_audio_seconds=chat.max_audio_seconds, workers=config.tts_workers,
                                         progress=progress)
     eval_examples = []
     if held_pairs:
-        eval_examples, _ = speak_rows(rows(held_pairs), pools.train.voices, cache,
+        eval_examples, _ = speak_rows(rows(held_pairs), pools.train, cache,
                                       max_audio_seconds=chat.max_audio_seconds, workers=config.tts_workers,
                                       progress=progress)
     if speech.failed or speech.too_long:

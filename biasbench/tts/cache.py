@@ -51,6 +51,7 @@ class AudioCache:
         params: dict,
         text: str,
         fmt: str = DEFAULT_FORMAT,
+        loudness_target: float | None = None,
     ) -> str:
         """sha256 hex of a canonical JSON of exactly these fields."""
         fields = {
@@ -60,6 +61,8 @@ class AudioCache:
             "text": text,
             "format": fmt,
         }
+        if loudness_target is not None:  # absent when unset: un-normalised clips keep their keys
+            fields["loudness_target"] = float(loudness_target)
         return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
 
     def path(self, key: str) -> Path:

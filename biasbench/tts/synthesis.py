@@ -19,6 +19,7 @@ from tqdm import tqdm
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE, TTSBackend
 from biasbench.tts.cache import AudioCache
+from biasbench.tts.loudness import normalize_loudness
 from biasbench.tts.registry import get_tts_backend
 
 
@@ -46,11 +47,23 @@ class SynthesisJob:
     backend: str
     params: dict
     text: str
+    # The pool's `loudness_target` (LUFS): the clip is normalised to it after synthesis.
+    loudness_target: float | None = None
+
+    @classmethod
+    def speak(cls, voice, text: str, loudness_target: float | None = None) -> SynthesisJob:
+        """The job that says `text` in `voice` (a VoiceSpec); pass the pool's loudness_target."""
+        return cls(voice.id, voice.tts.backend, voice.tts.params, text, loudness_target)
 
     def __hash__(self) -> int:
         # params is a dict (unhashable) and may even hold bad values, so leave it out of
         # the hash; equality still compares it, which is all correctness needs.
-        return hash((self.voice_id, self.backend, self.text))
+        return hash((self.voice_id, self.backend, self.text, self.loudness_target))
+
+
+def job_key(cache: AudioCache, job: SynthesisJob, backend_version: str) -> str:
+    """The cache key of `job`'s clip: everything that determines its samples."""
+    return cache.key(job.backend, backend_version, job.params, job.text, loudness_target=job.loudness_target)
 
 
 @dataclass
@@ -103,7 +116,7 @@ def _assign_keys(jobs, versions, cache, result) -> dict[str, list[SynthesisJob]]
     by_key: dict[str, list[SynthesisJob]] = {}
     for job in jobs:
         try:
-            key = cache.key(job.backend, versions[job.backend], job.params, job.text)
+            key = job_key(cache, job, versions[job.backend])
         except BiasbenchError as err:  # e.g. params that are not JSON
             result.failures.append((job, str(err)))
             result.failed += 1
@@ -143,7 +156,10 @@ def _make_one(job: SynthesisJob, backend: TTSBackend, cache: AudioCache, key: st
     """Make and store one clip; return an error message instead of raising."""
     try:
         audio, sr = backend.synthesize(job.text, job.params)
-        cache.put(key, to_harness_audio(audio, sr), SAMPLE_RATE)
+        audio = to_harness_audio(audio, sr)
+        if job.loudness_target is not None:
+            audio = normalize_loudness(audio, job.loudness_target)
+        cache.put(key, audio, SAMPLE_RATE)
     except BiasbenchError as err:
         return str(err)
     except Exception as err:  # noqa: BLE001 - one broken clip must not stop the batch

@@ -89,7 +89,7 @@ def write_preview(pool_name: str, out_dir: Path, texts=None, n: int = 3, cache=N
     plan = []  # (voice, k, text, job)
     for voice in loaded.voices:
         for k, text in enumerate(texts, start=1):
-            plan.append((voice, k, text, SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, text)))
+            plan.append((voice, k, text, SynthesisJob.speak(voice, text, loaded.loudness_target)))
     synthesis = synthesize_all([job for *_, job in plan], cache, workers=workers, progress=progress)
     errors = {job: message for job, message in synthesis.failures}
     out_dir = Path(out_dir)

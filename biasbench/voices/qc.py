@@ -43,6 +43,7 @@ import pandas as pd
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE
+from biasbench.tts.loudness import CLIP_LEVEL, loudness_lufs
 
 #: Fixed sentences every voice speaks for QC: everyday English with a question, numbers
 #: written as words, names, and a spread of consonant clusters and vowels. Never change them
@@ -61,7 +62,6 @@ QC_COLUMNS = ["voice_id", "wer", "cer", "speaking_rate", "duration_s", "loudness
               "silence_ratio", "flags"]
 #: Measures tested for outliers within the pool, and the smallest MAD used for each.
 MAD_FLOOR = {"wer": 0.02, "cer": 0.01, "speaking_rate": 0.1, "loudness_lufs": 0.5}
-CLIP_LEVEL = 0.999  # a sample at or above this absolute value counts as clipped
 SILENCE_DBFS = -50.0  # a 20 ms frame below this RMS counts as silent
 FRAME_S = 0.02
 MAX_CLIPPING = 0.001
@@ -92,37 +92,6 @@ def speech_seconds(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Seconds from the first to the last non-silent 20 ms frame (0 for an all-silent clip)."""
     loud = np.flatnonzero(_frame_dbfs(audio, sr) >= SILENCE_DBFS)
     return 0.0 if loud.size == 0 else (loud[-1] - loud[0] + 1) * FRAME_S
-
-
-def loudness_lufs(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
-    """Integrated loudness (ITU-R BS.1770-4) in LUFS; NaN for audio shorter than one 400 ms block
-    or entirely below the -70 LUFS gate."""
-    import pyloudnorm
-
-    audio = np.asarray(audio, dtype=np.float64)
-    if len(audio) < int(0.4 * sr):
-        return float("nan")
-    value = pyloudnorm.Meter(sr).integrated_loudness(audio)
-    return float(value) if np.isfinite(value) else float("nan")
-
-
-def normalize_loudness(audio: np.ndarray, target_lufs: float = -23.0, sr: int = SAMPLE_RATE,
-                       peak_limit: float = CLIP_LEVEL) -> np.ndarray:
-    """`audio` scaled to `target_lufs` integrated loudness (EBU R 128's -23 by default).
-
-    One gain for the whole clip (no compression), so the voice's dynamics are untouched. If that
-    gain would push a peak past `peak_limit`, the gain is lowered until the peak sits at the
-    limit: the clip then stays below the target rather than clipping (check with loudness_lufs).
-    Clips too short or too quiet to measure are returned unchanged. float32 in and out."""
-    audio = np.asarray(audio, dtype=np.float32)
-    measured = loudness_lufs(audio, sr)
-    if not np.isfinite(measured):
-        return audio.copy()
-    gain = 10 ** ((target_lufs - measured) / 20)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak * gain > peak_limit:
-        gain = peak_limit / peak
-    return (audio * gain).astype(np.float32)
 
 
 def clip_measures(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict:
@@ -214,7 +183,7 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
         raise BiasbenchError("voice QC needs at least one sentence")
     loaded, path = load_pool(pool, allow_unbalanced=True)
     cache = cache if cache is not None else AudioCache()
-    plan = [(voice, text, SynthesisJob(voice.id, voice.tts.backend, voice.tts.params, text))
+    plan = [(voice, text, SynthesisJob.speak(voice, text, loaded.loudness_target))
             for voice in loaded.voices for text in sentences]
     synthesis = synthesize_all([job for *_, job in plan], cache, workers=workers, progress=progress)
     failed = {job: message for job, message in synthesis.failures}
