@@ -38,11 +38,11 @@ def messy_dir(tmp_path: Path) -> Path:
         src / "mmlu_alpha.csv",
         "question,choices,answer,error_type,source,correct_answer,potential_reason\n"
         f'"Two\nlines ","{ABCD}",0,ok,src,,\n'
-        + f'Broken choices,"[\'a\', \'b\'",1,ok,src,,\n'
-        + f'Three choices,"[\'a\', \'b\', \'c\']",1,ok,src,,\n'
+        + 'Broken choices,"[\'a\', \'b\'",1,ok,src,,\n'
+        + 'Three choices,"[\'a\', \'b\', \'c\']",1,ok,src,,\n'
         + f'Answer too big,"{ABCD}",4,ok,src,,\n'
         + f'  ,"{ABCD}",1,ok,src,,\n'
-        + f'Code in choices,"__import__(\'os\').getcwd()",1,ok,src,,\n'
+        + 'Code in choices,"__import__(\'os\').getcwd()",1,ok,src,,\n'
         + f'Strange label,"{ABCD}",1,Looks Fine,src,,\n'
         + f'Keyed by letter,"{ABCD}",1,Wrong Groundtruth ,src,C,\n'
         + f'Free-text fix,"{ABCD}",2,No correct answer,src,maybe 7.69?,\n',
@@ -150,7 +150,7 @@ def test_row_with_cells_beyond_the_header_is_dropped(tmp_path):
 
 
 def test_missing_column_names_file_and_column(tmp_path):
-    path = _write(tmp_path / "mmlu_nokey.csv", f'question,choices,error_type,correct_answer\nQ,"{ABCD}",ok,\n')
+    _write(tmp_path / "mmlu_nokey.csv", f'question,choices,error_type,correct_answer\nQ,"{ABCD}",ok,\n')
     with pytest.raises(ConfigError) as info:
         normalise_mmlu_redux(tmp_path)
     assert info.value.field == "answer"
