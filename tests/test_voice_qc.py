@@ -122,6 +122,17 @@ def test_robust_z_and_flags():
     assert "wer_above_0.3" in flag_outliers(_table(wer=(0, 0.35)), wer_threshold=0.3)[0]
 
 
+def test_classifier_mismatch_is_a_flag():
+    # the optional classifier columns (biasbench.voices.classify): only a "no" is flagged
+    table = _table().assign(classifier_label=["female", "male", "female", "male", "us", ""],
+                            classifier_share=[1.0, 0.5, 2 / 3, 1.0, 1.0, float("nan")],
+                            classifier_agrees=["no", "yes", "no", "", "", ""])
+    flags = flag_outliers(table)
+    assert flags[0] == "classifier_gender_mismatch(says female in 100% of clips)"
+    assert flags[2] == "classifier_gender_mismatch(says female in 67% of clips)"
+    assert (flags[[1, 3, 4, 5]] == "").all()
+
+
 # ---------------------------------------------------------------- the QC run
 
 

@@ -14,8 +14,9 @@ from .words import signed_change
 QC_CONTRACT = ("Voice-quality contract: a `voice_qc.csv` (or `voice_qc.parquet`) in the run directory, one row "
                "per voice: a `voice_id` column matching the tidy table, any numeric columns (the QC stage, "
                "`biasbench voices qc`, writes wer, cer, speaking_rate, duration_s, loudness_lufs, clipping_ratio, "
-               "silence_ratio) and optionally `flags` (outlier flags, listed); other non-numeric columns are "
-               "ignored. Columns named " + ", ".join(QC_TABLE_COLUMNS) + " in the tidy table itself are used "
+               "silence_ratio; with `--classifier` also classifier_share, and the text columns classifier_label "
+               "and classifier_agrees) and optionally `flags` (outlier flags, listed); other non-numeric columns "
+               "are ignored. Columns named " + ", ".join(QC_TABLE_COLUMNS) + " in the tidy table itself are used "
                "too, averaged per voice, and the mean clip length per voice (audio_seconds) always is.")
 
 

@@ -31,12 +31,19 @@ def to_harness_audio(audio: np.ndarray, sr: int) -> np.ndarray:
     samples = samples.astype(np.float32, copy=False)
     if samples.ndim == 2:  # soundfile layout: (frames, channels)
         samples = samples.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        # Polyphase resampling with the reduced ratio (22050 -> 16000 is 320/441):
-        # exact rate, built-in anti-alias filter, no FFT-length artefacts.
-        common = gcd(int(sr), SAMPLE_RATE)
-        samples = resample_poly(samples, SAMPLE_RATE // common, int(sr) // common)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return np.ascontiguousarray(resample(samples, sr, SAMPLE_RATE), dtype=np.float32)
+
+
+def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Mono float32 audio from `sr_from` to `sr_to` Hz (unchanged when they are equal).
+
+    Polyphase resampling with the reduced ratio (22050 -> 16000 is 320/441): exact rate,
+    built-in anti-alias filter, no FFT-length artefacts."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if int(sr_from) == int(sr_to):
+        return audio
+    common = gcd(int(sr_from), int(sr_to))
+    return resample_poly(audio, int(sr_to) // common, int(sr_from) // common).astype(np.float32)
 
 
 @dataclass(frozen=True)

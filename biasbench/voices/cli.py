@@ -148,20 +148,25 @@ def voices_qc(
     wer_threshold: float = typer.Option(0.5, "--max-wer", help="flag voices whose ASR round-trip WER is above this"),
     n_sentences: Optional[int] = typer.Option(None, "--n-sentences", min=1,
                                               help="use only the first N QC sentences (a quick look; default: all)"),
+    classifier: Optional[str] = typer.Option(
+        None, "--classifier", metavar="MODEL",
+        help="also run a transformers audio-classification model (local folder or hub id) on the QC clips: "
+             "adds classifier_label/_share/_agrees; a gender classifier (labels female/male, woman/man, f/m) "
+             "is compared with each voice's gender label and a mismatch is flagged; other labels (e.g. accent) "
+             "are only reported, never mapped to ethnicity"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Measure every voice of POOL (ASR round-trip WER/CER, speaking rate, duration, loudness,
-    clipping, silence) on fixed sentences and flag outliers; writes voice_qc.csv."""
-    from biasbench.voices.qc import run_qc, write_qc
-
-    from biasbench.voices.qc import QC_SENTENCES
+    clipping, silence; optionally an audio classifier's gender/accent label) on fixed sentences
+    and flag outliers; writes voice_qc.csv."""
+    from biasbench.voices.qc import QC_SENTENCES, run_qc, write_qc
 
     result = run_qc(pool, asr=asr, sentences=QC_SENTENCES[:n_sentences], workers=workers, progress=progress,
-                    z_threshold=z_threshold, wer_threshold=wer_threshold)
+                    z_threshold=z_threshold, wer_threshold=wer_threshold, classifier=classifier)
     paths = write_qc(result, out_file)
     # Plain text, not a rich table: nine columns must not be squeezed into the terminal's width.
-    print(f"voice QC: {result.meta['pool']} (ASR {asr})")
+    print(f"voice QC: {result.meta['pool']} (ASR {asr}" + (f", classifier {classifier})" if classifier else ")"))
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     flagged = result.table[result.table["flags"] != ""]
     out.print(f"{len(flagged)} of {len(result.table)} voices flagged; wrote {paths['csv']} and {paths['json']}")

@@ -13,6 +13,7 @@ a run would), and each voice gets one row of `voice_qc.csv`:
 | `loudness_lufs` | integrated loudness | ITU-R BS.1770-4 (K-weighting, 400 ms blocks, -70 LUFS absolute and -10 LU relative gates) over all the voice's clips in a row, with pyloudnorm |
 | `clipping_ratio` | share of samples at full scale | abs(sample) >= 0.999, pooled |
 | `silence_ratio` | share of silent frames | 20 ms frames with RMS below -50 dBFS, pooled |
+| `classifier_label`, `classifier_share`, `classifier_agrees` | optional, with `--classifier MODEL` | an audio classifier's majority label over the voice's QC clips, the share of clips with it, and for a gender classifier `yes`/`no` (agrees with the pool's `gender`), else empty: see `biasbench.voices.classify`. Accent is not ethnicity: accent (any non-gender) labels are only reported, never compared with the pool or mapped to ethnicity |
 | `flags` | outliers | `;`-separated, empty when none (below) |
 
 A voice is flagged when a measure is an outlier within its pool: robust z-score
@@ -20,7 +21,8 @@ A voice is flagged when a measure is an outlier within its pool: robust z-score
 loudness_lufs (the MAD has a floor per measure, `MAD_FLOOR`, so that a pool of near-identical
 voices does not flag tiny differences), or when it passes an absolute limit: WER above
 `wer_threshold` (0.5: the ASR got fewer than half the words right), clipping above 0.1% of
-samples, silence above 60% of frames.
+samples, silence above 60% of frames; and, with a gender classifier, when the classifier's
+majority label is the other gender (`classifier_gender_mismatch(...)`: listen to the voice).
 
 Why pyloudnorm: loudness as people hear it is defined by ITU-R BS.1770 (K-weighted, gated),
 not by RMS or peak; pyloudnorm is a small, pure-Python (numpy + scipy) implementation of that
@@ -44,6 +46,13 @@ import pandas as pd
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL, loudness_lufs
+from biasbench.voices.classify import (
+    CLASSIFIER_COLUMNS,
+    classify_clips,
+    load_classifier,
+    mismatch_flag,
+    voice_verdicts,
+)
 
 #: Fixed sentences every voice speaks for QC: everyday English with a question, numbers
 #: written as words, names, and a spread of consonant clusters and vowels. Never change them
@@ -60,6 +69,7 @@ QC_SENTENCES = (
 
 QC_COLUMNS = ["voice_id", "wer", "cer", "speaking_rate", "duration_s", "loudness_lufs", "clipping_ratio",
               "silence_ratio", "flags"]
+#: With a classifier (run_qc's `classifier`), CLASSIFIER_COLUMNS go in before `flags` (qc_columns).
 #: Measures tested for outliers within the pool, and the smallest MAD used for each.
 MAD_FLOOR = {"wer": 0.02, "cer": 0.01, "speaking_rate": 0.1, "loudness_lufs": 0.5}
 SILENCE_DBFS = -50.0  # a 20 ms frame below this RMS counts as silent
@@ -69,9 +79,14 @@ MAX_SILENCE = 0.6
 DEFAULT_ASR = "whisper-tiny-en"
 
 
+def qc_columns(with_classifier: bool = False) -> list[str]:
+    """The QC table's columns: QC_COLUMNS, with CLASSIFIER_COLUMNS before `flags` when a classifier ran."""
+    return QC_COLUMNS[:-1] + CLASSIFIER_COLUMNS + ["flags"] if with_classifier else list(QC_COLUMNS)
+
+
 @dataclass
 class QCResult:
-    table: pd.DataFrame  # one row per voice, QC_COLUMNS
+    table: pd.DataFrame  # one row per voice, qc_columns()
     clips: pd.DataFrame  # one row per (voice, sentence): transcript and per-clip measures
     meta: dict = field(default_factory=dict)
 
@@ -139,6 +154,11 @@ def flag_outliers(table: pd.DataFrame, *, z_threshold: float = 3.0, wer_threshol
             flags[i].append(f"silence_above_{MAX_SILENCE:g}")
         if not np.isfinite(row.loudness_lufs):
             flags[i].append("loudness_unmeasurable")
+    if "classifier_agrees" in table.columns:
+        for i, row in enumerate(table[CLASSIFIER_COLUMNS].itertuples(index=False)):
+            flag = mismatch_flag(*row)
+            if flag:
+                flags[i].append(flag)
     return pd.Series([";".join(f) for f in flags], index=table.index, dtype=object)
 
 
@@ -165,11 +185,15 @@ def voice_table(clips: pd.DataFrame, audio_by_voice: dict[str, list[np.ndarray]]
 
 
 def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=None, workers: int | None = None,
-           progress: bool = False, z_threshold: float = 3.0, wer_threshold: float = 0.5, backend=None) -> QCResult:
+           progress: bool = False, z_threshold: float = 3.0, wer_threshold: float = 0.5, backend=None,
+           classifier=None) -> QCResult:
     """Speak `sentences` with every voice of `pool`, transcribe them with `asr`, measure, flag.
 
     `pool`: a pool name or YAML path (balance is not required: QC is how you fix a pool).
     `asr`: a model spec for an ASR backend (alias, hf:<whisper>, ...); or pass a loaded `backend`.
+    `classifier`: optional audio-classification model (local folder or hub id, or a loaded
+    `classify.AudioClassifier`), run on the same clips: adds CLASSIFIER_COLUMNS. It is loaded
+    before any synthesis, so a bad model fails at once.
     """
     from biasbench.models.base import GenerationSettings, Request
     from biasbench.models.registry import load_backend, resolve_model
@@ -181,6 +205,8 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
     sentences = list(sentences)
     if not sentences:
         raise BiasbenchError("voice QC needs at least one sentence")
+    if isinstance(classifier, (str, Path)):
+        classifier = load_classifier(str(classifier))
     loaded, path = load_pool(pool, allow_unbalanced=True)
     cache = cache if cache is not None else AudioCache()
     plan = [(voice, text, SynthesisJob.speak(voice, text, loaded.loudness_target))
@@ -219,10 +245,16 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
     if clips.empty:
         raise BiasbenchError(f"no QC clip could be made for pool {loaded.pool}: " +
                              "; ".join(f"{f['voice_id']}: {f['error']}" for f in failures[:5]))
+    if classifier is not None:  # same clips, same order as `rows`
+        clips = pd.concat([clips, classify_clips(classifier, [r["audio"] for r in records])], axis=1)
     table = voice_table(clips, audio_by_voice)
     missing = [v.id for v in loaded.voices if v.id not in set(table["voice_id"])]
     if missing:  # voices with no clip at all still get a row, flagged
         table = pd.concat([table, pd.DataFrame({"voice_id": missing})], ignore_index=True)
+    if classifier is not None:
+        verdicts = voice_verdicts(clips, {v.id: v.gender for v in loaded.voices}, classifier.gender_mapping)
+        table = table.merge(verdicts, on="voice_id", how="left").fillna({"classifier_label": "",
+                                                                          "classifier_agrees": ""})
     table["flags"] = flag_outliers(table.fillna({"clipping_ratio": 0.0, "silence_ratio": 0.0}),
                                    z_threshold=z_threshold, wer_threshold=wer_threshold)
     table.loc[table["voice_id"].isin(missing), "flags"] = "no_clips"
@@ -233,8 +265,17 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
             "thresholds": {"z": z_threshold, "wer": wer_threshold, "mad_floor": MAD_FLOOR,
                            "clipping": MAX_CLIPPING, "silence": MAX_SILENCE, "clip_level": CLIP_LEVEL,
                            "silence_dbfs": SILENCE_DBFS},
-            "synthesis_failures": failures}
-    return QCResult(table=table[QC_COLUMNS], clips=clips, meta=meta)
+            "synthesis_failures": failures, "classifier": _classifier_meta(classifier)}
+    return QCResult(table=table[qc_columns(classifier is not None)], clips=clips, meta=meta)
+
+
+def _classifier_meta(classifier) -> dict | None:
+    if classifier is None:
+        return None
+    mapping = classifier.gender_mapping
+    return {"model": classifier.model_id, "fingerprint": classifier.fingerprint, "labels": classifier.labels,
+            "kind": "gender" if mapping else "other (reported only, not compared with the pool)",
+            "gender_mapping": mapping}
 
 
 def write_qc(result: QCResult, path: Path) -> dict[str, Path]:
@@ -254,7 +295,8 @@ def read_qc(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise BiasbenchError(f"voice QC file {path} not found (make one with `biasbench voices qc POOL`)")
-    table = pd.read_csv(path, dtype={"flags": str})
+    # Only empty cells are missing: a classifier label such as "NA" (North America) stays text.
+    table = pd.read_csv(path, dtype={"flags": str}, keep_default_na=False, na_values=[""])
     missing = [c for c in QC_COLUMNS if c not in table.columns]
     if missing:
         raise BiasbenchError(f"{path} is not a voice QC table: it lacks the columns {missing}")
@@ -263,6 +305,11 @@ def read_qc(path: Path) -> pd.DataFrame:
     for column in QC_COLUMNS[1:-1]:  # numeric, whatever the CSV made of them (a column of zeros reads as int)
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     table["flags"] = table["flags"].fillna("").astype(str)
+    if "classifier_share" in table.columns:  # the optional classifier columns (classify.py)
+        table["classifier_share"] = pd.to_numeric(table["classifier_share"], errors="coerce").astype(float)
+    for column in ("classifier_label", "classifier_agrees"):
+        if column in table.columns:
+            table[column] = table[column].fillna("").astype(str)
     return table
 
 
