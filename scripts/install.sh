@@ -24,6 +24,26 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# MBROLA voices for espeak-ng (biasbench/tts/espeak.py): Debian ships them in non-free, so on
+# Debian the contrib and non-free components are added in a file of their own when apt cannot
+# see them. Optional: a failure here only warns. BIASBENCH_MBROLA=0 skips the step.
+MBROLA_PACKAGES=(mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
+install_mbrola() {
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  . /etc/os-release
+  if [ "${ID:-}" != debian ]; then echo "[install] MBROLA voices: only set up on Debian (found ${ID:-unknown}); skipped"; return 0; fi
+  if ! apt-cache policy mbrola-us1 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$VERSION_CODENAME" | $SUDO tee /etc/apt/sources.list.d/biasbench-mbrola.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MBROLA_PACKAGES[@]}" >/dev/null
+}
+if [ "${BIASBENCH_MBROLA:-1}" != 0 ] && ! dpkg -s "${MBROLA_PACKAGES[@]}" >/dev/null 2>&1; then
+  echo "[install] MBROLA voices (Debian non-free): ${MBROLA_PACKAGES[*]}"
+  install_mbrola || echo "[install] warning: MBROLA voices not installed; the mb-* espeak-ng voices will be unavailable"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv"
   "$PYTHON" -m venv .venv

@@ -6,6 +6,7 @@ import importlib.util
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,27 @@ def test_version_is_a_number(espeak):
 def test_unknown_voice_error_names_voice_and_text(espeak):
     with pytest.raises(BiasbenchError, match=r"xx-nope.*'Good morning"):
         espeak.synthesize("Good morning everyone", {"voice": "xx-nope"})
+
+
+needs_mbrola = pytest.mark.skipif(not Path("/usr/share/mbrola/us1").exists() or shutil.which("mbrola") is None,
+                                  reason="MBROLA us1 is not installed (scripts/install.sh, Debian non-free)")
+
+
+@needs_espeak
+@needs_mbrola
+def test_mbrola_voice_speaks_and_differs_from_the_formant_voice(espeak):
+    mbrola, _ = espeak.synthesize("Which way is the museum?", {"voice": "mb-us1"})
+    formant, _ = espeak.synthesize("Which way is the museum?", {"voice": "en-us"})
+    assert mbrola.dtype == np.float32 and 0.8 < len(mbrola) / SAMPLE_RATE < 3.0
+    assert np.max(np.abs(mbrola)) > 0.05
+    assert not np.array_equal(mbrola[: len(formant)], formant[: len(mbrola)])
+
+
+@needs_espeak
+def test_missing_mbrola_voice_says_which_packages_give_it(espeak):
+    # mb-fr1 is French, never installed by biasbench: espeak-ng fails, the message says why.
+    with pytest.raises(BiasbenchError, match=r"mb-fr1.*MBROLA voices need Debian's mbrola"):
+        espeak.synthesize("Bonjour", {"voice": "mb-fr1"})
 
 
 @needs_espeak

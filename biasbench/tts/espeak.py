@@ -4,6 +4,13 @@ Voices are an accent (`voice`, e.g. "en-029") plus an optional speaker variant
 (`variant`, e.g. "f2" for a female voice, "m3" for a male one). The demographic labels
 the voice pool puts on these are proxies: espeak-ng is robotic, and its "accents" are
 pronunciation rules, not recordings of people.
+
+MBROLA voices (`voice: mb-us1`, a diphone synthesiser espeak-ng drives) sound less robotic.
+Debian ships four English ones in non-free: mbrola-us1 (US female), mbrola-us2 and
+mbrola-us3 (US male), mbrola-en1 (British male); scripts/install.sh installs them on
+Debian. Their licence allows non-commercial and research use only. They are not in the
+balanced pools: all four are US/British accents and three are male, so they would tie
+the engine to one group (voices/README.md).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from biasbench.tts.synthesis import to_harness_audio
 
 BINARY = "espeak-ng"
 INSTALL_HINT = "install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu)"
+MBROLA_PREFIX = "mb-"
+MBROLA_HINT = ("MBROLA voices need Debian's mbrola package and one per voice (mbrola-us1, mbrola-us2, "
+               "mbrola-us3, mbrola-en1; non-free: scripts/install.sh adds them)")
 
 #: A hung espeak-ng must not block a synthesis worker forever.
 TIMEOUT_S = 120
@@ -190,6 +200,8 @@ class EspeakBackend:
             ) from None
         if proc.returncode != 0 or not proc.stdout:
             detail = proc.stderr.decode("utf-8", "replace").strip() or "no output"
+            if str(params.get("voice", "")).startswith(MBROLA_PREFIX):
+                detail = f"{MBROLA_HINT}. espeak-ng said: {detail}"
             raise BiasbenchError(
                 f"espeak-ng failed (exit {proc.returncode}) on voice {_voice_arg(params)!r}, "
                 f"text {_excerpt(text)}: {detail}"
