@@ -30,6 +30,7 @@ from biasbench.models.hf_audio_lm import HFAudioLMBackend, quantization_config  
 from biasbench.models.registry import ALIASES, load_backend, resolve_model  # noqa: E402
 from biasbench.models.tiny_families import (  # noqa: E402
     BUILDERS,
+    OPTIONAL_BUILDERS,
     build_tiny_text_lm,
     tiny_family_name,
     tiny_family_path,
@@ -40,7 +41,9 @@ from conftest import clip  # noqa: E402
 SR = 16000
 LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Which option fits the speaker? Answer A, B, C or D."
-FAMILY_NAMES = sorted(BUILDERS)  # every family with a tiny builder (all but qwen2_audio, tested on its own)
+# Every family with a tiny builder (all but qwen2_audio, tested on its own), except those that
+# need an optional extra (Granite Speech, Gemma 3n): tests/test_hf_families_extra.py has them.
+FAMILY_NAMES = sorted(set(BUILDERS) - set(OPTIONAL_BUILDERS))
 MODEL_CLASSES = {
     "qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
     "qwen3_omni_moe": "Qwen3OmniMoeThinkerForConditionalGeneration",
@@ -213,8 +216,8 @@ def test_text_only_model_gives_a_clear_error(tmp_path):
 
 
 def test_unsupported_speech_family_is_named():
-    with pytest.raises(BiasbenchError, match="torchaudio"):
-        backend_for_model_type("granite_speech")
+    with pytest.raises(BiasbenchError, match="older remote-code format"):
+        backend_for_model_type("phi4mm")
     with pytest.raises(BiasbenchError, match="no speech-LM backend"):
         backend_for_model_type("no_such_family")
 

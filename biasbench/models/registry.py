@@ -53,6 +53,16 @@ ALIASES: dict[str, ModelAlias] = {
                    "Zhipu GLM-ASR Nano (a speech recogniser that follows prompts) through transformers"),
         ModelAlias("phi-4-mm", "microsoft/Phi-4-multimodal-instruct", "hf", True,
                    "Microsoft Phi-4-multimodal (transformers format) with its speech LoRA, through transformers"),
+        # These two need an optional extra (torchaudio; timm + torchvision) whose wheels must match the
+        # torch build: verified on tiny random models with torch 2.9.1 + torchaudio/torchvision 2.9.1/0.24.1.
+        ModelAlias("granite-speech-2b", "ibm-granite/granite-speech-3.3-2b", "hf", True,
+                   "IBM Granite Speech 3.3 2B (with its speech LoRA) through transformers", needs="the granite extra"),
+        ModelAlias("granite-speech-8b", "ibm-granite/granite-speech-3.3-8b", "hf", True,
+                   "IBM Granite Speech 3.3 8B (with its speech LoRA) through transformers", needs="the granite extra"),
+        ModelAlias("gemma-3n-e2b", "google/gemma-3n-E2B-it", "hf", True,
+                   "Google Gemma 3n E2B instruct (audio in, text out) through transformers", needs="the gemma3n extra"),
+        ModelAlias("gemma-3n-e4b", "google/gemma-3n-E4B-it", "hf", True,
+                   "Google Gemma 3n E4B instruct (audio in, text out) through transformers", needs="the gemma3n extra"),
         ModelAlias("tiny-qwen2.5-omni", "builtin:tiny-qwen2_5_omni", "hf", False,
                    "a tiny randomly initialised Qwen2.5-Omni thinker of the real classes, built locally: "
                    "a pipeline check, its answers mean nothing"),
@@ -74,6 +84,12 @@ ALIASES: dict[str, ModelAlias] = {
         ModelAlias("tiny-phi-4-mm", "builtin:tiny-phi4_multimodal", "hf", False,
                    "a tiny randomly initialised Phi-4-multimodal (with a speech LoRA) of the real classes, built "
                    "locally: a pipeline check, its answers mean nothing"),
+        ModelAlias("tiny-granite-speech", "builtin:tiny-granite_speech", "hf", False,
+                   "a tiny randomly initialised Granite Speech (with a speech LoRA) of the real classes, built "
+                   "locally: a pipeline check, its answers mean nothing", needs="the granite extra"),
+        ModelAlias("tiny-gemma-3n", "builtin:tiny-gemma3n", "hf", False,
+                   "a tiny randomly initialised Gemma 3n of the real classes, built locally: "
+                   "a pipeline check, its answers mean nothing", needs="the gemma3n extra"),
         ModelAlias("gpt-4o-audio", "gpt-4o-audio-preview", "openai", False,
                    "GPT-4o audio through the OpenAI API (paid per token)", needs="OPENAI_API_KEY"),
         ModelAlias("gpt-4o-mini-audio", "gpt-4o-mini-audio-preview", "openai", False,

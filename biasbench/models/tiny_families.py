@@ -10,7 +10,9 @@ code paths, they measure nothing.
     tiny_family_path("voxtral")  # cache_dir()/models/tiny-voxtral-v1, built on first use
 
 Families: qwen2_5_omni, qwen3_omni_moe (thinkers only), audioflamingo3, musicflamingo,
-glmasr, voxtral, phi4_multimodal (with a `speech-lora/` adapter); `build_tiny_text_lm` makes a
+glmasr, voxtral, phi4_multimodal (with a `speech-lora/` adapter), and, where their optional
+extras import (`OPTIONAL_BUILDERS`), granite_speech (torchaudio; a root LoRA adapter) and
+gemma3n (timm + torchvision); `build_tiny_text_lm` makes a
 text-only Qwen2 for the "text-only model" error. Omni and Phi-4 models are saved as
 tokenizer + feature extractor + chat template, since their full processors also hold image
 or video processors that need torchvision (see families/_common.py).
@@ -370,6 +372,192 @@ def build_tiny_voxtral(path, seed: int = 0) -> Path:
     return path
 
 
+# ----------------------------------------------------------------- shared: plain fast BPE tokenizers
+
+def _fast_bpe_tokenizer(specials: list[str], tail: list[str], *, bos: str | None, eos: str, pad: str,
+                        unk: str | None = None, add_bos: bool = False, named: dict[str, str] | None = None):
+    """Byte-level BPE with `specials` at ids 0..n-1 and `tail` appended after the trained vocab
+    (Gemma 3n's multimodal tokens must sit past the text vocabulary), as a plain fast tokenizer.
+    `add_bos`: encoding prepends `bos`, as Gemma's tokenizer does."""
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    vocab, merges = _train_bpe(specials)
+    bpe = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
+                        end_of_word_suffix="", fuse_unk=False))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens(specials + tail)
+    if add_bos:
+        bos_id = bpe.token_to_id(bos)
+        bpe.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, bos_id)])
+    kwargs = {"bos_token": bos} if bos else {}
+    if unk:
+        kwargs["unk_token"] = unk
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eos, pad_token=pad, padding_side="left",
+                                        extra_special_tokens=named or {}, **kwargs)
+    _check_letters(tokenizer)
+    return tokenizer
+
+
+# ----------------------------------------------------------------- Granite Speech
+
+GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>"]
+GRANITE_CONTEXT = 4096  # tiny LM context: (4096 - 1024) / 10 tokens per second = 307 s of audio
+# Granite 3.3's chat template, reduced to plain turns (no tools or documents); like the real
+# one, its default system prompt carries today's date, which the backend never relies on.
+_GRANITE_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
+    "{%- else %}"
+    "{%- set system_message = \"Knowledge Cutoff Date: April 2024.\\nToday's Date: \" + strftime_now('%B %d, %Y')"
+    " + \".\\nYou are Granite, developed by IBM.\" %}{%- set loop_messages = messages %}"
+    "{%- endif %}"
+    "{{- '<|start_of_role|>system<|end_of_role|>' + system_message + '<|end_of_text|>\\n' }}"
+    "{%- for message in loop_messages %}"
+    "{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] + '<|end_of_text|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}"
+)
+# LoRA on the language model's attention only, like the real checkpoint's q/v adapter.
+GRANITE_LORA_TARGETS = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+
+
+def build_tiny_granite_speech(path, seed: int = 0) -> Path:
+    """`GraniteSpeechForConditionalGeneration` with explicit tiny sub-configs (Conformer encoder,
+    Q-Former projector, Granite LM) and the real `GraniteSpeechFeatureExtractor` settings
+    (80 mel bins, 10 audio tokens per second), plus a LoRA adapter at the folder's root like
+    the real checkpoint's (random weights, not the usual zero init, so switching it matters).
+    Needs torchaudio (the `granite` extra) for the feature extractor."""
+    from biasbench.models.families.granite_speech import require_granite_extra
+
+    require_granite_extra()
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (GraniteSpeechConfig, GraniteSpeechFeatureExtractor,
+                              GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor)
+
+    path = Path(path)
+    tokenizer = _fast_bpe_tokenizer(GRANITE_SPECIALS, [], bos="<|end_of_text|>", eos="<|end_of_text|>",
+                                    pad="<|end_of_text|>", named={"audio_token": "<|audio|>"})
+    tokenizer.chat_template = _GRANITE_TEMPLATE
+    processor = GraniteSpeechProcessor(audio_processor=GraniteSpeechFeatureExtractor(), tokenizer=tokenizer,
+                                       audio_token="<|audio|>", chat_template=_GRANITE_TEMPLATE)
+    config = GraniteSpeechConfig(
+        encoder_config=dict(input_dim=160, num_layers=2, hidden_dim=32, feedforward_mult=2, num_heads=2,
+                            output_dim=16, context_size=200, max_pos_emb=512, conv_kernel_size=15),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
+                              cross_attention_frequency=1, max_position_embeddings=64),
+        text_config=dict(model_type="granite", vocab_size=len(tokenizer), max_position_embeddings=GRANITE_CONTEXT,
+                         **_TEXT),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"),
+        has_lora_adapter=True, tie_word_embeddings=False,
+    )
+    model = _seeded(lambda: GraniteSpeechForConditionalGeneration(config), seed)
+    eos = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
+    model.generation_config = _generation_config([eos], eos)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=GRANITE_LORA_TARGETS, init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        adapted = get_peft_model(model, lora)  # after saving the base: this changes `model` in place
+    adapted.save_pretrained(path)  # adapter_config.json + adapter_model.safetensors beside the weights
+    return path
+
+
+# ----------------------------------------------------------------- Gemma 3n
+
+GEMMA3N_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                    "<start_of_audio>"]
+# After the text vocabulary, as in the real one: vision tokens from `vocab_offset` (end-of-image
+# first, then the soft token), then audio tokens (end-of-audio first, then the soft token).
+GEMMA3N_MM_VOCAB = 4  # per modality (the real one has 128)
+GEMMA3N_TAIL = (["<end_of_image>", "<image_soft_token>"] + [f"<vision_{i}>" for i in range(2, GEMMA3N_MM_VOCAB)]
+                + ["<end_of_audio>", "<audio_soft_token>"] + [f"<audio_{i}>" for i in range(2, GEMMA3N_MM_VOCAB)])
+GEMMA3N_NAMED = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                 "audio_token": "<audio_soft_token>", "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"}
+# Gemma 3n's chat template (text, image and audio parts; the system turn folds into the first user turn).
+_GEMMA3N_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'audio' -%}{{ '<audio_soft_token>' }}"
+    "{%- elif item['type'] == 'image' -%}{{ '<image_soft_token>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+# The smallest MobileNetV5 timm builds from these block strings (the real one is ~300M parameters).
+_GEMMA3N_VISION_BLOCKS = [["er_r1_k3_s2_e2_c8"], ["uir_r1_a3_k3_s2_e2_c16"], ["uir_r1_a3_k3_s2_e2_c16"]]
+
+
+def build_tiny_gemma3n(path, seed: int = 0) -> Path:
+    """`Gemma3nForConditionalGeneration`: tiny MatFormer LM (2 layers, per-layer inputs,
+    AltUp, Laurel), tiny USM audio encoder, and a tiny timm MobileNetV5 vision tower (the
+    class always builds one; its 2048-wide output is fixed by timm). Token layout as in the
+    real vocabulary: text, then vision tokens, then audio tokens. Saved as tokenizer + the
+    real `Gemma3nAudioFeatureExtractor` + chat template: the backend builds the audio-only
+    `Gemma3nProcessor` (the image processor needs torchvision). Needs timm and torchvision
+    (the `gemma3n` extra)."""
+    from biasbench.models.families.gemma3n import require_gemma3n_extra
+
+    require_gemma3n_extra()
+    from timm.models._efficientnet_builder import decode_arch_def
+    from transformers import Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration
+
+    path = Path(path)
+    tokenizer = _fast_bpe_tokenizer(GEMMA3N_SPECIALS, GEMMA3N_TAIL, bos="<bos>", eos="<eos>", pad="<pad>",
+                                    unk="<unk>", add_bos=True, named=GEMMA3N_NAMED)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in GEMMA3N_NAMED.items()}
+    vision_offset = ids["eoi_token"]
+    audio_offset = ids["eoa_token"]
+    vocab = len(tokenizer)
+    assert audio_offset == vision_offset + GEMMA3N_MM_VOCAB and vocab == audio_offset + GEMMA3N_MM_VOCAB
+    config = Gemma3nConfig(
+        text_config=dict(vocab_size=vocab, vocab_size_per_layer_input=vision_offset, hidden_size=64,
+                         intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, hidden_size_per_layer_input=8, num_kv_shared_layers=0, laurel_rank=8,
+                         altup_num_inputs=2, layer_types=["sliding_attention", "full_attention"], sliding_window=64,
+                         activation_sparsity_pattern=[0.0, 0.0], max_position_embeddings=4096,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=1),
+        vision_config=dict(model_args={"block_args": decode_arch_def(_GEMMA3N_VISION_BLOCKS), "stem_size": 8},
+                           vocab_size=GEMMA3N_MM_VOCAB, vocab_offset=vision_offset),
+        audio_config=dict(vocab_size=GEMMA3N_MM_VOCAB, vocab_offset=audio_offset, hidden_size=32,
+                          conf_num_attention_heads=2, conf_num_hidden_layers=2, sscp_conv_channel_size=[16, 8],
+                          input_feat_size=128),
+        audio_token_id=ids["audio_token"], boa_token_id=ids["boa_token"], eoa_token_id=ids["eoa_token"],
+        image_token_id=ids["image_token"], boi_token_id=ids["boi_token"], eoi_token_id=ids["eoi_token"],
+    )
+    model = _seeded(lambda: Gemma3nForConditionalGeneration(config), seed)
+    # timm's builder fills layer functions into the block dicts it was given: save fresh ones.
+    model.config.vision_config.model_args = {"block_args": decode_arch_def(_GEMMA3N_VISION_BLOCKS), "stem_size": 8}
+    # Like the real checkpoint: stop at <eos> or <end_of_turn>.
+    model.generation_config = _generation_config([1, tokenizer.convert_tokens_to_ids("<end_of_turn>")], 0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    Gemma3nAudioFeatureExtractor().save_pretrained(path)
+    (path / "chat_template.jinja").write_text(_GEMMA3N_TEMPLATE)
+    return path
+
+
 # ----------------------------------------------------------------- text-only (for the dispatch error)
 
 def build_tiny_text_lm(path, seed: int = 0) -> Path:
@@ -392,7 +580,13 @@ BUILDERS = {
     "musicflamingo": build_tiny_musicflamingo,
     "phi4_multimodal": build_tiny_phi4_multimodal,
     "voxtral": build_tiny_voxtral,
+    # These two need optional extras (torchaudio; timm + torchvision): see OPTIONAL_BUILDERS.
+    "granite_speech": build_tiny_granite_speech,
+    "gemma3n": build_tiny_gemma3n,
 }
+#: Families whose tiny build (and backend) needs an extra, with the modules it must import.
+OPTIONAL_BUILDERS = {"granite_speech": ("granite", ("torchaudio",)),
+                     "gemma3n": ("gemma3n", ("timm", "torchvision"))}
 TINY_VERSION = "v1"  # bump whenever a build above changes
 
 

@@ -25,15 +25,14 @@ FAMILIES: dict[str, str] = {
     "glmasr": "biasbench.models.families.audioflamingo3:HFGlmAsrBackend",
     "voxtral": "biasbench.models.families.voxtral:HFVoxtralBackend",
     "phi4_multimodal": "biasbench.models.families.phi4_multimodal:HFPhi4MultimodalBackend",
+    # These two need optional extras (`granite`: torchaudio; `gemma3n`: timm + torchvision); their
+    # backends say so before loading anything when those do not import.
+    "granite_speech": "biasbench.models.families.granite_speech:HFGraniteSpeechBackend",
+    "gemma3n": "biasbench.models.families.gemma3n:HFGemma3nBackend",
 }
 
 #: Speech-LM families transformers has but biasbench cannot serve yet, and why.
 UNSUPPORTED: dict[str, str] = {
-    "granite_speech": "not wired yet: its feature extractor needs torchaudio (no build for the pinned CPU torch, "
-                      "so it cannot be tested here) and its encoder has no padding mask (clips would need a "
-                      "call each, `audio_rows_alone`)",
-    "gemma3n": "not wired yet: instantiating it needs timm (and so torchvision), which have no build for the "
-               "pinned CPU torch, so it cannot be tested here",
     "phi4mm": "this is Phi-4-multimodal's older remote-code format; use a transformers-format checkpoint "
               "(model_type phi4_multimodal)",
 }
