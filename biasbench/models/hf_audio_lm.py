@@ -4,8 +4,8 @@
 dtype choice, optional 8/4-bit loading, revision resolution, hashing a local model folder,
 left-padded batches, one-forward-pass option-letter scoring, greedy/sampled `generate`,
 token counting and latency. A family (Qwen2-Audio here in hf_qwen2audio.py; Qwen2.5-Omni,
-Qwen3-Omni, Audio/Music Flamingo, GLM-ASR, Voxtral, Phi-4-multimodal in families/) is a small
-subclass that sets a few class attributes and, where its processor
+Qwen3-Omni, Audio/Music Flamingo, GLM-ASR, Voxtral, Phi-4-multimodal, Granite Speech, Gemma 3n in
+families/) is a small subclass that sets a few class attributes and, where its processor
 or model differs, overrides one of the hooks:
 
 =========================  ==========================================================
