@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from biasbench.errors import BiasbenchError, ConfigError
 
@@ -174,10 +175,17 @@ class TTSSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     backend: str
+    # Params the loader derives from other fields (a cloning voice's resolved reference clip
+    # and its sha256: biasbench.tts.reference). Private: never dumped, so never in pool hashes.
+    _attached: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        return {**(self.model_extra or {}), **self._attached}
+
+    def attach(self, params: dict[str, Any]) -> None:
+        """Add derived params (they win over the YAML's keys of the same name)."""
+        self._attached = {**self._attached, **params}
 
 
 class ConsentSpec(_Strict):

@@ -50,6 +50,12 @@ def _edge_tts() -> TTSBackend:
     return EdgeTTSBackend()
 
 
+def _f5_tts() -> TTSBackend:
+    from biasbench.tts.f5 import F5Backend
+
+    return F5Backend()
+
+
 #: Backend name -> zero-argument factory, offline engines first (the order users see).
 BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "espeak-ng": _espeak,
@@ -58,10 +64,16 @@ BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "piper": _piper,
     "kokoro": _kokoro,
     "edge-tts": _edge_tts,
+    "f5-tts": _f5_tts,
 }
 
-#: Backends that need no network once installed.
-OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro")
+#: Backends that need no network once installed (f5-tts: once its checkpoint is downloaded,
+#: or given as a local path).
+OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts")
+
+#: Zero-shot cloning backends: the pool loader passes each voice's reference clip and
+#: transcript to them as params (biasbench.tts.reference).
+CLONING_BACKENDS = ("f5-tts",)
 
 
 def known_backends() -> list[str]:

@@ -96,13 +96,22 @@ def synthesize_all(
 ) -> SynthesisResult:
     """Make every job's clip that is not cached yet, `workers` at a time (default: all cores).
 
-    An unknown backend or a missing engine raises BiasbenchError before any work starts
-    (every job would fail the same way); a failure of one clip is recorded and the rest go on.
+    An unknown backend raises BiasbenchError before any work starts, and so does a missing
+    engine when no job could run (every job would fail the same way); when other engines can,
+    each job of the missing one is recorded as failed (naming its voice) and the rest go on.
+    A failure of one clip is recorded and the rest go on.
     """
     jobs = list(jobs)
     result = SynthesisResult()
     backends = _resolve_backends(jobs)
-    versions = {name: backend.version() for name, backend in backends.items()}
+    versions = _versions(backends)
+    missing = {name: message for name, message in versions.items() if isinstance(message, BiasbenchError)}
+    if missing and len(missing) == len(versions):
+        raise next(iter(missing.values()))
+    for job in (job for job in jobs if job.backend in missing):
+        result.failures.append((job, f"voice {job.voice_id!r}: {missing[job.backend]}"))
+        result.failed += 1
+    jobs = [job for job in jobs if job.backend not in missing]
     by_key = _assign_keys(jobs, versions, cache, result)
     todo = [key for key in by_key if not cache.has(key)]
     result.reused = len(by_key) - len(todo)
@@ -116,6 +125,17 @@ def synthesize_all(
 
 def _resolve_backends(jobs: list[SynthesisJob]) -> dict[str, TTSBackend]:
     return {name: get_tts_backend(name) for name in sorted({job.backend for job in jobs})}
+
+
+def _versions(backends: dict[str, TTSBackend]) -> dict[str, str | BiasbenchError]:
+    """Each backend's version, or the error saying it is not installed."""
+    versions: dict[str, str | BiasbenchError] = {}
+    for name, backend in backends.items():
+        try:
+            versions[name] = backend.version()
+        except BiasbenchError as err:
+            versions[name] = err
+    return versions
 
 
 def _assign_keys(jobs, versions, cache, result) -> dict[str, list[SynthesisJob]]:

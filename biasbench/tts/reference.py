@@ -1,0 +1,135 @@
+"""Reference clips for zero-shot cloning backends: checking them and passing them on.
+
+A cloning voice (voices/cloning-template.yaml) names a recording (`reference_clip`,
+relative to the pool YAML) and its transcript (`reference_text`). When a pool is loaded,
+`attach_references` gives every voice whose backend clones (registry.CLONING_BACKENDS) these
+extra TTS params, which is how they reach the backend and the audio cache key:
+
+  reference_audio   absolute path of the clip
+  reference_text    its transcript
+  reference_sha256  sha256 of the clip's bytes: a re-recorded clip gets new cache keys,
+                    so a replaced recording can never return stale clones
+  reference_error   only when the clip or transcript is unusable: the message (naming the
+                    pool file, voice id and field), raised by the backend for each clip of
+                    that voice, so the rest of the pool is still synthesised
+
+They are held outside the pool's fields (`TTSSpec.attach`), so pool hashes do not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from biasbench.errors import BiasbenchError
+from biasbench.tts._common import SILENCE_PEAK
+
+#: Shorter than this there is too little voice to clone: refused.
+MIN_SECONDS = 1.0
+#: F5-TTS's advice (f5_tts/infer/README.md): reference audio of about 3 s to under 12 s.
+#: Outside that range the clip is used, with a warning.
+ADVISED_SECONDS = (3.0, 12.0)
+#: F5-TTS generates at most 30 s per pass, reference included: longer clips are refused.
+MAX_SECONDS = 30.0
+#: Below this sample rate a clip is used with a warning (telephone audio clones poorly).
+ADVISED_MIN_RATE = 16000
+
+#: The params attach_references adds; a backend that clones accepts exactly these.
+REFERENCE_PARAMS = ("reference_audio", "reference_text", "reference_sha256", "reference_error")
+
+
+@dataclass
+class ReferenceInfo:
+    path: Path
+    sha256: str
+    seconds: float
+    sample_rate: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect_clip(path: str | Path) -> ReferenceInfo:
+    """Read and check one reference clip; BiasbenchError (without a voice name) if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise BiasbenchError(f"file not found: {path}")
+    if not path.is_file():
+        raise BiasbenchError(f"not a file: {path}")
+    try:
+        sha = file_sha256(path)
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except OSError as err:
+        raise BiasbenchError(f"cannot read {path}: {err.strerror or err}") from None
+    except (RuntimeError, ValueError, TypeError) as err:  # soundfile: not audio it knows
+        raise BiasbenchError(f"{path} is not a readable audio file (WAV, FLAC or OGG): {err}") from None
+    seconds = audio.shape[0] / float(rate) if rate else 0.0
+    if seconds < MIN_SECONDS:
+        raise BiasbenchError(f"{path} is too short to clone from ({seconds:.2f} s; "
+                             f"use {ADVISED_SECONDS[0]:g}-{ADVISED_SECONDS[1]:g} s of speech)")
+    if seconds > MAX_SECONDS:
+        raise BiasbenchError(f"{path} is too long ({seconds:.1f} s; the cloning engine takes at most "
+                             f"{MAX_SECONDS:g} s, use {ADVISED_SECONDS[0]:g}-{ADVISED_SECONDS[1]:g} s "
+                             "and cut reference_text to match)")
+    if not np.isfinite(audio).all() or float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise BiasbenchError(f"{path} is silent (or holds non-finite samples)")
+    notes = []
+    if seconds < ADVISED_SECONDS[0]:
+        notes.append(f"{path} is short ({seconds:.1f} s); F5-TTS advises {ADVISED_SECONDS[0]:g}-"
+                     f"{ADVISED_SECONDS[1]:g} s, clones from short clips resemble the speaker less")
+    elif seconds > ADVISED_SECONDS[1]:
+        notes.append(f"{path} is {seconds:.1f} s; F5-TTS cuts references to about {ADVISED_SECONDS[1]:g} s, "
+                     "so the end of reference_text would no longer match the audio: trim the clip "
+                     "and its transcript to under 12 s")
+    if rate < ADVISED_MIN_RATE:
+        notes.append(f"{path} is sampled at {rate} Hz; record at {ADVISED_MIN_RATE} Hz or more")
+    return ReferenceInfo(path, sha, seconds, int(rate), notes)
+
+
+def reference_params(clip: str | Path, text: str | None, where: str = "") -> dict:
+    """The params a cloning backend needs for one voice; never raises.
+
+    `where` names the voice in messages, e.g. "voice pool p.yaml: voice 'v1'". A problem
+    becomes `reference_error` (raised by the backend for each of the voice's clips) and a
+    doubtful clip a warning."""
+    prefix = f"{where}: " if where else ""
+    params = {"reference_audio": str(Path(clip).resolve()), "reference_text": text or ""}
+    try:
+        info = inspect_clip(clip)
+    except BiasbenchError as err:
+        params["reference_error"] = f"{prefix}field 'reference_clip': {err}"
+        return params
+    params["reference_sha256"] = info.sha256
+    for note in info.warnings:
+        warnings.warn(f"{prefix}field 'reference_clip': {note}", UserWarning, stacklevel=2)
+    if not (text or "").strip():
+        params["reference_error"] = (
+            f"{prefix}field 'reference_text' is empty: give the exact transcript of {info.path} "
+            "(the cloning engine aligns the clip on it)")
+    return params
+
+
+def attach_references(pool, path: str | Path, cloning_backends) -> None:
+    """Give every voice of `pool` (loaded from `path`) whose backend clones its reference params."""
+    base = Path(path).resolve().parent
+    for index, voice in enumerate(pool.voices):
+        if voice.tts.backend not in cloning_backends:
+            continue
+        where = f"voice pool {path}: voice {voice.id!r}"
+        if not voice.reference_clip:
+            voice.tts.attach({"reference_error": (
+                f"{where}: field 'reference_clip' is missing: backend {voice.tts.backend} clones a "
+                f"recording of the speaker (set voices.{index}.reference_clip, relative to the pool file)")})
+            continue
+        voice.tts.attach(reference_params(base / voice.reference_clip, voice.reference_text, where))
