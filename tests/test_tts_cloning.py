@@ -113,6 +113,16 @@ def test_cache_key_follows_the_reference_clip_bytes(tmp_path):
     assert key() == first  # the content, not the file's age, decides
 
 
+def test_cache_key_follows_the_clip_not_where_the_pool_lies(tmp_path):
+    cache = AudioCache(tmp_path / "cache")
+    keys = []
+    for folder in ("here", "moved"):
+        write_clip(tmp_path / folder / "refs" / "a.wav", seed=1)
+        voices, pool = load(write_pool(tmp_path / folder, voice_yaml("a", "refs/a.wav")))
+        keys.append(job_key(cache, SynthesisJob.speak(voices["a"], "Hello.", pool.loudness_target), "v"))
+    assert keys[0] == keys[1]
+
+
 # -- bad reference clips -------------------------------------------------------------------
 
 

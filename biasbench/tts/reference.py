@@ -5,7 +5,7 @@ relative to the pool YAML) and its transcript (`reference_text`). When a pool is
 `attach_references` gives every voice whose backend clones (registry.CLONING_BACKENDS) these
 extra TTS params, which is how they reach the backend and the audio cache key:
 
-  reference_audio   absolute path of the clip
+  reference_audio   absolute path of the clip (not in the cache key: its sha256 is)
   reference_text    its transcript
   reference_sha256  sha256 of the clip's bytes: a re-recorded clip gets new cache keys,
                     so a replaced recording can never return stale clones

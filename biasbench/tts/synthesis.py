@@ -68,9 +68,16 @@ class SynthesisJob:
         return hash((self.voice_id, self.backend, self.text, self.loudness_target))
 
 
+#: Params that say where an input lies -> the param that says what it is. Only the second
+#: enters the cache key, so a pool folder moved or shared between machines keeps its clips.
+LOCATED_BY_CONTENT = {"reference_audio": "reference_sha256"}
+
+
 def job_key(cache: AudioCache, job: SynthesisJob, backend_version: str) -> str:
     """The cache key of `job`'s clip: everything that determines its samples."""
-    return cache.key(job.backend, backend_version, job.params, job.text, loudness_target=job.loudness_target)
+    params = {name: value for name, value in job.params.items()
+              if not (name in LOCATED_BY_CONTENT and LOCATED_BY_CONTENT[name] in job.params)}
+    return cache.key(job.backend, backend_version, params, job.text, loudness_target=job.loudness_target)
 
 
 @dataclass
