@@ -11,6 +11,7 @@ import platform
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -235,19 +236,40 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
     store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
     skip = {id(p) for p in unspoken} | ({id(p) for p in too_long} if options.long_audio == "skip" else set())
     todo = sorted((p for p in pending if id(p) not in skip), key=lambda p: p.audio_seconds or 0.0)
-    n_new = 0
-    with tqdm(total=len(todo), desc="answering", unit="req", disable=not options.progress) as bar:
-        for start in range(0, len(todo), options.batch_size):
-            # Sorted by duration, so each batch holds clips of similar length: little padding.
-            batch = todo[start:start + options.batch_size]
-            n_new += store.add(_answer_batch(batch, backend, task, settings, limit, cache, failures))
-            bar.update(len(batch))
+    n_new = _answer_in_batches(todo, backend, task, settings, options, store, cache, failures)
     return n_new + len(too_long if options.long_audio == "skip" else []) + len(unspoken)
 
 
-def _answer_batch(batch: list[Planned], backend, task: Task, settings, limit, cache,
+def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, options: RunOptions, store,
+                       cache: AudioCache, failures: list[dict]) -> int:
+    """Answer `todo` (sorted by duration, so each batch holds clips of similar length: little
+    padding) batch by batch, storing each batch before the next is answered."""
+    limit, size = backend.max_audio_seconds, options.batch_size
+    batches = [todo[start:start + size] for start in range(0, len(todo), size)]
+    n_new = 0
+    # One thread reads the next batch's clips while the model answers this one: a read costs
+    # about a millisecond per request, and overlapped it costs no wall time (soundfile reads
+    # outside the GIL). One batch ahead at most, so memory stays bounded.
+    with tqdm(total=len(todo), desc="answering", unit="req", disable=not options.progress) as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="biasbench-read") as reader:
+        upcoming = reader.submit(_requests, batches[0], settings, limit, cache) if batches else None
+        for index, batch in enumerate(batches):
+            requests = upcoming.result()  # a read error surfaces here, for the batch it belongs to
+            if index + 1 < len(batches):
+                upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache)
+            # One transaction per batch, committed before the next batch is answered: a killed
+            # run loses at most the batch in flight, and a resumed one skips every stored key.
+            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures))
+            bar.update(len(batch))
+    return n_new
+
+
+def _requests(batch: list[Planned], settings, limit, cache: AudioCache) -> list[Request]:
+    return [_request(p, settings, limit, cache) for p in batch]
+
+
+def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: Task, limit,
                   failures: list[dict]) -> list[StoredResponse]:
-    requests = [_request(p, settings, limit, cache) for p in batch]
     if task.config.output_type == "multiple_choice" and task.config.scoring == "logprobs":
         responses = backend.score_choices(requests)
     else:

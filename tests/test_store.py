@@ -24,6 +24,19 @@ def test_a_key_is_stored_once(tmp_path):
     assert frame["request_key"].is_unique and frame["created_at"].str.len().min() > 0
 
 
+def test_every_field_lands_in_its_column(tmp_path):
+    full = StoredResponse(request_key="k", item_id="i", voice_id="v", condition="text", sample_index=2, prompt_hash="p",
+                          audio_key="a", audio_seconds=1.5, audio_truncated=1, response_text="t",
+                          option_logprobs='{"A": -0.1}', answer="A", target="B", status="valid", correct=0.0,
+                          value=3.5, latency_s=0.25, n_input_tokens=7, transcript="heard", cer=0.125,
+                          created_at="2020-01-01T00:00:00+00:00")
+    store = ResponseStore(tmp_path / "r.sqlite")
+    store.add([full, response("now")])
+    rows = store.to_frame().set_index("request_key")
+    assert rows.loc["k"].to_dict() == {name: value for name, value in vars(full).items() if name != "request_key"}
+    assert rows.loc["now", "created_at"] > "2020"  # left empty: stamped at write time
+
+
 def test_store_survives_reopen(tmp_path):
     ResponseStore(tmp_path / "r.sqlite").add([response("k1", correct=None, status="invalid")])
     frame = ResponseStore(tmp_path / "r.sqlite").to_frame()
