@@ -56,6 +56,12 @@ def _f5_tts() -> TTSBackend:
     return F5Backend()
 
 
+def _maskgct() -> TTSBackend:
+    from biasbench.tts.maskgct import MaskGCTBackend
+
+    return MaskGCTBackend()
+
+
 #: Backend name -> zero-argument factory, offline engines first (the order users see).
 BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "espeak-ng": _espeak,
@@ -65,15 +71,16 @@ BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "kokoro": _kokoro,
     "edge-tts": _edge_tts,
     "f5-tts": _f5_tts,
+    "maskgct": _maskgct,
 }
 
-#: Backends that need no network once installed (f5-tts: once its checkpoint is downloaded,
-#: or given as a local path).
-OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts")
+#: Backends that need no network once installed (f5-tts, maskgct: once their checkpoints are
+#: downloaded, or given as local paths).
+OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts", "maskgct")
 
 #: Zero-shot cloning backends: the pool loader passes each voice's reference clip and
 #: transcript to them as params (biasbench.tts.reference).
-CLONING_BACKENDS = ("f5-tts",)
+CLONING_BACKENDS = ("f5-tts", "maskgct")
 
 
 def known_backends() -> list[str]:

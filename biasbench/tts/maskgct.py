@@ -1,0 +1,562 @@
+"""MaskGCT (Amphion's zero-shot TTS: masked generative codec transformers) as a TTS backend.
+
+Each voice is a reference recording of a real, consenting speaker and its transcript
+(`reference_clip`, `reference_text` in the pool YAML: voices/cloning-template.yaml); the
+pool loader hands them over as params (biasbench.tts.reference), including the sha256 of
+the clip's bytes, so a re-recorded clip gets new cache keys.
+
+Amphion (MIT) is not on PyPI. Clone it (git clone https://github.com/open-mmlab/Amphion),
+install its MaskGCT requirements (pip install -r models/tts/maskgct/requirements.txt) and
+set BIASBENCH_AMPHION_DIR to the checkout. The backend puts that directory on sys.path
+(only when a pool uses this backend) and runs Amphion's own code, from
+models/tts/maskgct/maskgct_utils.py: build_semantic_codec, build_acoustic_codec,
+build_t2s_model, build_s2a_model and MaskGCT_Inference_Pipeline (text2semantic,
+extract_acoustic_code, semantic2acoustic: the steps of its maskgct_inference). Two
+things differ from Amphion's inference script, which hard-codes its downloads:
+build_semantic_model's two lines (Wav2Vec2BertModel.from_pretrained and the feature
+statistics) are done here with configurable locations, and the pipeline is handed the
+SeamlessM4TFeatureExtractor from the same location. A CUDA GPU is advised (CPU works,
+slowly). Amphion's MaskGCT README states no licence for the official weights (hub
+amphion/MaskGCT); they are trained on Emilia (CC-BY-NC 4.0): treat them as non-commercial
+research only and check the model card (voices/README.md).
+
+Environment variables (all optional except the first):
+
+  BIASBENCH_AMPHION_DIR               the Amphion checkout (required)
+  BIASBENCH_MASKGCT_CONFIG            model config JSON (default: the checkout's
+                                      models/tts/maskgct/config/maskgct.json)
+  BIASBENCH_MASKGCT_CHECKPOINTS       `hf://amphion/MaskGCT` (default, downloaded once) or a
+                                      local directory with the same layout
+                                      (semantic_codec/model.safetensors, acoustic_codec/
+                                      model.safetensors and model_1.safetensors, t2s_model/
+                                      model.safetensors, s2a_model/s2a_model_1layer/ and
+                                      s2a_model/s2a_model_full/model.safetensors)
+  BIASBENCH_MASKGCT_SEMANTIC_MODEL    `hf://facebook/w2v-bert-2.0` (default) or a local
+                                      directory holding a Wav2Vec2BertModel and its
+                                      SeamlessM4TFeatureExtractor (save_pretrained of both)
+  BIASBENCH_MASKGCT_SEMANTIC_STATS    mean/var of the semantic features (default: the
+                                      checkout's models/tts/maskgct/ckpt/wav2vec2bert_stats.pt)
+  BIASBENCH_MASKGCT_DEVICE            cuda, cuda:1, cpu ... (default cuda when available)
+
+version() names the Amphion commit (read from the checkout's .git; a sha256 of its
+MaskGCT and codec sources when there is no .git), the config, the checkpoints, the
+semantic model and its statistics (hub ids, or the sha256 of local files), so changing
+any of them re-synthesises.
+
+Target duration: MaskGCT is told how long to speak. The backend leaves it to Amphion's
+own rule (text2semantic with target_len=None, as its inference script does when no
+duration is given): the reference's duration scaled by the ratio of the phone counts of
+the text and of the reference transcript, i.e. the speaker's phone rate.
+
+Params (besides the reference ones): `seed` (default 0: MaskGCT samples tokens, and the
+same seed gives the same clip on the same machine), `language` (of both the text and the
+reference transcript; en, zh, ja, fr, ko, de; default en), `t2s_steps` (text-to-semantic
+steps, default 25), `cfg`, `rescale_cfg` (text-to-semantic guidance, defaults 2.5 and
+0.75), `s2a_cfg`, `s2a_rescale_cfg` (semantic-to-acoustic guidance, same defaults). The
+semantic-to-acoustic steps are Amphion's ([25, 10, 1, ...] over the 12 codec layers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import random
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from biasbench.errors import BiasbenchError
+from biasbench.tts import _common
+from biasbench.tts._common import Param
+from biasbench.tts.base import SAMPLE_RATE
+from biasbench.tts.reference import file_sha256
+from biasbench.tts.synthesis import to_harness_audio
+
+ENGINE = "maskgct"
+AMPHION_URL = "https://github.com/open-mmlab/Amphion"
+REQUIREMENTS = "models/tts/maskgct/requirements.txt"
+INSTALL_HINT = (
+    f"MaskGCT runs Amphion's code, which is not on PyPI: `git clone {AMPHION_URL}`, "
+    f"`pip install -r {REQUIREMENTS}` from the checkout (keep your CUDA torch), and set "
+    "BIASBENCH_AMPHION_DIR to the checkout (see voices/README.md)"
+)
+
+DEFAULT_CHECKPOINTS = "hf://amphion/MaskGCT"
+DEFAULT_SEMANTIC_MODEL = "hf://facebook/w2v-bert-2.0"
+DEFAULT_CONFIG = "models/tts/maskgct/config/maskgct.json"  # in the checkout
+DEFAULT_STATS = "models/tts/maskgct/ckpt/wav2vec2bert_stats.pt"  # in the checkout
+#: The checkpoint files, by the hub repo's layout (as maskgct_inference.py downloads them).
+CHECKPOINT_FILES = {
+    "semantic_codec": "semantic_codec/model.safetensors",
+    "codec_encoder": "acoustic_codec/model.safetensors",
+    "codec_decoder": "acoustic_codec/model_1.safetensors",
+    "t2s_model": "t2s_model/model.safetensors",
+    "s2a_1layer": "s2a_model/s2a_model_1layer/model.safetensors",
+    "s2a_full": "s2a_model/s2a_model_full/model.safetensors",
+}
+#: Amphion's sources that make the clips, hashed for version() when there is no .git.
+CODE_DIRS = ("models/tts/maskgct", "models/codec/amphion_codec", "models/codec/kmeans")
+ENV = {
+    "amphion_dir": "BIASBENCH_AMPHION_DIR",
+    "config": "BIASBENCH_MASKGCT_CONFIG",
+    "checkpoints": "BIASBENCH_MASKGCT_CHECKPOINTS",
+    "semantic_model": "BIASBENCH_MASKGCT_SEMANTIC_MODEL",
+    "semantic_stats": "BIASBENCH_MASKGCT_SEMANTIC_STATS",
+    "device": "BIASBENCH_MASKGCT_DEVICE",
+}
+#: Amphion's hidden layer of w2v-bert-2.0 that MaskGCT's semantic codec quantises.
+SEMANTIC_LAYER = 17
+LANGUAGES = ("en", "zh", "ja", "fr", "ko", "de")
+
+PARAMS: dict[str, Param] = {
+    # Set by the pool loader from the voice's reference_clip / reference_text.
+    "reference_audio": Param(str, help="absolute path of the reference clip"),
+    "reference_text": Param(str, help="transcript of the reference clip"),
+    "reference_sha256": Param(str, help="sha256 of the reference clip's bytes"),
+    "reference_error": Param(str, help="why the reference cannot be used"),
+    # Voice params a pool may set.
+    "seed": Param(int, 0, 2**31 - 1, help="sampling seed (default 0)"),
+    "language": Param(str, choices=LANGUAGES, help="language of text and transcript (default en)"),
+    "t2s_steps": Param(int, 1, 200, help="text-to-semantic steps (default 25)"),
+    "cfg": Param(float, 0.0, 10.0, help="text-to-semantic guidance (default 2.5)"),
+    "rescale_cfg": Param(float, 0.0, 1.0, help="text-to-semantic guidance rescale (default 0.75)"),
+    "s2a_cfg": Param(float, 0.0, 10.0, help="semantic-to-acoustic guidance (default 2.5)"),
+    "s2a_rescale_cfg": Param(float, 0.0, 1.0, help="semantic-to-acoustic guidance rescale (default 0.75)"),
+}
+#: MaskGCT_Inference_Pipeline.maskgct_inference's defaults.
+DEFAULTS = {"seed": 0, "language": "en", "t2s_steps": 25, "cfg": 2.5, "rescale_cfg": 0.75,
+            "s2a_cfg": 2.5, "s2a_rescale_cfg": 0.75}
+S2A_STEPS = [25, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+SEMANTIC_RATE = 16000  # w2v-bert's input
+CODEC_RATE = 24000  # the acoustic codec's input and output
+
+# One lock for everything: importing (it changes the working directory for a moment),
+# loading, and synthesis (the models are shared, and seeding is process-global).
+_lock = threading.RLock()
+_modules: dict | None = None
+_engines: dict[tuple, _Engine] = {}
+_references: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def check_params(params: dict) -> None:
+    """Raise BiasbenchError naming the first bad key."""
+    _common.check_params(ENGINE, params, PARAMS)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Amphion and the weights are; from the BIASBENCH_* variables unless given."""
+
+    amphion_dir: str = ""
+    config: str = ""
+    checkpoints: str = DEFAULT_CHECKPOINTS
+    semantic_model: str = DEFAULT_SEMANTIC_MODEL
+    semantic_stats: str = ""
+    device: str = ""
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        values = {key: os.environ.get(var, "").strip() for key, var in ENV.items()}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v})
+
+    def amphion(self) -> Path:
+        """The checkout; BiasbenchError with the install steps when it is not one."""
+        if not self.amphion_dir:
+            raise BiasbenchError(f"the {ENGINE} engine is not set up: {ENV['amphion_dir']} is not set; {INSTALL_HINT}")
+        path = Path(self.amphion_dir).expanduser().resolve()
+        if not (path / "models" / "tts" / "maskgct" / "maskgct_utils.py").is_file():
+            raise BiasbenchError(f"{ENV['amphion_dir']}={self.amphion_dir} is not an Amphion checkout "
+                                 f"(no models/tts/maskgct/maskgct_utils.py there); {INSTALL_HINT}")
+        return path
+
+    def config_path(self) -> Path:
+        path = Path(self.config).expanduser() if self.config else self.amphion() / DEFAULT_CONFIG
+        if not path.is_file():
+            raise BiasbenchError(f"{ENGINE} model config {path} ({ENV['config']}) not found")
+        return path
+
+    def stats_path(self) -> Path:
+        path = Path(self.semantic_stats).expanduser() if self.semantic_stats else self.amphion() / DEFAULT_STATS
+        if not path.is_file():
+            raise BiasbenchError(f"{ENGINE} semantic feature statistics {path} ({ENV['semantic_stats']}) not found")
+        return path
+
+    def checkpoint_dir(self) -> Path | None:
+        """The local checkpoint directory, or None for the hub."""
+        if self.checkpoints.startswith("hf://"):
+            return None
+        path = Path(self.checkpoints).expanduser()
+        missing = [name for name in CHECKPOINT_FILES.values() if not (path / name).is_file()]
+        if missing:
+            raise BiasbenchError(f"{ENGINE} checkpoint directory {path} ({ENV['checkpoints']}) lacks "
+                                 f"{', '.join(missing)}; it must have the layout of the hub repo amphion/MaskGCT")
+        return path
+
+    def semantic_dir(self) -> Path | None:
+        if self.semantic_model.startswith("hf://"):
+            return None
+        path = Path(self.semantic_model).expanduser()
+        if not (path / "config.json").is_file() or not (path / "preprocessor_config.json").is_file():
+            raise BiasbenchError(f"{ENGINE} semantic model {path} ({ENV['semantic_model']}) must be a directory "
+                                 "with a Wav2Vec2BertModel and its SeamlessM4TFeatureExtractor "
+                                 "(config.json, preprocessor_config.json and the weights)")
+        return path
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered while its size and mtime stay the same (checkpoints are GBs)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_hashes:
+        _file_hashes[key] = file_sha256(path)
+    return _file_hashes[key]
+
+
+def _files_identity(root: Path, files: list[Path]) -> str:
+    joined = ";".join(f"{p.relative_to(root) if root.is_dir() else p.name}:{_cached_sha256(p)}" for p in files)
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def _identity(ref: str, path: Path | None) -> str:
+    """A hub reference as written; a local file or directory by the sha256 of its bytes."""
+    if path is None:
+        return ref.removeprefix("hf://")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return _files_identity(path, files)
+
+
+def amphion_revision(root: Path) -> str:
+    """`commit <sha>` of a git checkout, else `code sha256:...` of the MaskGCT sources."""
+    git = root / ".git"
+    with contextlib.suppress(OSError, ValueError):
+        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return f"commit {head[:12]}"
+        ref = head.split(":", 1)[1].strip()
+        if (git / ref).is_file():
+            return f"commit {(git / ref).read_text().strip()[:12]}"
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return f"commit {line.split()[0][:12]}"
+    files = sorted(p for d in CODE_DIRS for p in (root / d).rglob("*.py"))
+    return "code " + _files_identity(root, files)
+
+
+# --------------------------------------------------------------------------- Amphion
+
+
+def _import_amphion(settings: Settings) -> dict:
+    """Amphion's MaskGCT modules, imported once; BiasbenchError with the install steps otherwise.
+
+    Amphion is imported as top-level `models` and `utils` packages from its checkout, and
+    its G2P modules open their data files relative to the working directory at import, so
+    the import runs from the checkout (the working directory is restored after it)."""
+    global _modules
+    root = settings.amphion()
+    with _lock:
+        if _modules is not None:
+            if _modules["root"] != root:
+                raise BiasbenchError(f"Amphion was already imported from {_modules['root']} in this process; "
+                                     f"{ENV['amphion_dir']}={root} needs a new process")
+            return _modules
+        for name in ("models", "utils"):
+            module = sys.modules.get(name)
+            origin = getattr(module, "__file__", None) or ""
+            if module is not None and not origin.startswith(str(root)):
+                raise BiasbenchError(f"cannot import Amphion from {root}: a different top-level module "
+                                     f"{name!r} ({origin or 'built in'}) is already imported in this process")
+        before = set(sys.modules)
+        added_path = str(root) not in sys.path
+        if added_path:
+            sys.path.insert(0, str(root))
+        cwd = os.getcwd()
+        try:
+            os.chdir(root)
+            # Amphion prints file paths and warns (onnxruntime without CUDA) on import.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import librosa
+                import safetensors.torch
+                import torch
+                from models.tts.maskgct import maskgct_utils
+                from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
+                from utils.util import load_config
+        except BaseException as err:
+            for name in set(sys.modules) - before:
+                if name.split(".")[0] in ("models", "utils"):
+                    sys.modules.pop(name, None)
+            if added_path:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(str(root))
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise BiasbenchError(_import_problem(err, root)) from None
+        finally:
+            os.chdir(cwd)
+        _modules = {"root": root, "torch": torch, "librosa": librosa, "safetensors": safetensors.torch,
+                    "maskgct_utils": maskgct_utils, "load_config": load_config,
+                    "Wav2Vec2BertModel": Wav2Vec2BertModel, "FeatureExtractor": SeamlessM4TFeatureExtractor}
+        return _modules
+
+
+def _import_problem(err: BaseException, root: Path) -> str:
+    requirements = f"pip install -r {root / REQUIREMENTS}"
+    if isinstance(err, ImportError):
+        what = f"missing module {err.name!r}" if getattr(err, "name", None) else str(err)[:300]
+    elif isinstance(err, SystemExit):
+        what = "its g2p data files are missing (Amphion exits when it cannot find them)"
+    else:
+        what = f"{type(err).__name__}: {str(err)[:300]}"
+    message = (f"the {ENGINE} engine cannot import Amphion's MaskGCT code from {root} "
+               f"({ENV['amphion_dir']}): {what}; install its requirements with `{requirements}`")
+    text = str(err)
+    if "setLangfilters" in text:
+        message += (". LangSegment 0.2.0 (the only release on PyPI) cannot be imported: in its "
+                    "LangSegment/__init__.py remove `setLangfilters,getLangfilters,` (Amphion issue #450)")
+    elif "LlamaConfig" in text or "positional" in text:
+        message += ". MaskGCT needs transformers 4.x (its requirements pin transformers==4.41.2)"
+    return message + f"; see voices/README.md ({INSTALL_HINT})"
+
+
+def _device(settings: Settings, torch) -> str:
+    if settings.device:
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class _Engine:
+    pipeline: object  # maskgct_utils.MaskGCT_Inference_Pipeline
+    device: str
+
+
+def _load(settings: Settings) -> _Engine:
+    """The models for `settings`, loaded once per process."""
+    modules = _import_amphion(settings)
+    device = _device(settings, modules["torch"])
+    key = (settings, device)
+    with _lock:
+        if key not in _engines:
+            _engines[key] = _load_engine(settings, device, modules)
+        return _engines[key]
+
+
+def _contiguous_buffers(module) -> None:
+    """Give buffers that are views of a larger tensor (torch >= 2.1 returns hann_window as
+    one) their own storage: safetensors refuses to load into them otherwise."""
+    for sub in module.modules():
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None and buffer.untyped_storage().nbytes() != buffer.numel() * buffer.element_size():
+                sub._buffers[name] = buffer.clone()
+
+
+def _load_engine(settings: Settings, device: str, modules: dict) -> _Engine:
+    torch, mu = modules["torch"], modules["maskgct_utils"]
+    config_path = settings.config_path()
+    try:
+        model = modules["load_config"](str(config_path)).model
+        parts = {"semantic_codec": model.semantic_codec, "acoustic_codec": model.acoustic_codec,
+                 "t2s_model": model.t2s_model, "s2a_1layer": model.s2a_model.s2a_1layer,
+                 "s2a_full": model.s2a_model.s2a_full}
+    except Exception as err:  # noqa: BLE001 - json5 and attribute errors alike
+        raise BiasbenchError(f"{ENGINE} model config {config_path} is not a MaskGCT config (model.t2s_model, "
+                             f"model.s2a_model, model.semantic_codec, model.acoustic_codec): {err}") from None
+    files = _checkpoint_files(settings)
+    semantic = settings.semantic_dir()
+    semantic_ref = str(semantic) if semantic else settings.semantic_model[len("hf://"):]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # weight_norm deprecation
+            semantic_codec = mu.build_semantic_codec(parts["semantic_codec"], device)
+            codec_encoder, codec_decoder = mu.build_acoustic_codec(parts["acoustic_codec"], device)
+            t2s_model = mu.build_t2s_model(parts["t2s_model"], device)
+            s2a_1layer = mu.build_s2a_model(parts["s2a_1layer"], device)
+            s2a_full = mu.build_s2a_model(parts["s2a_full"], device)
+            built = {"semantic_codec": semantic_codec, "codec_encoder": codec_encoder,
+                     "codec_decoder": codec_decoder, "t2s_model": t2s_model,
+                     "s2a_1layer": s2a_1layer, "s2a_full": s2a_full}
+            for name, module in built.items():
+                _contiguous_buffers(module)
+                modules["safetensors"].load_model(module, str(files[name]), device=str(device))
+            # build_semantic_model, with the model and statistics from the configured places.
+            semantic_model = modules["Wav2Vec2BertModel"].from_pretrained(semantic_ref).eval().to(device)
+            stats = torch.load(str(settings.stats_path()), map_location="cpu")
+            semantic_mean = stats["mean"].to(device)
+            semantic_std = torch.sqrt(stats["var"]).to(device)
+            processor = modules["FeatureExtractor"].from_pretrained(semantic_ref)
+            pipeline = _pipeline(mu, processor, semantic_model, semantic_codec, codec_encoder, codec_decoder,
+                                 t2s_model, s2a_1layer, s2a_full, semantic_mean, semantic_std, device)
+    except BiasbenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - hub, torch and state-dict errors alike
+        raise BiasbenchError(
+            f"{ENGINE} could not load its models (config {config_path}, checkpoints {settings.checkpoints}, "
+            f"semantic model {settings.semantic_model}) on {device}: {type(err).__name__}: {str(err)[:400]}. "
+            f"Without hub access, download them first and point {ENV['checkpoints']} / "
+            f"{ENV['semantic_model']} at the local copies."
+        ) from None
+    layers = getattr(semantic_model.config, "num_hidden_layers", SEMANTIC_LAYER)
+    if layers < SEMANTIC_LAYER:
+        raise BiasbenchError(f"{ENGINE} semantic model {settings.semantic_model} has {layers} layers; MaskGCT "
+                             f"reads hidden layer {SEMANTIC_LAYER} (w2v-bert-2.0)")
+    return _Engine(pipeline, device)
+
+
+def _pipeline(mu, processor, *models):
+    """Amphion's MaskGCT_Inference_Pipeline, with `processor` as its feature extractor
+    (its constructor loads facebook/w2v-bert-2.0's from the hub by name)."""
+
+    class _Given:
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            return processor
+
+    original = mu.SeamlessM4TFeatureExtractor
+    mu.SeamlessM4TFeatureExtractor = _Given
+    try:
+        return mu.MaskGCT_Inference_Pipeline(*models)
+    finally:
+        mu.SeamlessM4TFeatureExtractor = original
+
+
+def _checkpoint_files(settings: Settings) -> dict[str, Path]:
+    local = settings.checkpoint_dir()
+    if local is not None:
+        return {name: local / rel for name, rel in CHECKPOINT_FILES.items()}
+    repo = settings.checkpoints[len("hf://"):]
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return {name: Path(hf_hub_download(repo, filename=rel)) for name, rel in CHECKPOINT_FILES.items()}
+    except Exception as err:  # noqa: BLE001 - network and hub errors
+        raise BiasbenchError(
+            f"{ENGINE} could not download the checkpoints from {settings.checkpoints}: {type(err).__name__}: "
+            f"{str(err)[:300]}. Without hub access, copy the repo's files here and set {ENV['checkpoints']} "
+            "to that directory."
+        ) from None
+
+
+# --------------------------------------------------------------------------- reference clips
+
+
+def _reference(params: dict, librosa) -> tuple[np.ndarray, np.ndarray]:
+    """The reference clip at 16 kHz (semantic model) and 24 kHz (codec), read once.
+
+    Resampled as Amphion's maskgct_inference does (librosa.load(path, sr=...), whose
+    resampler is librosa.resample's default), from the bytes whose sha256 the pool gave."""
+    path = params["reference_audio"]
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise BiasbenchError(f"reference clip {path} cannot be read: {err.strerror or err}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != params["reference_sha256"]:
+        raise BiasbenchError(f"reference clip {path} changed after the pool was loaded "
+                             "(its sha256 differs); load the pool again")
+    key = (path, digest)
+    if key not in _references:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        mono = audio.mean(axis=1)
+        _references[key] = tuple(
+            mono if rate == target else librosa.resample(mono, orig_sr=rate, target_sr=target).astype(np.float32)
+            for target in (SEMANTIC_RATE, CODEC_RATE)
+        )
+    return _references[key]
+
+
+# --------------------------------------------------------------------------- backend
+
+
+def _check_speakable(mu, what: str, words: str, language: str) -> None:
+    """Refuse text Amphion's G2P cannot turn into phones (it raises on text with no letters
+    of its languages, e.g. digits or punctuation alone, or another script)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            phones = mu.g2p_(words, language)[1]
+    except Exception as err:  # noqa: BLE001 - Amphion raises a bare Exception
+        raise BiasbenchError(f"{ENGINE} cannot speak {what} {_common.excerpt(words)} (language {language}): "
+                             f"Amphion's G2P fails: {str(err)[:200]}") from None
+    if not phones:
+        raise BiasbenchError(f"{ENGINE} found nothing to say in {what} {_common.excerpt(words)} (language {language})")
+
+
+def _seed(seed: int, torch) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device's generator
+
+
+class MaskGCTBackend:
+    """`TTSBackend` for Amphion's MaskGCT zero-shot cloning; the models are shared by all instances."""
+
+    name = ENGINE
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+
+    def version(self) -> str:
+        """Amphion revision, config, checkpoints, semantic model and statistics (without loading).
+
+        Imports Amphion, so a missing checkout or requirement is reported here (and each
+        clip of the pool's voices on this backend fails with that message)."""
+        s = self.settings
+        modules = _import_amphion(s)
+        return (f"maskgct (Amphion {amphion_revision(modules['root'])}); "
+                f"config {_identity(str(s.config_path()), s.config_path())}; "
+                f"checkpoints {_identity(s.checkpoints, s.checkpoint_dir())}; "
+                f"semantic model {_identity(s.semantic_model, s.semantic_dir())}; "
+                f"stats {_identity('', s.stats_path())}")
+
+    def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
+        _common.check_text(ENGINE, text)
+        check_params(params)
+        if "reference_error" in params:
+            raise BiasbenchError(f"{params['reference_error']} (text {_common.excerpt(text)})")
+        if "reference_audio" not in params or "reference_sha256" not in params:
+            raise BiasbenchError(f"{ENGINE} needs a reference clip: give the voice `reference_clip` and "
+                                 "`reference_text` in the pool YAML (voices/cloning-template.yaml)")
+        ref_text = params.get("reference_text", "").strip()
+        if not ref_text:
+            raise BiasbenchError(f"{ENGINE} needs the transcript of reference clip "
+                                 f"{params['reference_audio']} (reference_text is empty)")
+        voice = Path(params["reference_audio"]).name
+        settings = {**DEFAULTS, **{k: params[k] for k in DEFAULTS if k in params}}
+        language = settings["language"]
+        modules = _import_amphion(self.settings)
+        torch, mu = modules["torch"], modules["maskgct_utils"]
+        with _lock:
+            engine = _load(self.settings)
+            speech_16k, speech_24k = _reference(params, modules["librosa"])
+            for what, words in (("text", text), ("reference_text", ref_text)):
+                _check_speakable(mu, what, words, language)
+            pipeline = engine.pipeline
+            _seed(int(settings["seed"]), torch)
+            with contextlib.redirect_stdout(io.StringIO()):  # text2semantic prints shapes
+                # maskgct_inference's steps; target_len=None: Amphion's duration rule.
+                semantic, _ = pipeline.text2semantic(
+                    speech_16k, ref_text, language, text, language, None,
+                    int(settings["t2s_steps"]), float(settings["cfg"]), float(settings["rescale_cfg"]))
+                acoustic = pipeline.extract_acoustic_code(torch.from_numpy(speech_24k).unsqueeze(0).to(engine.device))
+                _, audio = pipeline.semantic2acoustic(
+                    semantic, acoustic, n_timesteps=list(S2A_STEPS), cfg=float(settings["s2a_cfg"]),
+                    rescale_cfg=float(settings["s2a_rescale_cfg"]))
+        audio = np.asarray(audio, np.float32).ravel()
+        if audio.size == 0:
+            raise BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
+        audio = to_harness_audio(audio, CODEC_RATE)
+        _common.check_not_silent(ENGINE, audio, voice, text)
+        return audio, SAMPLE_RATE

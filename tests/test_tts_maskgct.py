@@ -1,0 +1,347 @@
+"""The MaskGCT backend (Amphion's zero-shot TTS).
+
+The first half needs no Amphion: a missing BIASBENCH_AMPHION_DIR, a directory that is not
+a checkout, or missing requirements give one clear error naming the variable and the
+requirements, and only the clips of that backend's voices fail. The second half runs
+Amphion's real MaskGCT code on tiny random-weight models built here (semantic model,
+semantic and acoustic codecs, T2S and S2A); it needs an Amphion checkout in
+BIASBENCH_AMPHION_DIR and its requirements installed, and is skipped otherwise.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clip, write
+from test_tts_cloning import REFERENCE_TEXT, load, voice_yaml, write_clip, write_pool
+
+from biasbench.errors import BiasbenchError
+from biasbench.tts import maskgct, registry
+from biasbench.tts.base import SAMPLE_RATE
+from biasbench.tts.cache import AudioCache
+from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+
+AMPHION_ENV = "BIASBENCH_AMPHION_DIR"
+
+
+@pytest.fixture
+def fresh_import(monkeypatch):
+    """Forget an Amphion imported by earlier tests (restored afterwards)."""
+    monkeypatch.setattr(maskgct, "_modules", None)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("models", "utils")]:
+        monkeypatch.delitem(sys.modules, name)
+    for var in maskgct.ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def fake_checkout(root: Path, body: str) -> Path:
+    write(root / "models" / "tts" / "maskgct" / "maskgct_utils.py", body)
+    return root
+
+
+# -- without Amphion -------------------------------------------------------------------------
+
+
+def test_unset_amphion_dir_names_the_variable_and_the_install(fresh_import):
+    status = registry.backend_status("maskgct")
+    assert not status.installed
+    assert AMPHION_ENV in status.detail and "is not set" in status.detail
+    assert "git clone https://github.com/open-mmlab/Amphion" in status.detail
+    assert "models/tts/maskgct/requirements.txt" in status.detail
+    assert registry.get_tts_backend("maskgct").name == "maskgct"  # creating it imports nothing
+    assert "maskgct" in registry.CLONING_BACKENDS
+
+
+def test_a_directory_that_is_not_a_checkout_is_refused(fresh_import, tmp_path):
+    fresh_import.setenv(AMPHION_ENV, str(tmp_path))
+    with pytest.raises(BiasbenchError, match=f"{AMPHION_ENV}=.* is not an Amphion checkout"):
+        maskgct.MaskGCTBackend().version()
+
+
+def test_missing_requirements_name_the_requirements_file_and_leave_no_trace(fresh_import, tmp_path):
+    root = fake_checkout(tmp_path / "Amphion", "import no_such_amphion_requirement\n")
+    fresh_import.setenv(AMPHION_ENV, str(root))
+    path_before = list(sys.path)
+    with pytest.raises(BiasbenchError) as info:
+        maskgct.MaskGCTBackend().version()
+    message = str(info.value)
+    assert AMPHION_ENV in message and f"pip install -r {root.resolve() / maskgct.REQUIREMENTS}" in message
+    assert "missing module" in message  # which one depends on what this environment has
+    assert sys.path == path_before and "models" not in sys.modules and os.getcwd() != str(root)
+
+
+def test_amphion_exiting_on_missing_data_is_an_error_not_an_exit(fresh_import, tmp_path):
+    root = fake_checkout(tmp_path / "Amphion", "exit()\n")
+    fresh_import.setenv(AMPHION_ENV, str(root))
+    try:
+        import librosa  # noqa: F401
+        import safetensors  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        pytest.skip("needs Amphion's requirements (librosa, safetensors, transformers) to reach Amphion's code")
+    with pytest.raises(BiasbenchError, match="g2p data files are missing"):
+        maskgct.MaskGCTBackend().version()
+
+
+def test_params_and_references_are_checked_before_any_import(fresh_import):
+    backend = maskgct.MaskGCTBackend()
+    with pytest.raises(BiasbenchError, match="needs a reference clip"):
+        backend.synthesize("Hello there.", {"seed": 1})
+    with pytest.raises(BiasbenchError, match="'sede' is not known.*did you mean 'seed'"):
+        backend.synthesize("Hello there.", {"sede": 1})
+    with pytest.raises(BiasbenchError, match="'language' must be one of"):
+        backend.synthesize("Hello there.", {"language": "xx"})
+    with pytest.raises(BiasbenchError, match="voice 'v': field 'reference_clip': file not found.*Hello"):
+        backend.synthesize("Hello there.", {"reference_error": "voice 'v': field 'reference_clip': file not found"})
+
+
+def test_missing_amphion_fails_its_voices_and_the_rest_of_the_pool_is_made(fresh_import, tmp_path):
+    class Tone:
+        name = "tone"
+
+        def version(self):
+            return "1"
+
+        def synthesize(self, text, params):
+            return clip(0.5, seed=len(text)), SAMPLE_RATE
+
+    fresh_import.setitem(registry.BACKENDS, "tone", Tone)
+    write_clip(tmp_path / "refs" / "a.wav")
+    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", backend="maskgct")
+                      + voice_yaml("synthetic", None, None, backend="tone"))
+    voices, pool = load(path)
+    assert voices["clone-a"].tts.params["reference_sha256"]  # a cloning backend: references attached
+    jobs = [SynthesisJob.speak(v, f"Question {i}?", pool.loudness_target) for v in voices.values() for i in range(2)]
+    cache = AudioCache(tmp_path / "cache")
+    result = synthesize_all(jobs, cache, workers=2, progress=False)
+    assert (result.made, result.failed) == (2, 2)
+    failures = dict(result.failures)
+    for job in jobs:
+        if job.voice_id == "clone-a":
+            assert "'clone-a'" in failures[job] and AMPHION_ENV in failures[job] and not result.ok(job)
+        else:
+            assert result.ok(job) and cache.get(result.keys[job]) is not None
+    with pytest.raises(BiasbenchError, match=AMPHION_ENV):
+        synthesize_all([j for j in jobs if j.voice_id == "clone-a"], cache, progress=False)
+
+
+# -- Amphion's MaskGCT for real, on tiny random models ----------------------------------------
+
+#: A one-node ONNX graph (Identity): stands in for Amphion's Chinese polyphone model, which
+#: its g2p loads at import but English never runs. Only written where the checkout lacks it.
+_STUB_ONNX = bytes.fromhex(
+    "08083a3a0a100a017812017922084964656e746974791204737475625a0f0a0178120a0a08080112040a020801"
+    "620f0a0179120a0a08080112040a02080142040a00100d")
+_G2P_SOURCES = "models/tts/maskgct/g2p/sources"
+#: Data files Amphion's g2p opens at import (git LFS-sized; a partial checkout may lack them).
+_IMPORT_DATA = {f"{_G2P_SOURCES}/chinese_lexicon.txt": b"",
+                f"{_G2P_SOURCES}/g2p_chinese_model/poly_bert_model.onnx": _STUB_ONNX}
+H = 16  # every hidden size
+
+
+def _overlay(source: Path, target: Path, extra: dict[str, bytes]) -> Path:
+    """`target` mirrors `source` by symlinks, plus `extra` files where `source` lacks them
+    (the checkout itself is never written to)."""
+    def mirror(src: Path, dst: Path, wanted: dict[tuple[str, ...], bytes]):
+        dst.mkdir(parents=True, exist_ok=True)
+        heads = {parts[0] for parts in wanted}
+        for child in src.iterdir():
+            if child.name not in heads:
+                (dst / child.name).symlink_to(child, target_is_directory=child.is_dir())
+        for head in heads:
+            below = {parts[1:]: data for parts, data in wanted.items() if parts[0] == head and len(parts) > 1}
+            if below:
+                mirror(src / head, dst / head, below)
+            elif not (src / head).exists():
+                (dst / head).write_bytes(wanted[(head,)])
+            else:
+                (dst / head).symlink_to(src / head)
+
+    missing = {tuple(rel.split("/")): data for rel, data in extra.items() if not (source / rel).exists()}
+    mirror(source, target, missing)
+    return target
+
+
+def _tiny_config(source: Path) -> dict:
+    """Amphion's config/maskgct.json with every size shrunk (the 12 codec layers, 50 Hz
+    frames and 24 kHz codec are kept: the pipeline relies on them)."""
+    config = json.loads(source.read_text(encoding="utf-8"))
+    model = config["model"]
+    model["t2s_model"].update(hidden_size=H, num_layers=1, num_heads=2, cond_codebook_size=32, cond_dim=H)
+    for part in ("s2a_1layer", "s2a_full"):
+        model["s2a_model"][part].update(hidden_size=H, num_layers=1, num_heads=2, codebook_size=16,
+                                        cond_codebook_size=32, cond_dim=H)
+    model["semantic_codec"].update(codebook_size=32, hidden_size=H, codebook_dim=4, vocos_dim=H,
+                                   vocos_intermediate_dim=32, vocos_num_layers=1)
+    model["acoustic_codec"]["encoder"].update(d_model=2, out_channels=H)
+    # The decoder reads `in_channels` (the shipped config's `in_channel` is ignored: 256).
+    model["acoustic_codec"]["decoder"].update(in_channel=H, in_channels=H, upsample_initial_channel=H,
+                                              codebook_size=16, codebook_dim=4, vocos_dim=H,
+                                              vocos_intermediate_dim=32, vocos_num_layers=1)
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_maskgct(tmp_path_factory):
+    """Random-weight MaskGCT models on disk, built with Amphion's own builders; no download."""
+    amphion = os.environ.get(AMPHION_ENV, "").strip()
+    if not amphion:
+        pytest.skip(f"{AMPHION_ENV} is not set: point it at an Amphion checkout with "
+                    "models/tts/maskgct/requirements.txt installed to run MaskGCT for real")
+    root = tmp_path_factory.mktemp("tiny-maskgct")
+    overlay = _overlay(Path(amphion).resolve(), root / "Amphion", _IMPORT_DATA)
+    settings = maskgct.Settings(amphion_dir=str(overlay))
+    saved = maskgct._modules
+    maskgct._modules = None
+    try:
+        modules = maskgct._import_amphion(settings)
+    except BiasbenchError as err:
+        maskgct._modules = saved
+        pytest.skip(f"Amphion in {AMPHION_ENV}={amphion} cannot be imported here: {str(err)[:300]}")
+    torch, mu, load_config = modules["torch"], modules["maskgct_utils"], modules["load_config"]
+    from safetensors.torch import save_model
+    from transformers import (
+        SeamlessM4TFeatureExtractor,
+        Wav2Vec2BertConfig,
+        Wav2Vec2BertModel,
+    )
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on shared cores
+    torch.manual_seed(0)
+    config_path = root / "maskgct-tiny.json"
+    config_path.write_text(json.dumps(_tiny_config(overlay / maskgct.DEFAULT_CONFIG)))
+    cfg = load_config(str(config_path)).model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Amphion's codecs use weight_norm
+        codec_encoder, codec_decoder = mu.build_acoustic_codec(cfg.acoustic_codec, "cpu")
+        built = {"semantic_codec": mu.build_semantic_codec(cfg.semantic_codec, "cpu"),
+                 "codec_encoder": codec_encoder, "codec_decoder": codec_decoder,
+                 "t2s_model": mu.build_t2s_model(cfg.t2s_model, "cpu"),
+                 "s2a_1layer": mu.build_s2a_model(cfg.s2a_model.s2a_1layer, "cpu"),
+                 "s2a_full": mu.build_s2a_model(cfg.s2a_model.s2a_full, "cpu")}
+    checkpoints = root / "MaskGCT"
+    for name, module in built.items():
+        maskgct._contiguous_buffers(module)
+        target = checkpoints / maskgct.CHECKPOINT_FILES[name]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_model(module, str(target))
+    # w2v-bert-2.0's shape, shrunk: 160 = 80 mel bins x stride 2 of SeamlessM4TFeatureExtractor;
+    # MaskGCT reads hidden layer 17, so 17 layers.
+    semantic = root / "w2v-bert-tiny"
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(
+        hidden_size=H, num_hidden_layers=maskgct.SEMANTIC_LAYER, num_attention_heads=2, intermediate_size=32,
+        feature_projection_input_dim=160, conv_depthwise_kernel_size=3, output_hidden_size=H,
+    )).save_pretrained(semantic)
+    SeamlessM4TFeatureExtractor().save_pretrained(semantic)
+    stats = root / "wav2vec2bert_stats.pt"
+    torch.save({"mean": torch.randn(H) * 0.1, "var": torch.rand(H) + 0.5}, stats)
+    yield {AMPHION_ENV: str(overlay), "BIASBENCH_MASKGCT_CONFIG": str(config_path),
+           "BIASBENCH_MASKGCT_CHECKPOINTS": str(checkpoints), "BIASBENCH_MASKGCT_SEMANTIC_MODEL": str(semantic),
+           "BIASBENCH_MASKGCT_SEMANTIC_STATS": str(stats), "BIASBENCH_MASKGCT_DEVICE": "cpu"}
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def mg_env(tiny_maskgct, monkeypatch):
+    for name, value in tiny_maskgct.items():
+        monkeypatch.setenv(name, value)
+    return tiny_maskgct
+
+
+FAST = {"t2s_steps": 4}
+
+
+def _voice_params(tmp_path, seconds=4.0, seed=0, sr=24000, **extra):
+    from biasbench.tts.reference import reference_params
+
+    ref = write_clip(tmp_path / "refs" / f"r{seed}.wav", seconds=seconds, seed=seed, sr=sr)
+    return {**reference_params(ref, REFERENCE_TEXT), **FAST, **extra}
+
+
+def test_maskgct_version_names_amphion_and_local_weights(mg_env):
+    version = maskgct.MaskGCTBackend().version()
+    assert version.startswith("maskgct (Amphion ")
+    assert "commit " in version or "code sha256:" in version
+    for part in ("config sha256:", "checkpoints sha256:", "semantic model sha256:", "stats sha256:"):
+        assert part in version, (part, version)
+    assert registry.backend_status("maskgct").installed
+
+
+def test_maskgct_clones_from_a_reference_clip_with_amphions_duration_rule(mg_env, tmp_path):
+    params = _voice_params(tmp_path, sr=16000)
+    text = "Which of these animals is a mammal?"
+    audio, sr = maskgct.MaskGCTBackend().synthesize(text, params)
+    assert sr == SAMPLE_RATE and audio.dtype == np.float32 and audio.ndim == 1
+    assert np.isfinite(audio).all() and float(np.max(np.abs(audio))) > 1e-4
+    # Amphion's rule: the reference's duration x (phones of text / phones of transcript).
+    mu = maskgct._modules["maskgct_utils"]
+    expected = 4.0 * len(mu.g2p_(text, "en")[1]) / len(mu.g2p_(REFERENCE_TEXT, "en")[1])
+    assert 0.9 * expected < audio.size / sr < 1.1 * expected + 0.05
+
+
+def test_maskgct_is_deterministic_under_a_seed(mg_env, tmp_path):
+    params = _voice_params(tmp_path)
+    backend = maskgct.MaskGCTBackend()
+    first, _ = backend.synthesize("Name a prime number.", {**params, "seed": 7})
+    again, _ = backend.synthesize("Name a prime number.", {**params, "seed": 7})
+    other, _ = backend.synthesize("Name a prime number.", {**params, "seed": 8})
+    assert np.array_equal(first, again)
+    assert first.shape == other.shape and not np.array_equal(first, other)
+
+
+def test_maskgct_refuses_text_it_cannot_speak_and_replaced_clips(mg_env, tmp_path):
+    params = _voice_params(tmp_path)
+    backend = maskgct.MaskGCTBackend()
+    for text in ("नमस्ते दुनिया", "... !!"):
+        with pytest.raises(BiasbenchError, match="cannot speak text.*G2P"):
+            backend.synthesize(text, params)
+    write_clip(Path(params["reference_audio"]), seed=5, sr=24000)
+    with pytest.raises(BiasbenchError, match="changed after the pool was loaded"):
+        backend.synthesize("Hello there.", params)
+
+
+def test_maskgct_pool_runs_through_synthesize_all_into_the_cache(mg_env, tmp_path):
+    write_clip(tmp_path / "refs" / "a.wav", seconds=4, seed=1)
+    write_clip(tmp_path / "refs" / "b.wav", seconds=5, seed=2, sr=22050)
+    voices_yaml = (voice_yaml("clone-a", "refs/a.wav", backend="maskgct", extra=", t2s_steps: 4")
+                   + voice_yaml("clone-b", "refs/b.wav", backend="maskgct", extra=", t2s_steps: 4, seed: 3")
+                   + voice_yaml("clone-bad", "refs/missing.wav", backend="maskgct"))
+    path = write_pool(tmp_path, voices_yaml)
+
+    def jobs_of(path):
+        voices, pool = load(path)
+        return [SynthesisJob.speak(v, text, pool.loudness_target) for v in voices.values()
+                for text in ("Is water wet?", "Count to three.")]
+
+    jobs = jobs_of(path)
+    cache = AudioCache(tmp_path / "cache")
+    first = synthesize_all(jobs, cache, workers=2, progress=False)
+    assert (first.made, first.failed) == (4, 2), first.failures
+    assert {job.voice_id for job, _ in first.failures} == {"clone-bad"}
+    for job in jobs:
+        if job.voice_id != "clone-bad":
+            stored = cache.get(first.keys[job])
+            assert stored is not None and stored.ndim == 1 and 0.3 < cache.duration(first.keys[job]) < 10
+    again = synthesize_all(jobs, cache, workers=2, progress=False)
+    assert (again.made, again.reused) == (0, 4)
+    # A re-recorded reference clip: that voice's clips are made anew, the others reused. (It
+    # is longer: random weights barely listen to the audio, Amphion's duration rule does.)
+    old = {job.voice_id + job.text: first.keys[job] for job in jobs if job in first.keys}
+    write_clip(tmp_path / "refs" / "a.wav", seconds=5, seed=9)
+    jobs = jobs_of(path)
+    third = synthesize_all(jobs, cache, workers=2, progress=False)
+    assert (third.made, third.reused) == (2, 2)
+    for job in jobs:
+        if job.voice_id == "clone-a":
+            assert third.keys[job] != old[job.voice_id + job.text]
+            before, after = cache.get(old[job.voice_id + job.text]), cache.get(third.keys[job])
+            assert 1.1 < after.size / before.size < 1.4  # 5 s instead of 4 s of the same speaker
+    assert hashlib.sha256((tmp_path / "refs" / "a.wav").read_bytes()).hexdigest() == \
+        load(path)[0]["clone-a"].tts.params["reference_sha256"]
