@@ -89,10 +89,15 @@ class SynthesisResult:
     reused: int = 0  # clips that were already cached
     failed: int = 0  # clips that could not be made
     failures: list[tuple[SynthesisJob, str]] = field(default_factory=list)
+    _failed_jobs: set = field(default_factory=set, repr=False)
+    _failed_seen: int = field(default=-1, repr=False)  # len(failures) when _failed_jobs was built
 
     def ok(self, job: SynthesisJob) -> bool:
         """True when `job`'s clip is in the cache."""
-        return job in self.keys and job not in {failed for failed, _ in self.failures}
+        if self._failed_seen != len(self.failures):  # built once, not per call: runs ask per job
+            self._failed_jobs = {failed for failed, _ in self.failures}
+            self._failed_seen = len(self.failures)
+        return job in self.keys and job not in self._failed_jobs
 
 
 def synthesize_all(
