@@ -31,13 +31,13 @@ the same seed gives the same clip), `speed`, `nfe_step` (flow steps, default 32)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,9 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.reference import file_sha256
+from biasbench.tts.reference import require_reference
 from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.weights import files_identity, sha256_of
 
 ENGINE = "f5-tts"
 INSTALL_HINT = (
@@ -97,7 +98,6 @@ _ref_lock = threading.Lock()
 _modules: dict | None = None
 _engines: dict[tuple, "_Engine"] = {}
 _references: dict[tuple[str, str, str], tuple[np.ndarray, int, str]] = {}
-_file_hashes: dict[tuple[str, int, int], str] = {}
 
 
 def check_params(params: dict) -> None:
@@ -152,22 +152,10 @@ def _identity(ref: str, what: str) -> str:
     """A hub reference as written; a local file or directory by the sha256 of its bytes."""
     if not ref or ref.startswith("hf://") or not Path(ref).expanduser().exists():
         return ref or "default"
-    path = Path(ref).expanduser()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise BiasbenchError(f"{ENGINE} {what} {path} is an empty directory")
-    hashes = [f"{p.relative_to(path) if path.is_dir() else ''}:{_cached_sha256(p)}" for p in files]
-    joined = ";".join(hashes)
-    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
-def _cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered while its size and mtime stay the same (checkpoints are GBs)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _file_hashes:
-        _file_hashes[key] = file_sha256(path)
-    return _file_hashes[key]
+    try:
+        return files_identity(Path(ref).expanduser())
+    except BiasbenchError as err:
+        raise BiasbenchError(f"{ENGINE} {what}: {err}") from None
 
 
 # --------------------------------------------------------------------------- engine
@@ -303,7 +291,7 @@ def _reference(params: dict, utils_infer) -> tuple[np.ndarray, int, str]:
     anything but WAV, so the clip (any format soundfile reads) is handed over as a WAV."""
     path, text = params["reference_audio"], params.get("reference_text", "")
     try:
-        current = _cached_sha256(Path(path))
+        current = sha256_of(Path(path))
     except OSError as err:
         raise BiasbenchError(f"reference clip {path} cannot be read: {err.strerror or err}") from None
     if current != params["reference_sha256"]:
@@ -373,14 +361,7 @@ class F5Backend:
     def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
         _common.check_text(ENGINE, text)
         check_params(params)
-        if "reference_error" in params:
-            raise BiasbenchError(f"{params['reference_error']} (text {_common.excerpt(text)})")
-        if "reference_audio" not in params or "reference_sha256" not in params:
-            raise BiasbenchError(f"{ENGINE} needs a reference clip: give the voice `reference_clip` and "
-                                 "`reference_text` in the pool YAML (voices/cloning-template.yaml)")
-        if not params.get("reference_text", "").strip():
-            raise BiasbenchError(f"{ENGINE} needs the transcript of reference clip "
-                                 f"{params['reference_audio']} (reference_text is empty)")
+        require_reference(ENGINE, text, params)
         voice = Path(params["reference_audio"]).name
         modules = _import_f5()
         torch, utils_infer, model_utils = modules["torch"], modules["utils_infer"], modules["model_utils"]

@@ -76,8 +76,9 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.reference import file_sha256
+from biasbench.tts.reference import require_reference
 from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.weights import files_identity
 
 ENGINE = "maskgct"
 AMPHION_URL = "https://github.com/open-mmlab/Amphion"
@@ -143,7 +144,6 @@ _lock = threading.RLock()
 _modules: dict | None = None
 _engines: dict[tuple, _Engine] = {}
 _references: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-_file_hashes: dict[tuple[str, int, int], str] = {}
 
 
 def check_params(params: dict) -> None:
@@ -215,26 +215,11 @@ class Settings:
         return path
 
 
-def _cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered while its size and mtime stay the same (checkpoints are GBs)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _file_hashes:
-        _file_hashes[key] = file_sha256(path)
-    return _file_hashes[key]
-
-
-def _files_identity(root: Path, files: list[Path]) -> str:
-    joined = ";".join(f"{p.relative_to(root) if root.is_dir() else p.name}:{_cached_sha256(p)}" for p in files)
-    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
 def _identity(ref: str, path: Path | None) -> str:
     """A hub reference as written; a local file or directory by the sha256 of its bytes."""
     if path is None:
         return ref.removeprefix("hf://")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return _files_identity(path, files)
+    return files_identity(path)
 
 
 def amphion_revision(root: Path) -> str:
@@ -253,7 +238,7 @@ def amphion_revision(root: Path) -> str:
             if line.endswith(" " + ref):
                 return f"commit {line.split()[0][:12]}"
     files = sorted(p for d in CODE_DIRS for p in (root / d).rglob("*.py"))
-    return "code " + _files_identity(root, files)
+    return "code " + files_identity(root, files)
 
 
 # --------------------------------------------------------------------------- Amphion
@@ -524,15 +509,7 @@ class MaskGCTBackend:
     def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
         _common.check_text(ENGINE, text)
         check_params(params)
-        if "reference_error" in params:
-            raise BiasbenchError(f"{params['reference_error']} (text {_common.excerpt(text)})")
-        if "reference_audio" not in params or "reference_sha256" not in params:
-            raise BiasbenchError(f"{ENGINE} needs a reference clip: give the voice `reference_clip` and "
-                                 "`reference_text` in the pool YAML (voices/cloning-template.yaml)")
-        ref_text = params.get("reference_text", "").strip()
-        if not ref_text:
-            raise BiasbenchError(f"{ENGINE} needs the transcript of reference clip "
-                                 f"{params['reference_audio']} (reference_text is empty)")
+        ref_text = require_reference(ENGINE, text, params)
         voice = Path(params["reference_audio"]).name
         settings = {**DEFAULTS, **{k: params[k] for k in DEFAULTS if k in params}}
         language = settings["language"]

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
-from biasbench.tts._common import SILENCE_PEAK
+from biasbench.tts._common import SILENCE_PEAK, excerpt
 
 #: Shorter than this there is too little voice to clone: refused.
 MIN_SECONDS = 1.0
@@ -50,6 +50,21 @@ class ReferenceInfo:
     seconds: float
     sample_rate: int
     warnings: list[str] = field(default_factory=list)
+
+
+def require_reference(engine: str, text: str, params: dict) -> str:
+    """A cloning voice's reference transcript; BiasbenchError when its reference cannot be used
+    (the pool loader's message for a bad clip, or params without a clip or transcript)."""
+    if "reference_error" in params:
+        raise BiasbenchError(f"{params['reference_error']} (text {excerpt(text)})")
+    if "reference_audio" not in params or "reference_sha256" not in params:
+        raise BiasbenchError(f"{engine} needs a reference clip: give the voice `reference_clip` and "
+                             "`reference_text` in the pool YAML (voices/cloning-template.yaml)")
+    reference_text = params.get("reference_text", "").strip()
+    if not reference_text:
+        raise BiasbenchError(f"{engine} needs the transcript of reference clip "
+                             f"{params['reference_audio']} (reference_text is empty)")
+    return reference_text
 
 
 def file_sha256(path: Path) -> str:

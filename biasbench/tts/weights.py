@@ -61,6 +61,18 @@ def sha256_of(path: Path) -> str:
     return _hashed[memo]
 
 
+def files_identity(path: Path, files: list[Path] | None = None) -> str:
+    """A local checkpoint file or folder (or the given `files` in it) named by its bytes: a short
+    sha256 over each file's path within the folder and its sha256 (hashed once per process)."""
+    path = Path(path)
+    if files is None:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise BiasbenchError(f"{path} is an empty directory")
+    joined = ";".join(f"{p.relative_to(path) if path.is_dir() else p.name}:{sha256_of(p)}" for p in files)
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
 def verify_file(path: Path, expected: str, what: str) -> Path:
     """Return `path` if its sha256 is `expected`; else BiasbenchError naming both hashes."""
     path = Path(path)
