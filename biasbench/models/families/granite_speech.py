@@ -27,15 +27,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from biasbench.errors import BiasbenchError
 from biasbench.models.base import Request
+from biasbench.models.families._common import SpeechAdapterMixin
 from biasbench.models.families._extras import require_extra
 from biasbench.models.hf_audio_lm import HFAudioLMBackend
 
 EXTRA = "granite"
-SPEECH_ADAPTER = "speech"
 # The model card's example system prompt (a fixed date, unlike the template's default).
 SYSTEM_PROMPT = ("Knowledge Cutoff Date: April 2024.\nToday's Date: April 9, 2025.\n"
                  "You are Granite, developed by IBM. You are a helpful AI assistant")
@@ -46,7 +43,7 @@ def require_granite_extra() -> None:
     require_extra("Granite Speech", EXTRA, ("torchaudio",), "its feature extractor computes mel spectrograms with it")
 
 
-class HFGraniteSpeechBackend(HFAudioLMBackend):
+class HFGraniteSpeechBackend(SpeechAdapterMixin, HFAudioLMBackend):
     family = "granite_speech"
     title = "Granite Speech"
     model_class = "GraniteSpeechForConditionalGeneration"
@@ -54,6 +51,7 @@ class HFGraniteSpeechBackend(HFAudioLMBackend):
     mask_key = "input_features_mask"
     audio_rows_alone = True
     quantization_skip_modules = ("encoder", "projector", "lm_head")
+    speech_adapter_install = "pip install 'biasbench[granite]' (or pip install peft)"
 
     def _load_processor(self, common: dict):
         require_granite_extra()  # first thing loaded: fail before any download
@@ -71,39 +69,7 @@ class HFGraniteSpeechBackend(HFAudioLMBackend):
                            if hasattr(modeling_utils, "maybe_load_adapters") else nullcontext())
         with no_auto_adapter:
             model = super()._load_model(common, bnb)
-        self._adapter = self._find_speech_adapter(common)
-        self._peft = None
-        if self._adapter is None:
-            return model
-        try:
-            from peft import PeftModel
-        except ImportError as exc:
-            raise BiasbenchError(f"{self.model_id} ships its speech skills as a LoRA adapter (adapter_config.json), "
-                                 "which needs peft: pip install 'biasbench[granite]' (or pip install peft)") from exc
-        revision = {"revision": common["revision"]} if common.get("revision") else {}
-        self._peft = PeftModel.from_pretrained(model, self.model_id, adapter_name=SPEECH_ADAPTER, is_trainable=False,
-                                               local_files_only=bool(common.get("local_files_only")), **revision)
-        return self._peft.get_base_model().eval()
-
-    def _find_speech_adapter(self, common: dict) -> str | None:
-        """Path (local) or hub file of the root `adapter_config.json`, None when absent."""
-        local = Path(self.model_id)
-        if local.is_dir():
-            path = local / "adapter_config.json"
-            return str(path) if path.is_file() else None
-        from transformers.utils import cached_file
-
-        kwargs = {k: v for k, v in common.items() if k in ("revision", "local_files_only")}
-        return cached_file(self.model_id, "adapter_config.json", _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False, **kwargs)
-
-    def _before_batch(self, requests) -> None:
-        if self._peft is None:
-            return
-        if any(r.audio is not None for r in requests):  # calls never mix (audio_rows_alone)
-            self._peft.base_model.enable_adapter_layers()
-        else:
-            self._peft.base_model.disable_adapter_layers()
+        return self._with_speech_adapter(model, common)
 
     def _fingerprint_extra(self) -> dict:
         # A local folder's adapter files sit at its root and are already in local_sha256.

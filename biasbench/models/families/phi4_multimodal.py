@@ -21,17 +21,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biasbench.errors import BiasbenchError
-from biasbench.models.families._common import audio_only_processor
+from biasbench.models.families._common import SpeechAdapterMixin, audio_only_processor
 from biasbench.models.hf_audio_lm import HFAudioLMBackend, _hash_local_model
 
-SPEECH_ADAPTER = "speech"
 SPEECH_SUBFOLDER = "speech-lora"
 _MAX_DOCUMENTED_S = 30 * 60
 _PROMPT_ROOM = 1024
 
 
-class HFPhi4MultimodalBackend(HFAudioLMBackend):
+class HFPhi4MultimodalBackend(SpeechAdapterMixin, HFAudioLMBackend):
     family = "phi4_multimodal"
     title = "Phi-4-multimodal"
     model_class = "Phi4MultimodalForCausalLM"
@@ -39,6 +37,7 @@ class HFPhi4MultimodalBackend(HFAudioLMBackend):
     mask_key = "audio_attention_mask"
     audio_rows_alone = True
     quantization_skip_modules = ("embed_tokens_extend", "lm_head")
+    speech_adapter_subfolder = SPEECH_SUBFOLDER
 
     def _load_processor(self, common: dict):
         from transformers import Phi4MultimodalProcessor
@@ -51,44 +50,7 @@ class HFPhi4MultimodalBackend(HFAudioLMBackend):
         return self.processor.audio_processor
 
     def _load_model(self, common: dict, bnb):
-        model = super()._load_model(common, bnb)
-        self._adapter = self._find_speech_adapter(common)
-        self._peft = None
-        if self._adapter is None:
-            return model
-        try:
-            from peft import PeftModel
-        except ImportError as exc:
-            raise BiasbenchError(f"{self.model_id} ships its speech skills as a LoRA adapter ({SPEECH_SUBFOLDER}/), "
-                                 "which needs peft: pip install peft") from exc
-        # peft injects the LoRA layers into `model` in place; the backend keeps calling `model`
-        # itself and switches the adapter through the PeftModel (see _before_batch).
-        revision = {"revision": common["revision"]} if common.get("revision") else {}
-        self._peft = PeftModel.from_pretrained(model, self.model_id, subfolder=SPEECH_SUBFOLDER,
-                                               adapter_name=SPEECH_ADAPTER, is_trainable=False,
-                                               local_files_only=bool(common.get("local_files_only")), **revision)
-        return self._peft.get_base_model().eval()
-
-    def _find_speech_adapter(self, common: dict) -> str | None:
-        """Path (local) or hub file of `speech-lora/adapter_config.json`, None when absent."""
-        local = Path(self.model_id)
-        if local.is_dir():
-            path = local / SPEECH_SUBFOLDER / "adapter_config.json"
-            return str(path.parent) if path.is_file() else None
-        from transformers.utils import cached_file
-
-        kwargs = {k: v for k, v in common.items() if k in ("revision", "local_files_only")}
-        return cached_file(self.model_id, f"{SPEECH_SUBFOLDER}/adapter_config.json",
-                           _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False, **kwargs)
-
-    def _before_batch(self, requests) -> None:
-        if self._peft is None:
-            return
-        if any(r.audio is not None for r in requests):  # calls never mix (audio_rows_alone)
-            self._peft.base_model.enable_adapter_layers()
-        else:
-            self._peft.base_model.disable_adapter_layers()
+        return self._with_speech_adapter(super()._load_model(common, bnb), common)
 
     def _fingerprint_extra(self) -> dict:
         if self._adapter is None:
