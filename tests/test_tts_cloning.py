@@ -123,6 +123,24 @@ def test_cache_key_follows_the_clip_not_where_the_pool_lies(tmp_path):
     assert keys[0] == keys[1]
 
 
+def test_voices_check_and_list_name_the_unusable_references(tmp_path):
+    from typer.testing import CliRunner
+
+    from biasbench.cli import app
+
+    write_clip(tmp_path / "refs" / "good.wav")
+    path = write_pool(tmp_path, voice_yaml("good", "refs/good.wav") + voice_yaml("lost", "refs/lost.wav"))
+    checked = CliRunner().invoke(app, ["voices", "check", str(path)])
+    assert checked.exit_code == 1
+    assert "1 voice(s) cannot be cloned" in checked.output
+    assert "voice 'lost': field 'reference_clip': file not found" in checked.output
+    assert "voice 'good'" not in checked.output
+    listed = CliRunner().invoke(app, ["voices", "list", str(path)], env={"COLUMNS": "400"})
+    assert listed.exit_code == 0
+    assert "refs/lost.wav (unusable)" in listed.output and "refs/good.wav" in listed.output
+    assert "reference_sha256" not in listed.output  # derived params are not the voice's YAML params
+
+
 # -- bad reference clips -------------------------------------------------------------------
 
 

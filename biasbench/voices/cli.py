@@ -34,16 +34,28 @@ def voices_list(pool: str = typer.Argument("espeak-default")):
     from biasbench.voices.pool import load_pool
 
     loaded, path = load_pool(pool, allow_unbalanced=True)
-    table = Table("id", "gender", "ethnicity", "accent", "label source", "tts", title=f"{loaded.pool} ({path})")
+    cloning = any(v.reference_clip for v in loaded.voices)
+    columns = ["id", "gender", "ethnicity", "accent", "label source", "tts"] + (["reference clip"] if cloning else [])
+    table = Table(*columns, title=f"{loaded.pool} ({path})")
     for v in loaded.voices:
-        table.add_row(v.id, v.gender, v.ethnicity, v.accent, v.label_source,
-                      f"{v.tts.backend} {v.tts.params}")
+        # The YAML's params only: what the loader derives from a reference clip is shown apart.
+        row = [v.id, v.gender, v.ethnicity, v.accent, v.label_source, f"{v.tts.backend} {v.tts.model_extra or {}}"]
+        if cloning:
+            problem = reference_problem(v)
+            row.append(f"{v.reference_clip}" + (" [red](unusable)[/]" if problem else ""))
+        table.add_row(*row)
     out.print(table)
+
+
+def reference_problem(voice) -> str | None:
+    """Why a cloning voice's reference clip or transcript cannot be used (None when it can)."""
+    return voice.tts.params.get("reference_error")
 
 
 @voices_app.command("check")
 def voices_check(pool: str = typer.Argument("espeak-default")):
-    """Check a pool's balance: 2 genders x 3 ethnicities, equal cells of at least 3 voices."""
+    """Check a pool's balance (2 genders x 3 ethnicities, equal cells of at least 3 voices) and,
+    for cloning voices, that every reference clip and transcript can be used."""
     from biasbench.voices.pool import check_balance, load_pool
 
     loaded, path = load_pool(pool, allow_unbalanced=True)
@@ -52,8 +64,13 @@ def voices_check(pool: str = typer.Argument("espeak-default")):
     for (gender, ethnicity), n in sorted(report.counts.items()):
         table.add_row(gender, ethnicity, str(n))
     out.print(table)
+    problems = [problem for v in loaded.voices if (problem := reference_problem(v))]
+    if problems:
+        console.print(f"[red]{len(problems)} voice(s) cannot be cloned[/] (their clips would fail):\n  "
+                      + "\n  ".join(problems))
     if not report.balanced:
         console.print("[red]unbalanced:[/]\n  " + "\n  ".join(report.problems))
+    if problems or not report.balanced:
         raise typer.Exit(1)
     out.print("balanced")
 
