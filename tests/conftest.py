@@ -41,3 +41,22 @@ def clip(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+LETTERS = ["A", "B", "C", "D"]
+PROMPT = "Which option fits the speaker? Answer A, B, C or D."
+
+
+def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS, prompt: str = PROMPT):
+    """A multiple-choice request; `seconds=None` makes it text-only, else it carries clip(seconds, seed)."""
+    from biasbench.models.base import Request
+
+    return Request(rid, prompt, audio=None if seconds is None else clip(seconds, seed), choices=list(choices))
+
+
+def gen(rid: str, seconds: float | None, seed: int = 0, prompt: str = PROMPT, max_new_tokens: int = 6, **settings):
+    """A free-generation request, like mc() (greedy unless `settings` say otherwise)."""
+    from biasbench.models.base import GenerationSettings, Request
+
+    return Request(rid, prompt, audio=None if seconds is None else clip(seconds, seed),
+                   settings=GenerationSettings(max_new_tokens=max_new_tokens, **settings))

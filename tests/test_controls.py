@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request
+from biasbench.models.base import Request
 from conftest import write
 
 torch = pytest.importorskip("torch")
@@ -26,22 +26,24 @@ from biasbench.models.tiny_controls import (  # noqa: E402
     tiny_whisper_path,
 )
 
-from conftest import clip  # noqa: E402
+from conftest import LETTERS, clip  # noqa: E402
+from conftest import gen as _gen  # noqa: E402
+from conftest import mc as _mc  # noqa: E402
 
 SR = 16000
-LETTERS = ["A", "B", "C", "D"]
 PROMPT = "Answer the spoken question with A, B, C or D."
 
 
+def mc(rid, seconds, seed=0, choices=LETTERS, prompt=PROMPT):
+    return _mc(rid, seconds, seed, choices, prompt)
 
 
-def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS, prompt: str = PROMPT) -> Request:
-    return Request(rid, prompt, audio=None if seconds is None else clip(seconds, seed), choices=list(choices))
+def gen(rid, seconds, seed=0):
+    return _gen(rid, seconds, seed, prompt=PROMPT)
 
 
-def gen(rid: str, seconds: float | None, seed: int = 0) -> Request:
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed),
-                   settings=GenerationSettings(max_new_tokens=6))
+
+
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -36,11 +35,9 @@ from biasbench.models.tiny_families import (  # noqa: E402
     tiny_family_path,
 )
 
-from conftest import clip  # noqa: E402
+from conftest import LETTERS, gen, mc  # noqa: E402
 
 SR = 16000
-LETTERS = ["A", "B", "C", "D"]
-PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 # Every family with a tiny builder (all but qwen2_audio, tested on its own), except those that
 # need an optional extra (Granite Speech, Gemma 3n): tests/test_hf_families_extra.py has them.
 FAMILY_NAMES = sorted(set(BUILDERS) - set(OPTIONAL_BUILDERS))
@@ -58,13 +55,6 @@ TOL = 1e-5  # see the module docstring
 
 
 
-def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS) -> Request:
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed), choices=list(choices))
-
-
-def gen(rid: str, seconds: float | None, seed: int = 0, **settings) -> Request:
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed),
-                   settings=GenerationSettings(**{"max_new_tokens": 6, **settings}))
 
 
 @pytest.fixture(scope="session")

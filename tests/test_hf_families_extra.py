@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -33,11 +32,9 @@ from biasbench.models.hf_audio_lm import HFAudioLMBackend  # noqa: E402
 from biasbench.models.registry import ALIASES, load_backend, resolve_model  # noqa: E402
 from biasbench.models.tiny_families import OPTIONAL_BUILDERS, tiny_family_name, tiny_family_path  # noqa: E402
 
-from conftest import clip  # noqa: E402
+from conftest import LETTERS, PROMPT, gen, mc  # noqa: E402
 
 SR = 16000
-LETTERS = ["A", "B", "C", "D"]
-PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 TOL = 1e-5
 MODEL_CLASSES = {"granite_speech": "GraniteSpeechForConditionalGeneration",
                  "gemma3n": "Gemma3nForConditionalGeneration"}
@@ -70,13 +67,6 @@ def needs_extra(family):
 AVAILABLE = [needs_extra(f) for f in FAMILY_NAMES]
 
 
-def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS) -> Request:
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed), choices=list(choices))
-
-
-def gen(rid: str, seconds: float | None, seed: int = 0, **settings) -> Request:
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed),
-                   settings=GenerationSettings(**{"max_new_tokens": 6, **settings}))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request
+from biasbench.models.base import Request
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -15,23 +15,18 @@ pytest.importorskip("transformers")
 from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend  # noqa: E402
 from biasbench.models.tiny import TINY_NAME, build_tiny_qwen2audio, tiny_qwen2audio_path  # noqa: E402
 
-from conftest import clip  # noqa: E402
+from conftest import LETTERS, PROMPT, clip, mc  # noqa: E402
+from conftest import gen as _gen  # noqa: E402
 
 SR = 16000
-LETTERS = ["A", "B", "C", "D"]
-PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 
 
 
 
-def mc(rid: str, seconds: float | None, seed: int = 0, choices=LETTERS) -> Request:
-    audio = None if seconds is None else clip(seconds, seed)
-    return Request(rid, PROMPT, audio=audio, choices=list(choices))
 
 
-def gen(rid: str, seconds: float | None, seed: int = 0, **settings) -> Request:
-    audio = None if seconds is None else clip(seconds, seed)
-    return Request(rid, PROMPT, audio=audio, settings=GenerationSettings(**{"max_new_tokens": 8, **settings}))
+def gen(rid, seconds, seed=0, max_new_tokens=8, **settings):
+    return _gen(rid, seconds, seed, max_new_tokens=max_new_tokens, **settings)
 
 
 @pytest.fixture(scope="session")

@@ -18,25 +18,17 @@ import pytest
 
 from biasbench.errors import BiasbenchError
 from biasbench.models import vllm_backend as vb
-from biasbench.models.base import GenerationSettings, Request
+from biasbench.models.base import GenerationSettings
 from biasbench.models.registry import load_backend, resolve_model
 
-from conftest import clip  # noqa: E402
+from conftest import LETTERS, mc  # noqa: E402
+from conftest import gen as _gen  # noqa: E402
 
 SR = 16000
-LETTERS = ["A", "B", "C", "D"]
-PROMPT = "Which option fits the speaker? Answer A, B, C or D."
 
 
-
-
-def mc(rid, seconds, seed=0, choices=LETTERS):
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed), choices=list(choices))
-
-
-def gen(rid, seconds, seed=0, **settings):
-    return Request(rid, PROMPT, audio=None if seconds is None else clip(seconds, seed),
-                   settings=GenerationSettings(**{"max_new_tokens": 8, **settings}))
+def gen(rid, seconds, seed=0, max_new_tokens=8, **settings):
+    return _gen(rid, seconds, seed, max_new_tokens=max_new_tokens, **settings)
 
 
 # ---------------------------------------------------------------- without vLLM
