@@ -110,6 +110,19 @@ def _generation_config(eos: list[int], pad: int):
                             temperature=0.7, repetition_penalty=1.05)
 
 
+def _chatml_generation_config(tokenizer):
+    """ChatML checkpoints (Qwen-based): stop at <|im_end|> or <|endoftext|>, pad with <|endoftext|>."""
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return _generation_config([tokenizer.convert_tokens_to_ids("<|im_end|>"), end], end)
+
+
+def _save(path: Path, model, *parts) -> Path:
+    """The model and the parts that load beside it (processor, tokenizer, feature extractor) in `path`."""
+    for part in (model, *parts):
+        part.save_pretrained(path)
+    return path
+
+
 # ----------------------------------------------------------------- Qwen2.5-Omni thinker
 
 OMNI_NAMED = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
@@ -144,12 +157,8 @@ def build_tiny_qwen2_5_omni(path, seed: int = 0) -> Path:
 
 def _save_omni_thinker(model, tokenizer, path: Path) -> Path:
     """What both Omni thinkers save: model (ChatML stop tokens), tokenizer, Whisper features, template."""
-    model.generation_config = _generation_config(
-        [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    _whisper_fe().save_pretrained(path)
+    model.generation_config = _chatml_generation_config(tokenizer)
+    _save(path, model, tokenizer, _whisper_fe())
     (path / "chat_template.jinja").write_text(_CHATML.replace("AUDIO_PART", "<|audio_bos|><|AUDIO|><|audio_eos|>"))
     return path
 
@@ -203,12 +212,8 @@ def build_tiny_audioflamingo3(path, seed: int = 0) -> Path:
         audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
     )
     model = _seeded(lambda: AudioFlamingo3ForConditionalGeneration(config), seed)
-    model.generation_config = _generation_config(
-        [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    model.generation_config = _chatml_generation_config(tokenizer)
+    return _save(path, model, processor)
 
 
 # ----------------------------------------------------------------- Music Flamingo
@@ -232,12 +237,8 @@ def build_tiny_musicflamingo(path, seed: int = 0) -> Path:
         audio_eos_token_id=tokenizer.convert_tokens_to_ids("<|sound_eos|>"),
     )
     model = _seeded(lambda: MusicFlamingoForConditionalGeneration(config), seed)
-    model.generation_config = _generation_config(
-        [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    model.generation_config = _chatml_generation_config(tokenizer)
+    return _save(path, model, processor)
 
 
 # ----------------------------------------------------------------- GLM-ASR
@@ -263,12 +264,8 @@ def build_tiny_glmasr(path, seed: int = 0) -> Path:
         tie_word_embeddings=False,
     )
     model = _seeded(lambda: GlmAsrForConditionalGeneration(config), seed)
-    model.generation_config = _generation_config(
-        [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    model.generation_config = _chatml_generation_config(tokenizer)
+    return _save(path, model, processor)
 
 
 # ----------------------------------------------------------------- Phi-4-multimodal
@@ -303,9 +300,7 @@ def build_tiny_phi4_multimodal(path, seed: int = 0) -> Path:
     )
     model = _seeded(lambda: Phi4MultimodalForCausalLM(config), seed)
     model.generation_config = _generation_config([eos, pad], pad)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    Phi4MultimodalFeatureExtractor().save_pretrained(path)
+    _save(path, model, tokenizer, Phi4MultimodalFeatureExtractor())
     (path / "chat_template.jinja").write_text(_CHATML.replace("AUDIO_PART", "<|audio|>"))
     import torch
     from peft import get_peft_model
@@ -367,9 +362,7 @@ def build_tiny_voxtral(path, seed: int = 0) -> Path:
     )
     model = _seeded(lambda: VoxtralForConditionalGeneration(config), seed)
     model.generation_config = _generation_config([2], 11)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return _save(path, model, processor)
 
 
 # ----------------------------------------------------------------- shared: plain fast BPE tokenizers
@@ -463,8 +456,7 @@ def build_tiny_granite_speech(path, seed: int = 0) -> Path:
     model = _seeded(lambda: GraniteSpeechForConditionalGeneration(config), seed)
     eos = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
     model.generation_config = _generation_config([eos], eos)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    _save(path, model, processor)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=GRANITE_LORA_TARGETS, init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
@@ -551,9 +543,7 @@ def build_tiny_gemma3n(path, seed: int = 0) -> Path:
     model.config.vision_config.model_args = {"block_args": decode_arch_def(_GEMMA3N_VISION_BLOCKS), "stem_size": 8}
     # Like the real checkpoint: stop at <eos> or <end_of_turn>.
     model.generation_config = _generation_config([1, tokenizer.convert_tokens_to_ids("<end_of_turn>")], 0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    Gemma3nAudioFeatureExtractor().save_pretrained(path)
+    _save(path, model, tokenizer, Gemma3nAudioFeatureExtractor())
     (path / "chat_template.jinja").write_text(_GEMMA3N_TEMPLATE)
     return path
 
