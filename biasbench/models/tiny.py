@@ -66,20 +66,26 @@ _CORPUS = [
 _VOCAB_SIZE = 512
 
 
+def qwen2_pre_tokenizer():
+    """Qwen2's pre-tokenizer (its split regex, then byte-level), for the tiny BPE tokenizers."""
+    from tokenizers import Regex, pre_tokenizers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def _train_tokenizer():
     """A byte-level BPE with Qwen2's normalizer and pre-tokenizer, wrapped as `Qwen2Tokenizer`."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
     bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    bpe.pre_tokenizer = qwen2_pre_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=_VOCAB_SIZE,
         min_frequency=2,

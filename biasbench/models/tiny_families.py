@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from biasbench.models.tiny import _CORPUS, OPTION_LETTERS
+from biasbench.models.tiny import _CORPUS, OPTION_LETTERS, qwen2_pre_tokenizer
 from biasbench.paths import cached_model
 
 _VOCAB_SIZE = 512
@@ -55,15 +55,11 @@ _CHATML = (
 
 def _train_bpe(specials: list[str]) -> tuple[dict, list]:
     """Byte-level BPE (Qwen2's pre-tokenizer) on the fixed corpus; `specials` get ids 0..n-1."""
-    from tokenizers import Regex, Tokenizer, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, pre_tokenizers, trainers
     from tokenizers.models import BPE
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    bpe.pre_tokenizer = qwen2_pre_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=_VOCAB_SIZE, min_frequency=2, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(_CORPUS, trainer)
@@ -323,25 +319,8 @@ VOXTRAL_CONTEXT = 2048  # tiny LM context: (2048 - 1024) // 375 = 2 chunks, so 6
 
 def _voxtral_tokenizer():
     """Byte-level BPE with Tekken's control tokens at their ids, as a plain fast tokenizer."""
-    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
-    from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
     specials = [VOXTRAL_SPECIALS.get(i, f"<SPECIAL_{i}>") for i in range(max(VOXTRAL_SPECIALS) + 1)]
-    vocab, merges = _train_bpe(specials)
-    bpe = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
-                        end_of_word_suffix="", fuse_unk=False))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    bpe.decoder = decoders.ByteLevel()
-    bpe.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>", padding_side="left")
-    _check_letters(tokenizer)
-    return tokenizer
+    return _fast_bpe_tokenizer(specials, [], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
 
 
 def build_tiny_voxtral(path, seed: int = 0) -> Path:
@@ -372,18 +351,14 @@ def _fast_bpe_tokenizer(specials: list[str], tail: list[str], *, bos: str | None
     """Byte-level BPE with `specials` at ids 0..n-1 and `tail` appended after the trained vocab
     (Gemma 3n's multimodal tokens must sit past the text vocabulary), as a plain fast tokenizer.
     `add_bos`: encoding prepends `bos`, as Gemma's tokenizer does."""
-    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     vocab, merges = _train_bpe(specials)
     bpe = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
                         end_of_word_suffix="", fuse_unk=False))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    bpe.pre_tokenizer = qwen2_pre_tokenizer()
     bpe.decoder = decoders.ByteLevel()
     bpe.add_special_tokens(specials + tail)
     if add_bos:
