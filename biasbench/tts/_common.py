@@ -132,3 +132,18 @@ def check_not_silent(engine: str, audio: np.ndarray, voice: str, text: str) -> N
         raise BiasbenchError(
             f"{engine} produced no audio for voice {voice!r}, text {excerpt(text)}"
         )
+
+
+def settings_from_env(cls, env: dict[str, str], overrides: dict):
+    """`cls` (a settings dataclass) from the environment variables `env` names per field, then
+    `overrides` (None means: not given); unset or empty values keep the field's default."""
+    import os
+
+    values = {field: os.environ.get(var, "").strip() for field, var in env.items()}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**{k: v for k, v in values.items() if v})
+
+
+def pick_device(requested: str, torch) -> str:
+    """`requested` when set, else cuda when available, else cpu."""
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -120,9 +120,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        values = {key: os.environ.get(var, "").strip() for key, var in ENV.items()}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: v for k, v in values.items() if v})
+        return _common.settings_from_env(cls, ENV, overrides)
 
     def config_path(self) -> Path:
         if self.model.endswith((".yaml", ".yml")):
@@ -183,12 +181,6 @@ def _import_f5() -> dict:
         return _modules
 
 
-def _device(settings: Settings, torch) -> str:
-    if settings.device:
-        return settings.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _precision(device: str, torch) -> str:
     """The dtype f5_tts.infer.utils_infer.load_checkpoint picks for a vocos model on `device`."""
     if "cuda" in device and torch.cuda.is_available():
@@ -211,7 +203,7 @@ def _load(settings: Settings) -> _Engine:
     """The model and vocoder for `settings`, loaded once per process."""
     modules = _import_f5()
     torch, utils_infer = modules["torch"], modules["utils_infer"]
-    device = _device(settings, torch)
+    device = _common.pick_device(settings.device, torch)
     key = (settings, device)
     with _load_lock:
         if key not in _engines:
@@ -353,7 +345,7 @@ class F5Backend:
             engine = "?"
         config = self.settings.config_path()
         model = self.settings.model if not self.settings.model.endswith((".yaml", ".yml")) else _identity(str(config), "model config")
-        device = _device(self.settings, torch)
+        device = _common.pick_device(self.settings.device, torch)
         return (f"f5-tts {engine}; model {model}; checkpoint {_identity(self.settings.checkpoint_ref(), 'checkpoint')}; "
                 f"vocab {_identity(self.settings.vocab, 'vocab')}; vocoder {_identity(self.settings.vocoder, 'vocoder')}; "
                 f"{_precision(device, torch)}")

@@ -167,9 +167,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        values = {key: os.environ.get(var, "").strip() for key, var in ENV.items()}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: v for k, v in values.items() if v})
+        return _common.settings_from_env(cls, ENV, overrides)
 
     def amphion(self) -> Path:
         """The checkout; BiasbenchError with the install steps when it is not one."""
@@ -317,12 +315,6 @@ def _import_problem(err: BaseException, root: Path) -> str:
     return message + f"; see voices/README.md ({INSTALL_HINT})"
 
 
-def _device(settings: Settings, torch) -> str:
-    if settings.device:
-        return settings.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @dataclass
 class _Engine:
     pipeline: object  # maskgct_utils.MaskGCT_Inference_Pipeline
@@ -332,7 +324,7 @@ class _Engine:
 def _load(settings: Settings) -> _Engine:
     """The models for `settings`, loaded once per process."""
     modules = _import_amphion(settings)
-    device = _device(settings, modules["torch"])
+    device = _common.pick_device(settings.device, modules["torch"])
     key = (settings, device)
     with _lock:
         if key not in _engines:
