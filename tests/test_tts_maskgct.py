@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clip, write
-from test_tts_cloning import REFERENCE_TEXT, load, voice_yaml, write_clip, write_pool
+from conftest import write
+from test_tts_cloning import (REFERENCE_TEXT, assert_missing_engine_fails_alone, load, voice_yaml, write_clip,
+                              write_pool)
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts import maskgct, registry
@@ -102,33 +103,7 @@ def test_params_and_references_are_checked_before_any_import(fresh_import):
 
 
 def test_missing_amphion_fails_its_voices_and_the_rest_of_the_pool_is_made(fresh_import, tmp_path):
-    class Tone:
-        name = "tone"
-
-        def version(self):
-            return "1"
-
-        def synthesize(self, text, params):
-            return clip(0.5, seed=len(text)), SAMPLE_RATE
-
-    fresh_import.setitem(registry.BACKENDS, "tone", Tone)
-    write_clip(tmp_path / "refs" / "a.wav")
-    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", backend="maskgct")
-                      + voice_yaml("synthetic", None, None, backend="tone"))
-    voices, pool = load(path)
-    assert voices["clone-a"].tts.params["reference_sha256"]  # a cloning backend: references attached
-    jobs = [SynthesisJob.speak(v, f"Question {i}?", pool.loudness_target) for v in voices.values() for i in range(2)]
-    cache = AudioCache(tmp_path / "cache")
-    result = synthesize_all(jobs, cache, workers=2, progress=False)
-    assert (result.made, result.failed) == (2, 2)
-    failures = dict(result.failures)
-    for job in jobs:
-        if job.voice_id == "clone-a":
-            assert "'clone-a'" in failures[job] and AMPHION_ENV in failures[job] and not result.ok(job)
-        else:
-            assert result.ok(job) and cache.get(result.keys[job]) is not None
-    with pytest.raises(BiasbenchError, match=AMPHION_ENV):
-        synthesize_all([j for j in jobs if j.voice_id == "clone-a"], cache, progress=False)
+    assert_missing_engine_fails_alone(tmp_path, fresh_import, "maskgct", AMPHION_ENV)
 
 
 # -- Amphion's MaskGCT for real, on tiny random models ----------------------------------------
