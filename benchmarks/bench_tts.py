@@ -1,6 +1,7 @@
 """How fast is batch TTS? Each installed offline engine with 1 worker vs all cores, and cache reuse.
 
 Run: .venv/bin/python benchmarks/bench_tts.py [--backends espeak-ng,flite,...] [--scale 1.0]
+     [--loudness-target -23]  (what the shipped pools ask for; 'none' measures raw synthesis)
 Prints numbers only; asserts nothing. Engines that are not installed are listed and skipped.
 Slow engines speak fewer sentences (see SENTENCES) so the whole run stays within minutes;
 throughput is seconds of audio per wall-clock second, so the numbers stay comparable.
@@ -57,11 +58,12 @@ def sentences(n: int = 40) -> list[str]:
     return [f"{s} {a}." for s, a in pairs[:n]]
 
 
-def make_jobs(backend: str = "espeak-ng", n: int | None = None) -> list[SynthesisJob]:
+def make_jobs(backend: str = "espeak-ng", n: int | None = None, loudness_target: float | None = None
+              ) -> list[SynthesisJob]:
     voices = VOICES[backend]
     texts = sentences(n if n is not None else SENTENCES[backend])
     return [
-        SynthesisJob(f"{backend}-voice{i % len(voices)}", backend, voices[i % len(voices)], text)
+        SynthesisJob(f"{backend}-voice{i % len(voices)}", backend, voices[i % len(voices)], text, loudness_target)
         for i, text in enumerate(texts)
     ]
 
@@ -83,8 +85,8 @@ def warm_up(backend: str, tmp: Path) -> None:
                    AudioCache(tmp / f"warm-{backend}"), workers=1, progress=False)
 
 
-def bench_backend(backend: str, n: int, cores: int, tmp: Path) -> dict:
-    jobs = make_jobs(backend, n)
+def bench_backend(backend: str, n: int, cores: int, tmp: Path, loudness_target: float | None) -> dict:
+    jobs = make_jobs(backend, n, loudness_target)
     warm_up(backend, tmp)
     row = {"backend": backend, "clips": len(jobs)}
     for label, workers in (("serial", 1), ("parallel", cores)):
@@ -94,6 +96,9 @@ def bench_backend(backend: str, n: int, cores: int, tmp: Path) -> dict:
         row[label] = {"wall": wall, "audio": audio, "made": result.made, "failed": result.failed}
     warm, warm_wall = timed_run(jobs, cache, cores)  # same cache as the parallel run
     row["warm"] = {"wall": warm_wall, "reused": warm.reused}
+    if loudness_target is not None:  # what the normalisation costs: the same clips made raw, 1 worker
+        raw, raw_wall = timed_run(make_jobs(backend, n), AudioCache(tmp / f"{backend}-raw"), 1)
+        row["normalise_cost"] = row["serial"]["wall"] / raw_wall
     return row
 
 
@@ -102,7 +107,10 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(OFFLINE_BACKENDS),
                         help="comma-separated offline backends (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sentence count")
+    parser.add_argument("--loudness-target", default="-23",
+                        help="LUFS every clip is normalised to, as the shipped pools do; 'none' to skip")
     args = parser.parse_args()
+    target = None if args.loudness_target.lower() == "none" else float(args.loudness_target)
     cores = os.cpu_count() or 1
     rows, missing = [], []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -114,11 +122,13 @@ def main() -> None:
                 missing.append((backend, status.detail))
                 continue
             n = max(2, round(SENTENCES[backend] * args.scale))
-            rows.append(bench_backend(backend, n, cores, tmp))
+            rows.append(bench_backend(backend, n, cores, tmp, target))
 
-    print(f"batch synthesis throughput, {cores} CPU cores (audio s per wall s; higher is faster)")
+    print(f"batch synthesis throughput, {cores} CPU cores (audio s per wall s; higher is faster), clips "
+          + (f"normalised to {target:g} LUFS ('norm cost': 1-worker time with / without it)" if target is not None
+             else "not normalised"))
     header = (f"{'backend':<11}{'clips':>6}{'audio s':>9}{'1 worker':>10}"
-              f"{f'{cores} workers':>11}{'speed-up':>10}{'failed':>8}{'warm cache s':>14}")
+              f"{f'{cores} workers':>11}{'speed-up':>10}{'failed':>8}{'warm cache s':>14}{'norm cost':>11}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -128,6 +138,7 @@ def main() -> None:
             f"{serial['audio'] / serial['wall']:>10.1f}{parallel['audio'] / parallel['wall']:>11.1f}"
             f"{serial['wall'] / parallel['wall']:>9.2f}x{serial['failed'] + parallel['failed']:>8}"
             f"{row['warm']['wall']:>14.3f}"
+            + (f"{row['normalise_cost']:>10.2f}x" if "normalise_cost" in row else f"{'-':>11}")
         )
     for backend, detail in missing:
         print(f"{backend:<11} not installed: {detail}")
