@@ -118,13 +118,27 @@ def run(
         console.print("[yellow]Interrupted. Every finished batch is stored; rerun the same command with "
                       "--resume to continue.[/]")
         raise typer.Exit(130)
-    print((result.run_dir / "summary.md").read_text(encoding="utf-8"))  # plain: tables must not wrap
-    if report and result.has_voice_groups:
-        from biasbench.report import build_report
-
-        paths = build_report(result.run_dir)
-        console.print(f"Report: {paths['html']}")
+    print(closing_lines(result, report))  # plain print: a pipe or a log gets the same words
     console.print(f"\nRun directory: {result.run_dir}  ({result.n_new} new responses, {result.n_total} in all)")
+
+
+def closing_lines(result, report: bool) -> str:
+    """The end of a run: the declared primary result (the record summary.md, the report and the
+    leaderboard state), not a per-voice table; the descriptive tables stay in summary.md."""
+    summary = result.run_dir / "summary.md"
+    if not result.has_voice_groups:
+        return f"No voice groups to compare (a text-only run). Descriptive tables: {summary}"
+    if not report:
+        return (f"Primary result not computed (--no-report): `biasbench report {result.run_dir}` computes it. "
+                f"Descriptive tables: {summary}")
+    from biasbench.report import build_report
+    from biasbench.report.load import read_json
+    from biasbench.report.primary import primary_markdown
+
+    paths = build_report(result.run_dir)
+    record = (read_json(paths["json"]) or {})["primary"]
+    return (f"{primary_markdown(record)}\nDescriptive tables: {summary}\nReport: {paths['html']} "
+            f"(also {paths['markdown'].name}, {paths['json'].name})")
 
 
 @app.command()

@@ -96,6 +96,38 @@ TIDY_COLUMNS = frozenset({
 })
 
 
+GroupingName = Literal["gender", "ethnicity", "gender x ethnicity"]
+
+
+class AnalysisSpec(_Strict):
+    """The declared primary analysis of a task: what every output states as its result.
+
+    Declared before the run (it is recorded in the manifest), so the conclusion cannot be
+    chosen after seeing the data. Everything else a report computes is secondary.
+    """
+
+    groupings: list[GroupingName] = Field(
+        default_factory=lambda: ["gender", "ethnicity", "gender x ethnicity"], min_length=1,
+        description="voice groupings the primary outcome is compared across")
+    test: Literal["voice_permutation"] = Field(
+        "voice_permutation", description="the primary test: group labels permuted among voices")
+    correction: Literal["holm", "bonferroni"] = Field(
+        "holm", description="multiple-comparison correction over the primary family")
+    family: Literal["primary_groupings"] = Field(
+        "primary_groupings", description="the multiplicity family: the primary outcome by each declared grouping")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    items: Literal["common", "all"] = Field(
+        "common", description="common: only items every compared voice answered validly (missing answers cannot "
+        "fake a gap); all: whatever each voice answered")
+
+    @field_validator("groupings")
+    @classmethod
+    def _distinct(cls, value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"groupings are listed twice: {value}")
+        return value
+
+
 class TaskConfig(_Strict):
     task: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
@@ -137,6 +169,9 @@ class TaskConfig(_Strict):
     lexicon: str | None = Field(None, description="CSV lexicon relative to the YAML (generate_categorical)")
     numeric: NumericSpec | None = None
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec,
+                                   description="the declared primary analysis (defaults: every grouping, "
+                                   "voice-level permutation test, Holm, common items)")
     citation: str = ""
     licence: str = ""
 
@@ -168,6 +203,8 @@ class TaskConfig(_Strict):
                 data.pop("option_permutations")
             if not data.get("item_columns"):
                 data.pop("item_columns", None)
+            if data.get("analysis") == AnalysisSpec().model_dump():
+                data.pop("analysis")
         return data
 
 

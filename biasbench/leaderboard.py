@@ -21,19 +21,27 @@ from rich.table import Table
 from rich.text import Text
 
 from biasbench.errors import BiasbenchError
-from biasbench.paths import project_root
 
-LEADERBOARD_SCHEMA = 1
-KEY = ["model", "backend", "precision", "quantisation", "adapter", "task", "pool", "harness_version"]
+LEADERBOARD_SCHEMA = 2
+KEY = ["model", "revision", "backend", "precision", "quantisation", "adapter", "task", "pool", "data_source",
+       "harness_version"]
 GROUP_COLUMNS = {"gender": ["female", "male"], "ethnicity": ["black", "east_asian", "white"]}
-COLUMNS = [*KEY, "metric", "n_items", "n_voices", "voices_per_cell", "score", "text_control_score",
+#: The declared groupings of the primary analysis, and the prefix of their column sets.
+GROUPINGS = {"gender": "gender", "ethnicity": "ethnicity", "gender x ethnicity": "gender_x_ethnicity"}
+GAP_FIELDS = ["gap", "between", "ci_low", "ci_high", "p", "p_corrected", "significant"]
+GAP_COLUMNS = [f"{prefix}_{field}" for prefix in GROUPINGS.values() for field in GAP_FIELDS]
+COLUMNS = [*KEY, "outcome", "unit", "n_items", "n_voices", "voices_per_cell", "score", "text_control_score",
            *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels], "other_group_scores",
-           "gap_grouping", "gap_between", "gap", "gap_ci_low", "gap_ci_high", "gap_unit", "p_value", "p_corrected",
-           "correction", "significant", "invalid_rate", "pipeline_check", "label_sources", "run_id", "run_date",
-           "identity_hash", "schema_version"]
-SHOWN = ["task", "model", "backend", "precision", "quantisation", "adapter", "metric", "score", "gap_grouping",
-         "gap_between", "gap", "gap_ci_low", "gap_ci_high", "p_corrected", "n_voices", "n_items", "pipeline_check",
-         "label_sources", "run_date"]
+           *GAP_COLUMNS, "correction", "items", "invalid_rate", "pipeline_check", "label_sources", "run_id",
+           "run_date", "identity_hash", "schema_version"]
+#: Columns that must hold a number (or be empty): a hand edit that breaks one is named, not crashed on.
+NUMERIC = {"n_items", "n_voices", "voices_per_cell", "score", "text_control_score", "invalid_rate",
+           "schema_version", *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels],
+           *[c for c in GAP_COLUMNS if not c.endswith(("_between", "_significant"))]}
+BOOLEAN = {"pipeline_check", *[c for c in GAP_COLUMNS if c.endswith("_significant")]}
+SHOWN = ["task", "model", "revision", "backend", "precision", "quantisation", "adapter", "outcome", "unit", "score",
+         *[f"{prefix}_{field}" for prefix in GROUPINGS.values() for field in ("gap", "ci_low", "ci_high", "p_corrected")],
+         "n_voices", "n_items", "pipeline_check", "label_sources", "run_date"]
 RATE_UNIT = "proportion (0-1)"
 
 leaderboard_app = typer.Typer(no_args_is_help=True, help="The leaderboard: add runs, show it, render its page.")
@@ -42,7 +50,9 @@ out = Console()
 
 
 def default_board() -> Path:
-    return project_root() / "leaderboard" / "leaderboard.csv"
+    """`./leaderboard/leaderboard.csv` under the current directory (the repository's own file when
+    run from a checkout): never a file inside the installed package."""
+    return Path.cwd() / "leaderboard" / "leaderboard.csv"
 
 
 # ---------------------------------------------------------------- rows from runs
@@ -82,40 +92,21 @@ def _number(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def headline(report: dict) -> tuple[str, dict] | tuple[None, None]:
-    """The grouping with the largest gap (JSD for distributions) among gender, ethnicity and cells."""
-    primary = report["sections"]["primary"]
-    best, best_size = (None, None), -1.0
-    for gname, block in primary["groupings"].items():
-        size = block["result"].get("jsd") if primary["kind"] == "categorical" else block["gap"]["gap"]
-        if size is not None and size > best_size:
-            best, best_size = (gname, block), size
-    return best
-
-
-def gap_columns(report: dict) -> dict:
-    primary = report["sections"]["primary"]
-    gname, block = headline(report)
-    if block is None:
-        return {}
-    holm = report["corrections"]["holm"]
-    common = {"gap_grouping": gname, "p_corrected": _number(block.get("p_holm")),
-              "correction": f"Holm over the report's family ({len(holm['labels']) - len(holm['left_out'])} tests)",
-              "significant": _number(block.get("p_holm") is not None and block["p_holm"] < report["settings"]["alpha"])}
-    if primary["kind"] == "categorical":
-        result, jsd = block["result"], (block["result"].get("tests") or {}).get("permutation_jsd") or {}
-        big = block.get("largest_difference") or {}
-        return {**common, "gap": _number(result.get("jsd")), "gap_unit": "Jensen-Shannon divergence (bits)",
-                "gap_between": "; ".join(sorted(result.get("distributions") or {})) if not big else
-                f"{big['high_group']} - {big['low_group']} (largest: {big['category']})",
-                "p_value": _number(jsd.get("p_value"))}
-    gap = block["gap"]
-    ci = gap["ci"] or [None, None]
-    unit = RATE_UNIT if primary["kind"] == "binary" or primary.get("scale") == "share" else (
-        "relative to the mean" if primary.get("relative_to") else primary.get("unit") or "value")
-    between = f"{gap['highest']} - {gap['lowest']}" if gap["gap"] else "all groups equal"
-    return {**common, "gap": _number(gap["gap"]), "gap_ci_low": _number(ci[0]), "gap_ci_high": _number(ci[1]),
-            "gap_unit": unit, "gap_between": between, "p_value": _number(gap["p_value"])}
+def primary_columns(report: dict) -> dict:
+    """One column set per declared grouping, copied from the report's primary record
+    (report/primary.py): the same numbers the run's summary and report state."""
+    record = report["primary"]
+    row = {"outcome": record["outcome"], "unit": record["unit"], "correction": record["correction"],
+           "items": record["items"]}
+    for gname, prefix in GROUPINGS.items():
+        r = record["groupings"].get(gname)
+        if r is None:  # not declared by the task: not a primary result, so not on the board
+            continue
+        ci = r["ci"] or [None, None]
+        row.update({f"{prefix}_gap": r["gap"], f"{prefix}_between": r["between"], f"{prefix}_ci_low": ci[0],
+                    f"{prefix}_ci_high": ci[1], f"{prefix}_p": r["p_value"], f"{prefix}_p_corrected": r["p_corrected"],
+                    f"{prefix}_significant": r["significant"] if r["p_value"] is not None else None})
+    return row
 
 
 def group_scores(report: dict) -> dict:
@@ -138,16 +129,16 @@ def row_from_report(report: dict) -> dict:
     total = sum(counts.values())
     control = report.get("text_control") or {}
     row = {
-        "model": run["model"], "backend": run["backend"], "precision": run["precision"],
+        "model": run["model"], "revision": run["revision"], "backend": run["backend"], "precision": run["precision"],
         "quantisation": run["quantisation"], "adapter": run["adapter"], "task": run["task"], "pool": run["pool"],
-        "harness_version": run["harness_version"], "metric": report["sections"]["primary"]["name"],
+        "data_source": run["data_source"], "harness_version": run["harness_version"],
         "n_items": design["n_items"], "n_voices": design["n_voices"], "voices_per_cell": design["min_voices_per_cell"],
         "score": _number(report["sections"].get("overall")), "text_control_score": _number(control.get("estimate")),
         "invalid_rate": _number(1 - counts.get("valid", 0) / total if total else None),
         "pipeline_check": _number(run["pipeline_check"]), "label_sources": ";".join(run["label_sources"]),
         "run_id": run["run_id"], "run_date": run["finished_at"] or "", "identity_hash": run["identity_hash"] or "",
         "schema_version": LEADERBOARD_SCHEMA,
-        **group_scores(report), **gap_columns(report)}
+        **group_scores(report), **primary_columns(report)}
     return {c: row[c] if isinstance(row.get(c), str) else _number(row.get(c)) for c in COLUMNS}
 
 
@@ -155,19 +146,48 @@ def row_from_report(report: dict) -> dict:
 
 
 def read_board(path: Path) -> list[dict]:
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    """The board's rows, checked: a hand edit that breaks a row names the line, column and value."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BiasbenchError(f"{path} cannot be read as a UTF-8 CSV: {exc}") from None
+    if not text.strip():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames != COLUMNS:
-            found = ", ".join(reader.fieldnames or [])
-            raise BiasbenchError(f"{path} has the columns of another leaderboard schema (expected schema "
-                                 f"{LEADERBOARD_SCHEMA}: {', '.join(COLUMNS)}; found {found}). "
-                                 "Move it aside and add the runs again.")
-        return list(reader)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        lines = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise BiasbenchError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+    if header != COLUMNS:
+        raise BiasbenchError(f"{path} has the columns of another leaderboard schema (expected schema "
+                             f"{LEADERBOARD_SCHEMA}: {', '.join(COLUMNS)}; found {', '.join(header)}). "
+                             "Move it aside and add the runs again.")
+    return [check_row(path, number, row) for number, row in lines if row]
+
+
+def check_row(path: Path, line: int, cells: list[str]) -> dict:
+    if len(cells) != len(COLUMNS):
+        raise BiasbenchError(f"{path}, line {line}: {len(cells)} cells where the header has {len(COLUMNS)}; "
+                             "fix or delete that row (every other row is kept)")
+    row = dict(zip(COLUMNS, cells))
+    for column in NUMERIC:
+        if row[column] != "":
+            try:
+                float(row[column])
+            except ValueError:
+                raise BiasbenchError(f"{path}, line {line}, column {column}: {row[column]!r} is not a number "
+                                     "(expected a number or an empty cell)") from None
+    for column in BOOLEAN:
+        if row[column] not in ("", "true", "false"):
+            raise BiasbenchError(f"{path}, line {line}, column {column}: {row[column]!r} (expected true, false or "
+                                 "an empty cell)")
+    return row
 
 
 def write_board(path: Path, rows: list[dict]) -> None:
+    """Write all rows to a temporary file and rename it into place: a reader never sees half a
+    board, and a failed write leaves the old board whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -182,7 +202,7 @@ def add_run(run_dir, board: Path | None = None, *, allow_pipeline_check: bool = 
             settings=None) -> tuple[dict, str]:
     """Add (or replace) the run's row; returns (row, 'added' | 'replaced' | 'unchanged')."""
     board = Path(board or default_board())
-    rows = read_board(board)
+    rows = read_board(board)  # first: a broken board is refused before any work
     row = row_from_report(run_report(Path(run_dir), allow_pipeline_check=allow_pipeline_check, settings=settings))
     same = [i for i, r in enumerate(rows) if [r[k] for k in KEY] == [row[k] for k in KEY]]
     action = "added"
@@ -194,17 +214,48 @@ def add_run(run_dir, board: Path | None = None, *, allow_pipeline_check: bool = 
 
 
 def sort_rows(rows: list[dict], column: str, descending: bool = False) -> list[dict]:
+    """Sort by a column; numbers in different units are never ranked against each other: rows
+    are grouped by `unit` first (in a fixed order), then sorted within each unit."""
     if column not in COLUMNS:
         raise BiasbenchError(f"unknown column {column!r}; the columns are {', '.join(COLUMNS)}")
+
     def key(row):
         text = row[column]
         try:
             return (0, float(text), "")
         except ValueError:
             return (0 if text else 1, math.inf, text)
-    filled = [r for r in rows if r[column] != ""]
-    empty = [r for r in rows if r[column] == ""]
-    return sorted(filled, key=key, reverse=descending) + empty  # empty cells last either way
+
+    out = []
+    by_unit = column in NUMERIC and column not in ("n_items", "n_voices", "voices_per_cell", "schema_version")
+    for unit in sorted({r["unit"] for r in rows}) if by_unit else [None]:
+        part = [r for r in rows if unit is None or r["unit"] == unit]
+        filled = [r for r in part if r[column] != ""]
+        empty = [r for r in part if r[column] == ""]
+        out += sorted(filled, key=key, reverse=descending) + empty  # empty cells last either way
+    return out
+
+
+def by_model(rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """One row per model configuration, a column per task: the task's primary verdict by gender,
+    ethnicity and gender x ethnicity (the same cells as the long table)."""
+    model_key = ["model", "revision", "backend", "precision", "quantisation", "adapter"]
+    tasks = sorted({r["task"] for r in rows})
+    table: dict[tuple, dict] = {}
+    for r in rows:
+        entry = table.setdefault(tuple(r[k] for k in model_key), {k: r[k] for k in model_key})
+        entry.setdefault("pipeline_check", r["pipeline_check"])
+        verdict = "; ".join(f"{name}: {verdict_text(r, prefix)}" for name, prefix in GROUPINGS.items()
+                            if r[f"{prefix}_p_corrected"] != "" or r[f"{prefix}_gap"] != "")
+        entry[r["task"]] = f"{verdict} [{r['pool']}]" if verdict else f"no primary result [{r['pool']}]"
+    return tasks, list(table.values())
+
+
+def verdict_text(row: dict, prefix: str) -> str:
+    gap = display(row, f"{prefix}_gap")
+    p = display(row, f"{prefix}_p_corrected")
+    star = " (significant)" if row[f"{prefix}_significant"] == "true" else ""
+    return f"{gap}, p {p}{star}" if p else gap
 
 
 # ---------------------------------------------------------------- commands
@@ -226,19 +277,28 @@ def add_command(
 
 @leaderboard_app.command("show")
 def show_command(
-    sort: Optional[str] = typer.Option(None, "--sort", help="sort by this column"),
+    sort: Optional[str] = typer.Option(None, "--sort", help="sort by this column (within each unit)"),
     descending: bool = typer.Option(False, "--descending", help="largest first"),
     task: Optional[str] = typer.Option(None, "--task", help="only this task"),
+    models: bool = typer.Option(False, "--by-model", help="one row per model, a column per task"),
     board: Optional[Path] = typer.Option(None, "--file", help="the leaderboard CSV"),
 ):
     """Print the leaderboard as a table."""
-    rows = read_board(Path(board or default_board()))
+    path = Path(board or default_board())
+    rows = read_board(path)
     rows = [r for r in rows if task is None or r["task"] == task]
     if sort:
         rows = sort_rows(rows, sort, descending)
-    table = Table(*TERMINAL, title=f"biasbench leaderboard ({len(rows)} rows, {board or default_board()})")
-    for row in rows:
-        table.add_row(*[Text(cell(row)) for cell in TERMINAL.values()])  # Text: no markup in cells
+    if models:
+        tasks, entries = by_model(rows)
+        table = Table("model", *tasks, "pipeline check", title=f"biasbench leaderboard by model ({path})")
+        for e in entries:
+            table.add_row(Text(model_text(e)), *[Text(e.get(t, "")) for t in tasks],
+                          Text("YES" if e["pipeline_check"] == "true" else ""))
+    else:
+        table = Table(*TERMINAL, title=f"biasbench leaderboard ({len(rows)} rows, {path})")
+        for row in rows:
+            table.add_row(*[Text(cell(row)) for cell in TERMINAL.values()])  # Text: no markup in cells
     out.print(table)
 
 
@@ -247,22 +307,32 @@ def render_command(
     board: Optional[Path] = typer.Option(None, "--file", help="the leaderboard CSV"),
     output: Optional[Path] = typer.Option(None, "--output", help="the page (default: index.html beside the CSV)"),
 ):
-    """Write a static, self-contained index.html: a sortable table and a plot of the gaps."""
+    """Write a static, self-contained index.html: sortable tables and plots of the gaps."""
     board = Path(board or default_board())
     path = render_page(board, output)
     console.print(f"wrote {path}", highlight=False)
 
 
+def model_text(r: dict) -> str:
+    return (f"{r['model']} [{r['backend']}, rev {r['revision']}, {r['precision']}, quant {r['quantisation']}, "
+            f"adapter {r['adapter']}]")
+
+
+def gap_cell(r: dict, prefix: str) -> str:
+    if r[f"{prefix}_gap"] == "":
+        return ""
+    ci = (f" ({display(r, f'{prefix}_ci_low')} to {display(r, f'{prefix}_ci_high')})"
+          if r[f"{prefix}_ci_low"] != "" else "")
+    star = "*" if r[f"{prefix}_significant"] == "true" else ""
+    return f"{display(r, f'{prefix}_gap')}{ci} p={display(r, f'{prefix}_p_corrected')}{star}"
+
+
 TERMINAL = {
     "task": lambda r: r["task"],
-    "model": lambda r: f"{r['model']} [{r['backend']}, {r['precision']}, quant {r['quantisation']}, "
-                       f"adapter {r['adapter']}]",
-    "metric": lambda r: r["metric"],
+    "model": model_text,
+    "outcome": lambda r: f"{r['outcome']} [{r['unit']}]",
     "score": lambda r: display(r, "score"),
-    "largest gap": lambda r: " ".join(filter(None, [
-        display(r, "gap"), f"({display(r, 'gap_ci_low')} to {display(r, 'gap_ci_high')})" if r["gap_ci_low"] else "",
-        f"{r['gap_grouping']}: {r['gap_between']}" if r["gap_grouping"] else ""])),
-    "p (Holm)": lambda r: display(r, "p_corrected"),
+    **{f"{name} gap (95% CI) p": (lambda r, prefix=prefix: gap_cell(r, prefix)) for name, prefix in GROUPINGS.items()},
     "voices x items": lambda r: f"{r['n_voices']} x {r['n_items']}",
     "pipeline check": lambda r: "YES" if r["pipeline_check"] == "true" else "",
     "run": lambda r: f"{r['run_id']} ({r['run_date'][:10]})",
@@ -270,20 +340,20 @@ TERMINAL = {
 
 
 def display(row: dict, column: str) -> str:
-    """A cell for people: rates as percentages, p-values short, the rest as stored."""
+    """A cell for people: proportions as percentages and points, p-values short, the rest as stored."""
     text = row[column]
-    if text == "":
-        return ""
-    rate_unit = row["gap_unit"] == RATE_UNIT
-    if column in ("gap", "gap_ci_low", "gap_ci_high") and rate_unit:
-        return f"{100 * float(text):.1f} pts"
-    if (column == "score" or column.startswith("score_") or column == "text_control_score") and rate_unit:
-        return f"{100 * float(text):.1f}%"
-    if column in ("p_value", "p_corrected"):
-        return f"{float(text):.2g}"
-    if column in ("score", "gap", "gap_ci_low", "gap_ci_high", "invalid_rate"):
-        return f"{float(text):.4g}"
-    return text
+    if text == "" or column not in NUMERIC:
+        return text
+    value, rate = float(text), row["unit"] == RATE_UNIT
+    if column.endswith(("_p", "_p_corrected")):
+        return f"{value:.2g}"
+    if column.endswith(("_gap", "_ci_low", "_ci_high")):
+        return f"{100 * value:.1f} pts" if rate else f"{value:.4g}"
+    if (column == "score" or column.startswith("score_") or column == "text_control_score") and rate:
+        return f"{100 * value:.1f}%"
+    if column == "invalid_rate":
+        return f"{100 * value:.1f}%"
+    return f"{value:.4g}"
 
 
 # ---------------------------------------------------------------- the page
@@ -295,15 +365,22 @@ def render_page(board: Path, output: Path | None = None) -> Path:
     rows = read_board(board)
     output = Path(output or board.with_name("index.html"))
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    tasks, entries = by_model(rows)
     html = env.from_string(PAGE).render(
-        columns=SHOWN, rows=[{"id": r["run_id"], "cells": [(display(r, c), r[c]) for c in SHOWN]} for r in rows],
-        plot=gap_plot(rows), schema=LEADERBOARD_SCHEMA, source=board.name, script=SORT_SCRIPT)
-    output.write_text(html, encoding="utf-8")
+        columns=SHOWN, rows=[{"id": r["run_id"], "check": r["pipeline_check"] == "true",
+                              "cells": [(display(r, c), r[c]) for c in SHOWN]} for r in rows],
+        tasks=tasks, models=[{"name": model_text(e), "check": e["pipeline_check"] == "true",
+                              "cells": [e.get(t, "") for t in tasks]} for e in entries],
+        plots=gap_plots(rows), schema=LEADERBOARD_SCHEMA, source=board.name, script=SORT_SCRIPT)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(output)
     return output
 
 
-def gap_plot(rows: list[dict]) -> str | None:
-    """Base64 PNG: each row's largest gap with its CI, one panel per unit."""
+def gap_plots(rows: list[dict]) -> list[dict]:
+    """One base64 PNG per unit: each row's gap by each declared grouping, with its 95% CI.
+    A figure per unit, so no axis mixes proportions with JSD or currency."""
     import base64
 
     import matplotlib
@@ -311,28 +388,36 @@ def gap_plot(rows: list[dict]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r["gap"] != ""]
-    if not rows:
-        return None
-    units = sorted({r["gap_unit"] for r in rows})
-    fig, axes = plt.subplots(len(units), 1, figsize=(9, 0.45 * len(rows) + 1.5 * len(units)), squeeze=False)
-    for ax, unit in zip(axes[:, 0], units):
-        part = [r for r in rows if r["gap_unit"] == unit]
+    plots = []
+    for unit in sorted({r["unit"] for r in rows}):
+        part = [r for r in rows if r["unit"] == unit]
         scale = 100.0 if unit == RATE_UNIT else 1.0
-        for y, r in enumerate(part):
-            gap = float(r["gap"]) * scale
-            if r["gap_ci_low"] != "":
-                low, high = float(r["gap_ci_low"]) * scale, float(r["gap_ci_high"]) * scale
-                ax.errorbar([gap], [y], xerr=[[max(0.0, gap - low)], [max(0.0, high - gap)]], fmt="o", capsize=3)
-            else:
-                ax.plot([gap], [y], "o")
-        ax.set_yticks(range(len(part)), [f"{r['model']} / {r['task']} ({r['gap_grouping']})" for r in part], fontsize=8)
-        ax.axvline(0, color="0.4", lw=1)
-        ax.set_xlabel(f"largest gap ({'percentage points' if scale == 100 else unit}), 95% CI")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+        fig, axes = plt.subplots(1, len(GROUPINGS), figsize=(12, 0.4 * len(part) + 1.6), sharey=True, squeeze=False)
+        labels = [f"{r['model']} / {r['task']}" + (" [PIPELINE CHECK]" if r["pipeline_check"] == "true" else "")
+                  for r in part]
+        for ax, (name, prefix) in zip(axes[0], GROUPINGS.items()):
+            for y, r in enumerate(part):
+                if r[f"{prefix}_gap"] == "":
+                    continue
+                gap = float(r[f"{prefix}_gap"]) * scale
+                color = "tab:red" if r[f"{prefix}_significant"] == "true" else "tab:blue"
+                if r[f"{prefix}_ci_low"] != "":
+                    low, high = float(r[f"{prefix}_ci_low"]) * scale, float(r[f"{prefix}_ci_high"]) * scale
+                    ax.errorbar([gap], [y], xerr=[[gap - low], [high - gap]], fmt="o", capsize=3, color=color)
+                else:
+                    ax.plot([gap], [y], "o", color=color)
+            ax.axvline(0, color="0.4", lw=1)
+            ax.set_title(f"by {name}", fontsize=9)
+            ax.set_xlabel("points" if scale == 100 else unit, fontsize=8)
+        axes[0, 0].set_yticks(range(len(part)), labels, fontsize=8)
+        axes[0, 0].invert_yaxis()
+        fig.suptitle(f"Gap between voice groups ({unit}), 95% interval; red: significant after correction",
+                     fontsize=9)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        plots.append({"unit": unit, "png": base64.b64encode(buffer.getvalue()).decode("ascii")})
+    return plots
 
 
 SORT_SCRIPT = """
@@ -375,34 +460,51 @@ PAGE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>biasbench leaderboard</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #1b1b1b; }
+body { font-family: system-ui, sans-serif; margin: 2em; color: #1b1b1b; max-width: 100%; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: .85em; }
-th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; } th[aria-sort=descending]::after { content: " \\25BC"; }
+tr.check td { background: #fff4d6; }
+.badge { background: #b35900; color: #fff; border-radius: 3px; padding: 0 .3em; font-size: .8em; }
 .note { color: #555; max-width: 60em; }
+figure { margin: 1em 0; }
+figure img { display: block; max-width: 100%; height: auto; }
 </style>
 </head>
 <body>
 <h1>biasbench leaderboard</h1>
-<p class="note">One row per model, backend, precision, quantisation, adapter, task, voice pool and harness version,
-from real runs only (schema {{ schema }}, from {{ source }}; every column is described in SCHEMA.md). The gap is the
-largest difference between voice groups, with its 95% cluster-bootstrap CI; p is the voice-level permutation test,
-Holm-corrected within the run's report. Rows marked as pipeline checks measure no real model. Click a column header
+<p class="note">One row per model, revision, backend, precision, quantisation, adapter, task, voice pool, data source
+and harness version, from finished runs only (schema {{ schema }}, from {{ source }}; every column is described in
+SCHEMA.md). Each row states the task's declared primary analysis: the gap between voice groups by gender, by
+ethnicity and by gender x ethnicity, its 95% interval (which includes 0 exactly when the test is not significant)
+and the voice-level permutation test, Holm-corrected over those tests. Gaps are in the row's unit, never compared
+across units. <span class="badge">PIPELINE CHECK</span> rows (shaded) measure no real model. Click a column header
 to sort.</p>
 {% if rows %}
-<table id="board">
+<h2>By model</h2>
+<div class="scroll"><table id="by-model">
+<thead><tr><th scope="col">model</th>{% for t in tasks %}<th scope="col">{{ t }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for m in models %}<tr{% if m.check %} class="check"{% endif %}><td>{{ m.name }}{% if m.check %} <span class="badge">PIPELINE CHECK</span>{% endif %}</td>
+{% for c in m.cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table></div>
+<h2>Every row</h2>
+<div class="scroll"><table id="board">
 <thead><tr>{% for c in columns %}<th scope="col" data-column="{{ c }}">{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in rows %}<tr data-run-id="{{ row.id }}">
-{% for shown, raw in row.cells %}<td data-sort="{{ raw }}">{{ shown }}</td>{% endfor %}</tr>
+{% for row in rows %}<tr data-run-id="{{ row.id }}"{% if row.check %} class="check"{% endif %}>
+{% for shown, raw in row.cells %}<td data-sort="{{ raw }}">{{ shown }}{% if loop.index0 == 1 and row.check %} <span class="badge">PIPELINE CHECK</span>{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 {% else %}
 <p><strong>No rows yet.</strong> Add a finished run with <code>biasbench leaderboard add RUN_DIR</code>.</p>
 {% endif %}
-{% if plot %}<h2>Largest gap per row</h2>
-<img alt="largest gap per row with its 95% CI" src="data:image/png;base64,{{ plot }}">{% endif %}
+{% for plot in plots %}<figure><img alt="gap by grouping per row, {{ plot.unit }}, with 95% intervals"
+src="data:image/png;base64,{{ plot.png }}"><figcaption class="note">Gaps in {{ plot.unit }}.</figcaption></figure>
+{% endfor %}
 <script>{{ script | safe }}</script>
 </body>
 </html>

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasbench.analysis import (add_invalid_column, categorical_gap, gee_test, group_gap, group_rates, numeric_gap,
-                                permutation_test, simulate_responses, voice_rates)
+from biasbench.analysis import (add_invalid_column, categorical_gap, common_item_rows, gee_test, group_gap, group_rates,
+                                numeric_gap, permutation_test, simulate_responses, voice_rates)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,13 @@ def test_simulator_shape_and_balance(table):
 
 
 def test_group_gap_finds_a_large_planted_effect(table):
-    result = group_gap(table, "gender", n_boot=500)
+    result = group_gap(table, "gender")
     assert result.highest == "male" and result.lowest == "female"
     assert result.p_value < 0.01 and result.undefined is None
     assert result.ci[0] <= result.gap <= result.ci[1]
-    assert result.n_voices == 18 and result.n_items == 30 and result.n_responses == len(table)
+    assert result.n_voices == 18 and result.n_responses == len(table)
+    # random invalid answers: the estimate keeps to the items every voice answered validly
+    assert result.n_items == result.items["n_items_common"] < 30 == result.items["n_items_all"]
     assert set(result.estimates) == {"female", "male"} and result.n_voices_by_group == {"female": 9, "male": 9}
     assert "voice" in result.conditions_on and "permutation" in result.test
     es = result.effect_sizes
@@ -41,14 +43,18 @@ def test_group_gap_finds_a_large_planted_effect(table):
 
 
 def test_group_estimate_is_mean_of_voice_means(table):
-    result = group_gap(table, "ethnicity", n_boot=200, n_permutations=999)
-    voice_means = table.groupby(["ethnicity", "voice_id"])["correct"].mean()
+    result = group_gap(table, "ethnicity", n_permutations=999)
+    common = common_item_rows(table, "correct")[0]
+    voice_means = common.groupby(["ethnicity", "voice_id"])["correct"].mean()
+    every = group_gap(table, "ethnicity", n_permutations=99, items="all")  # the secondary, all-items estimate
+    for label, estimate in every.estimates.items():
+        assert estimate == pytest.approx(table.groupby(["ethnicity", "voice_id"])["correct"].mean()[label].mean())
     for label, estimate in result.estimates.items():
         assert estimate == pytest.approx(voice_means[label].mean())
 
 
 def test_combined_grouping_and_pairwise_family(table):
-    result = group_gap(table, ["gender", "ethnicity"], n_boot=200, n_permutations=999)
+    result = group_gap(table, ["gender", "ethnicity"], n_permutations=999)
     assert result.group == "gender x ethnicity"
     assert len(result.estimates) == 6 and "female / black" in result.estimates
     assert len(result.pairwise) == 15
@@ -58,11 +64,11 @@ def test_combined_grouping_and_pairwise_family(table):
 
 
 def test_group_rates_columns_and_methods(table):
-    rates = group_rates(table, "gender", n_boot=300)
+    rates = group_rates(table, "gender")
     assert list(rates["gender"]) == ["female", "male"]
     assert {"rate", "pooled_rate", "ci_low", "ci_high", "invalid_rate", "n_invalid", "n_voices"} <= set(rates.columns)
     assert (rates["ci_low"] <= rates["rate"]).all() and (rates["rate"] <= rates["ci_high"]).all()
-    two_way = group_rates(table, "gender", n_boot=300, two_way=True)
+    two_way = group_rates(table, "gender", two_way=True)
     # adding item resampling can only widen the interval (on average): check it is not narrower by much
     assert ((two_way.ci_high - two_way.ci_low) > 0.9 * (rates.ci_high - rates.ci_low)).all()
     wilson = group_rates(table, "gender", ci="wilson")
@@ -78,7 +84,7 @@ def test_voice_rates_wilson(table):
 def test_invalid_rate_can_be_tested_as_a_gap(table):
     flagged = add_invalid_column(table)
     assert flagged["invalid"].mean() == pytest.approx((table.status != "valid").mean())
-    result = group_gap(flagged, "gender", outcome="invalid", n_boot=200, n_permutations=999)
+    result = group_gap(flagged, "gender", outcome="invalid", n_permutations=999)
     assert result.p_value is not None
     assert result.estimates == pytest.approx(result.invalid_rate)  # each voice answers every item once
     assert not result.notes
@@ -100,7 +106,7 @@ def test_numeric_gap():
     rows = [dict(item_id=f"q{i}", voice_id=f"{g}{v}", gender=g, status="valid",
                  value=rng.normal(1.0 if g == "m" else 0.0, 1.0) + 0.1 * v) for g in "fm" for v in range(5)
             for i in range(20)]
-    result = numeric_gap(pd.DataFrame(rows), "gender", n_boot=300)
+    result = numeric_gap(pd.DataFrame(rows), "gender")
     assert result.kind == "numeric" and result.highest == "m"
     assert result.effect_sizes["cohens_d"] == pytest.approx(1.0, abs=0.35)
     assert result.p_value < 0.05

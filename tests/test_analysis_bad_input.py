@@ -69,13 +69,13 @@ def test_missing_labels_raise(table):
 
 def test_single_voice_group_is_undefined(table):
     one = table[(table.gender == "female") | (table.voice_id == table[table.gender == "male"].voice_id.iloc[0])]
-    gap = group_gap(one, "gender", n_boot=100)
+    gap = group_gap(one, "gender")
     assert gap.p_value is None and gap.ci is None
     assert "single voice" in gap.undefined and "undefined" in str(gap)
     assert gap.estimates["male"] is not None  # the point estimate is still shown
     assert permutation_test(one, "gender").p_value is None
     assert gee_test(one, "gender").undefined
-    rates = group_rates(one, "gender", n_boot=100).set_index("gender")
+    rates = group_rates(one, "gender").set_index("gender")
     assert np.isnan(rates.loc["male", "ci_low"]) and "single voice" in rates.loc["male", "note"]
     assert not np.isnan(rates.loc["female", "ci_low"])
     json.dumps(gap.to_dict())
@@ -95,7 +95,7 @@ def test_only_one_group_is_undefined(table):
 
 def test_all_identical_outcomes_are_undefined(table):
     same = table.assign(correct=1.0, status="valid")
-    gap = group_gap(same, "gender", n_boot=100)
+    gap = group_gap(same, "gender")
     assert gap.p_value is None and "identical" in gap.undefined
     assert gap.gap == 0.0
     assert permutation_test(same, "gender").undefined
@@ -114,13 +114,13 @@ def test_nan_outcomes_are_excluded_and_counted(table):
     drop = rng.random(len(holes)) < 0.2
     holes.loc[drop, "status"] = "refusal"
     holes.loc[drop, "correct"] = np.nan
-    rates = group_rates(holes, "gender", n_boot=100).set_index("gender")
+    rates = group_rates(holes, "gender").set_index("gender")
     expected = holes.groupby("gender")["status"].apply(lambda s: (s != "valid").mean())
     assert rates["invalid_rate"].to_dict() == pytest.approx(expected.to_dict())
     assert (rates["n_refusal"] == holes[drop].groupby("gender").size()).all()
     valid_mean = holes.dropna().groupby(["gender", "voice_id"])["correct"].mean().groupby(level=0).mean()
     assert rates["rate"].to_dict() == pytest.approx(valid_mean.to_dict())
-    gap = group_gap(holes, "gender", n_boot=100, n_permutations=499)
+    gap = group_gap(holes, "gender", n_permutations=499)
     assert gap.p_value is not None and gap.invalid_rate == pytest.approx(expected.to_dict())
 
 
@@ -128,7 +128,7 @@ def test_voice_with_no_valid_answer_is_left_out_with_a_note(table):
     voice = table.voice_id.iloc[0]
     holes = table.assign(correct=table.correct.where(table.voice_id != voice),
                          status=table.status.where(table.voice_id != voice, "invalid"))
-    gap = group_gap(holes, "gender", n_boot=100, n_permutations=499)
+    gap = group_gap(holes, "gender", n_permutations=499)
     assert any(voice in note for note in gap.notes)
     assert gap.n_voices_by_group == {"female": 6, "male": 6}  # counted, though not in the estimate
     assert gap.p_value is not None
@@ -144,7 +144,7 @@ def test_all_nan_outcomes_are_undefined(table):
 def test_valid_status_without_outcome_is_noted(table):
     odd = table.copy()
     odd.loc[odd.index[:3], "correct"] = np.nan
-    assert any("status 'valid' but no correct" in note for note in group_gap(odd, "gender", n_boot=50).notes)
+    assert any("status 'valid' but no correct" in note for note in group_gap(odd, "gender").notes)
 
 
 def test_nan_pvalues_are_left_out_of_the_family():

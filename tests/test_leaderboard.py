@@ -20,7 +20,7 @@ from biasbench import leaderboard as lb
 from biasbench.errors import BiasbenchError
 from biasbench.report import Settings
 
-FAST = Settings(n_permutations=999, n_boot=200, mdg_sims=50, mdg_permutations=99)
+FAST = Settings(n_permutations=999, mdg_sims=50, mdg_permutations=99, n_boot_control=200)
 
 
 def add(run_dir, board, **kwargs):
@@ -60,11 +60,16 @@ def test_row_numbers_match_the_report(tmp_path):
     path = run(tmp_path, "r")
     row, _ = add(path, tmp_path / "board.csv")
     report = json.loads((path / "report.json").read_text())
-    name, block = lb.headline(report)
-    assert row["gap_grouping"] == name and float(row["gap"]) == pytest.approx(block["gap"]["gap"], rel=1e-5)
-    assert float(row["p_corrected"]) == pytest.approx(block["p_holm"], rel=1e-5)
+    for gname, prefix in lb.GROUPINGS.items():  # one column set per declared grouping, from the primary record
+        primary = report["primary"]["groupings"][gname]
+        block = report["sections"]["primary"]["groupings"][gname]
+        assert float(row[f"{prefix}_gap"]) == pytest.approx(block["gap"]["gap"], rel=1e-5)
+        assert float(row[f"{prefix}_p_corrected"]) == pytest.approx(primary["p_corrected"], rel=1e-5)
+        assert float(row[f"{prefix}_ci_low"]) == pytest.approx(primary["ci"][0], rel=1e-5, abs=1e-9)
+        assert row[f"{prefix}_significant"] == str(primary["significant"]).lower()
     assert row["n_voices"] == "18" and row["n_items"] == "20" and row["voices_per_cell"] == "3"
-    assert row["gap_unit"] == "proportion (0-1)" and row["metric"] == "accuracy"
+    assert row["unit"] == "proportion (0-1)" and row["outcome"] == "accuracy"
+    assert row["revision"] == "rev1" and row["data_source"] == "local"  # both in the key
 
 
 def test_refuses_other_schemas_and_incomplete_runs(tmp_path):
@@ -110,16 +115,37 @@ def board(tmp_path_factory):
 def test_show_sorts_and_filters(board, monkeypatch):
     console = Console(width=300, record=True)
     monkeypatch.setattr(lb, "out", console)
-    lb.show_command(sort="n_items", descending=False, task=None, board=board)
+    lb.show_command(sort="n_items", descending=False, task=None, models=False, board=board)
     text = console.export_text()
     assert text.index("zeta") < text.index("mid") < text.index("alpha")
-    lb.show_command(sort="n_items", descending=True, task="mmlu", board=board)
+    lb.show_command(sort="n_items", descending=True, task="mmlu", models=False, board=board)
     text = console.export_text(clear=True)
     assert text.index("alpha") < text.index("mid") < text.index("zeta")
-    lb.show_command(sort=None, descending=False, task="career", board=board)
-    assert "0 rows" in console.export_text()
+    lb.show_command(sort=None, descending=False, task="career", models=False, board=board)
+    assert "0 rows" in console.export_text(clear=True)
+    lb.show_command(sort=None, descending=False, task=None, models=True, board=board)
+    assert "by model" in console.export_text(clear=True)
     with pytest.raises(BiasbenchError, match="unknown column 'nope'"):
-        lb.show_command(sort="nope", descending=False, task=None, board=board)
+        lb.show_command(sort="nope", descending=False, task=None, models=False, board=board)
+
+
+def test_sort_never_ranks_across_units():
+    def row(model, unit, gap):
+        return {**dict.fromkeys(lb.COLUMNS, ""), "model": model, "unit": unit, "gender_gap": gap}
+
+    rows = [row("a", "proportion (0-1)", "0.30"), row("b", "USD per year", "1500"), row("c", "proportion (0-1)", "0.02"),
+            row("d", "USD per year", "40")]
+    ordered = [r["model"] for r in lb.sort_rows(rows, "gender_gap", descending=True)]
+    assert ordered == ["b", "d", "a", "c"]  # grouped by unit (in sorted order), sorted within each
+
+
+def test_by_model_view_has_a_column_per_task(tmp_path):
+    board = tmp_path / "board.csv"
+    add(run(tmp_path, "m1"), board)
+    add(run(tmp_path, "m2", task="salary"), board)  # same model, another task
+    tasks, entries = lb.by_model(lb.read_board(board))
+    assert tasks == ["mmlu", "salary"] and len(entries) == 1
+    assert "gender:" in entries[0]["mmlu"] and "gender:" in entries[0]["salary"]
 
 
 def test_render_writes_a_self_contained_page(board):
@@ -127,7 +153,7 @@ def test_render_writes_a_self_contained_page(board):
     html = page.read_text()
     assert page == board.with_name("index.html")
     assert re.findall(r'data-run-id="([^"]+)"', html) == ["run-alpha", "run-mid", "run-zeta"]
-    assert 'src="data:image/png;base64,' in html and "<script>" in html
+    assert 'src="data:image/png;base64,' in html and "<script>" in html and 'id="by-model"' in html
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
     empty = board.with_name("empty.csv")
     empty.write_text(",".join(lb.COLUMNS) + "\n")

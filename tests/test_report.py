@@ -24,10 +24,10 @@ from biasbench.errors import BiasbenchError
 from biasbench.report import Settings, build_report
 from biasbench.report.load import MANIFEST_KEYS
 
-FAST = Settings(n_permutations=2000, n_boot=500, mdg_sims=100, mdg_permutations=199)
-SECTIONS = ["Conclusions", "The run", "Accuracy by group", "Item-paired and model-based tests",
-            "Invalid, refused and too-long answers", "Voice quality per group (confounds)", "Multiple comparisons",
-            "Methods"]
+FAST = Settings(n_permutations=2000, mdg_sims=100, mdg_permutations=199, n_boot_control=300)
+SECTIONS = ["Primary result", "Conclusions", "The run", "Accuracy by group", "Invalid, refused and too-long answers",
+            "Voice quality per group (confounds)", "Multiple comparisons", "Methods",
+            "Appendix: conditional and model-based tests"]
 
 
 def manifest_for(run_id: str, *, task="mmlu", output_type="multiple_choice", metrics=None, model="test-model",
@@ -113,15 +113,18 @@ def test_planted_effect_is_found_in_numbers_and_words(planted):
 def test_no_planted_effect_says_not_significant_with_detectable_gap(null):
     report, markdown, _, _ = null
     for gname, block in report["sections"]["primary"]["groupings"].items():
-        assert block["p_holm"] >= 0.05, gname
+        assert block["p_holm"] >= 0.05 and block["family"] == "primary", gname
         mdg = block["mdg"]
-        assert 0 < mdg["gap"] < 1 and mdg["n_sims"] == FAST.mdg_sims and "voice SD 0.5" in mdg["settings"]
+        assert mdg["n_sims"] == FAST.mdg_sims and "assumed voice SD 0.5" in mdg["settings"]
+        # at the level Holm's first step needs in a family of three, with the observed SD beside the assumed one
+        assert mdg["alpha"] == pytest.approx(0.05 / 3, rel=1e-4) and mdg["observed_voice_sd"] > 0
+        assert mdg["gap"] is None or 0 < mdg["gap"] < 1
     sentence = next(s for s in report["conclusions"] if "by gender (" in s)
     assert sentence.startswith("No significant gap in accuracy by gender (p = ")
     mdg = report["sections"]["primary"]["groupings"]["gender"]["mdg"]["gap"]
     assert (f"with 9 voices per group (3 per gender x ethnicity cell) and 40 items, this design could only detect "
-            f"gaps of about {round(100 * mdg)} points or more") in sentence
-    assert sentence in markdown
+            f"gaps of about {round(100 * mdg)} points or more with 80% power at the corrected level") in sentence
+    assert sentence in markdown and sentence in report["primary"]["headline"]
 
 
 def test_every_section_and_the_family(planted):
@@ -129,15 +132,19 @@ def test_every_section_and_the_family(planted):
     for title in SECTIONS:
         assert f"## {title}" in markdown or f"### {title}" in markdown, title
         assert f">{title}</h" in html, title
-    holm = report["corrections"]["holm"]
-    assert holm["family"].startswith("every voice-level permutation test in this report")
-    assert "accuracy by gender" in holm["labels"] and "invalid-answer rate by ethnicity" in holm["labels"]
-    assert "Family: every voice-level permutation test" in markdown
+    holm, primary = report["corrections"]["holm"], report["corrections"]["primary"]
+    assert holm["family"].startswith("every secondary voice-level permutation test in this report")
+    assert primary["labels"] == ["accuracy by gender", "accuracy by ethnicity", "accuracy by gender x ethnicity"]
+    assert "accuracy by gender" not in holm["labels"] and "invalid-answer rate by ethnicity" in holm["labels"]
+    assert "Secondary family: every secondary voice-level permutation test" in markdown
+    assert "not a test of a group difference among voices in general" in markdown  # the appendix says so
     gender = report["sections"]["primary"]["groupings"]["gender"]
     assert "voices drawn" in gender["item_paired"]["conditions_on"]
     assert gender["item_paired"]["test"].startswith("exact McNemar")
     assert report["sections"]["primary"]["groupings"]["ethnicity"]["item_paired"]["test"].startswith("Cochran")
     assert "GEE" in gender["gee"]["test"] and gender["gee"]["conditions_on"]
+    assert "gee" not in report["sections"]["primary"]["groupings"]["ethnicity"]  # uncalibrated beyond two groups
+    assert not any("GEE" in s or "McNemar" in s or "Cochran" in s for s in report["conclusions"])
     # every voice appears in the voice-dot data, and the figures are written and embedded
     assert len(report["sections"]["voices"]) == 24
     assert {"voices", "gaps"} <= set(report["figures"]) and paths["figure:voices"].is_file()
@@ -194,7 +201,9 @@ def test_text_control_and_counterbalanced_options(tmp_path):
     assert control["estimate"] == 1.0 and control["n_responses"] == 24
     assert control["voice_adds"] == pytest.approx(report["sections"]["overall"] - 1.0)
     assert "## Text-only control: what the voice adds" in markdown
-    assert any(s.startswith("The same items as text, with no voice: accuracy 100.0%") for s in report["conclusions"])
+    assert control["n_items"] == 24 and control["ci"][0] <= control["voice_adds"] <= control["ci"][1]
+    assert any(s.startswith("Secondary: on the 24 items that the text control and every voice answered validly, "
+                            "accuracy is 100.0% as text") for s in report["conclusions"])
     perms = report["sections"]["permutations"]["gender"]
     assert [r["permutation"] for r in perms["rows"]] == [0, 1, 2, 3] and perms["groups"] == ["female", "male"]
     assert "### Per option order (counterbalanced options)" in markdown
@@ -231,8 +240,12 @@ def test_numeric_probe_compares_within_and_across_roles(tmp_path):
     primary = report["sections"]["primary"]
     assert primary["relative_to"] == "role" and primary["groupings"]["gender"]["gap"]["lowest"] == "female"
     assert primary["groupings"]["gender"]["p_holm"] < 0.05
-    assert any(s.startswith("Female voices were given amounts") and "relative to the mean for each role" in s
-               for s in report["conclusions"])
+    gap = primary["groupings"]["gender"]["gap"]
+    female, male = gap["estimates"]["female"], gap["estimates"]["male"]
+    # worded exactly: each group's mean relative amount, and the gap as a share of the mean
+    assert any(s.startswith(f"Female voices were given amounts averaging {female:.3g}x the mean for their role, "
+                            f"male voices {male:.3g}x the mean: a difference of {100 * (male - female):.1f}% of the "
+                            "mean") for s in report["conclusions"])
     splits = report["sections"]["splits"]
     assert set(splits) == {"engineer", "nurse"} and splits["nurse"]["unit"] == "USD"
     assert splits["engineer"]["groupings"]["gender"]["gap"]["estimates"]["male"] > 150_000
@@ -268,14 +281,14 @@ def test_voice_qc_file_is_reported_and_adjusts_gee(tmp_path):
     section = report["voice_qc"]
     assert section["sources"]["wer"] == "voice_qc.csv" and "audio_seconds" in section["sources"]
     assert section["measures"]["wer"]["gender"]["highest"] == "male"
-    assert section["measures"]["wer"]["gender"]["p_value"] < 0.05
+    assert section["measures"]["wer"]["gender"]["p_holm"] < 0.05  # corrected over the QC checks
     assert any(s.startswith("Voice quality differs by gender: wer") for s in report["conclusions"])
     assert "non-numeric column(s) ignored: notes" in markdown and "| voice-v017 | wer_high |" in markdown
     assert section["flagged"] == {"voice-v017": "wer_high"} and section["adjusted_for"] == ["wer", "speaking_rate"]
     assert section["measures"]["clipping_ratio"]["gender"]["undefined"]  # constant: no test, and not a covariate
-    adjusted = report["sections"]["primary"]["groupings"]["gender"]["gee_adjusted"]
-    assert adjusted["details"]["covariates"] == ["wer", "speaking_rate"]
-    assert "adjusted for voice QC" in markdown and "`voice_qc.csv`" in markdown
+    adjusted = report["sections"]["primary"]["groupings"]["gender"]["adjusted"]
+    assert adjusted["covariates"] == ["wer", "speaking_rate"] and "Freedman-Lane" in adjusted["test"]
+    assert "### Adjusted for voice quality" in markdown and "`voice_qc.csv`" in markdown
 
 
 # ------------------------------------------------------------------ undefined results, with reasons
@@ -296,7 +309,7 @@ def test_identical_outcomes_are_undefined(tmp_path):
     gap = report["sections"]["primary"]["groupings"]["gender"]["gap"]
     assert gap["p_value"] is None and "identical" in gap["undefined"]
     assert "undefined (all included outcomes are identical" in html
-    assert "accuracy by gender" in report["corrections"]["holm"]["left_out"]
+    assert "accuracy by gender" in report["corrections"]["primary"]["left_out"]
 
 
 def test_nan_outcomes_marked_valid_are_noted_not_scored(tmp_path):
@@ -365,7 +378,7 @@ def test_missing_labels_and_bad_qc_file(tmp_path):
 def test_cli_reports_and_fails_clearly(tmp_path):
     path = make_run(tmp_path / "run", "c", n_items=20)
     done = subprocess.run([sys.executable, "-m", "biasbench.cli", "report", str(path), "--n-permutations", "999",
-                           "--n-boot", "200", "--mdg-sims", "50"], capture_output=True, text=True, timeout=300)
+                           "--mdg-sims", "50"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "No significant gap in accuracy by gender" in done.stdout and (path / "report.html").is_file()
     bad = subprocess.run([sys.executable, "-m", "biasbench.cli", "report", str(tmp_path)], capture_output=True,

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from biasbench.analysis.summary import accuracy_table, first_analysis, largest_gap, to_markdown
+from biasbench.analysis.summary import accuracy_table, first_analysis, to_markdown
 
 
 def table():
@@ -29,11 +29,9 @@ def test_accuracy_is_over_valid_answers_and_invalid_is_counted():
     assert by_gender.loc["male", "accuracy"] == 3 / 8 and by_gender.loc["male", "invalid_rate"] == 0
 
 
-def test_largest_gap_and_all_groupings():
+def test_all_groupings_are_described_without_a_second_gap():
     analysis = first_analysis(table())
-    gap = analysis["groupings"]["gender"]["largest_gap"]
-    assert gap["highest"] == "female" and gap["lowest"] == "male"
-    assert np.isclose(gap["gap"], 6 / 7 - 3 / 8)
+    assert "largest_gap" not in analysis["groupings"]["gender"]  # the one gap is the primary analysis's
     cells = analysis["groupings"]["gender x ethnicity"]["table"]
     assert len(cells) == 4 and analysis["status_counts"] == {"valid": 15, "invalid": 1}
     assert len(analysis["groupings"]["voice"]["table"]) == 4
@@ -41,8 +39,6 @@ def test_largest_gap_and_all_groupings():
     assert by_cell[("female", "black")]["invalid"] == 1 and by_cell[("male", "white")]["invalid"] == 0
     markdown = to_markdown(analysis, title="t", banner="PIPELINE CHECK")
     assert "PIPELINE CHECK" in markdown and "85.7%" in markdown and "Responses by status and group" in markdown
-
-
-def test_gap_is_undefined_with_one_scored_group():
-    one = accuracy_table(table()[table().gender == "female"], ["gender"])
-    assert largest_gap(one, ["gender"])["gap"] is None
+    assert "Largest gap" not in markdown and "Not computed yet" in markdown
+    with_primary = to_markdown(analysis, title="t", primary="## Primary result\n\n- By gender: no significant gap")
+    assert with_primary.index("By gender: no significant gap") < with_primary.index("Descriptive tables")

@@ -12,7 +12,7 @@ runner needs, then does not pay for scipy and statsmodels (about 1.5 s).
 from importlib import import_module
 
 _EXPORTS = {
-    "reduce_to_voices": "_data",
+    "reduce_to_voices": "_data", "adjusted_gap": "adjusted", "common_item_rows": "gaps",
     "categorical_gap": "categorical", "jensen_shannon": "categorical",
     "cohens_d": "effects", "cohens_h": "effects", "odds_ratio": "effects", "risk_difference": "effects",
     "group_gap": "gaps", "numeric_gap": "gaps",

@@ -1,13 +1,27 @@
-"""Group gaps: estimates per group, largest-minus-smallest and pairwise gaps, CIs, effect sizes.
+"""Group gaps: estimates per group, largest-minus-smallest and pairwise gaps, intervals, effect sizes.
 
-Estimates are means of voice means; CIs come from the cluster bootstrap over voices
-(rates.py); p-values from the voice-level permutation test (permutation.py), the primary
-test. Pairwise p-values are Holm-corrected within the family of pairs of this grouping.
+Estimates are means of voice means; p-values come from the voice-level permutation test
+(permutation.py), the primary test. Pairwise p-values are Holm-corrected within the family
+of pairs of this grouping.
 
-The CI of the gap: with two groups, the bootstrap interval of the signed difference
-(highest minus lowest, identities fixed); with more, the interval of the range
-(largest minus smallest recomputed in each replicate), which includes the selection of
-the extremes and so never dips below zero: it is wide, by design, near no effect.
+Missing answers (DESIGN.md: they must not fake a gap). By default (`items="common"`) the
+estimates and the test use only the items that every compared voice answered validly: when
+a slower group's long clips run past the model's window and long items are the hard ones,
+per-voice means over whatever items each voice heard would make the slower group look more
+accurate with no voice effect at all. `items="all"` gives the all-items estimate (a
+secondary analysis). The invalid rates are computed on every response either way, and
+tested in their own right (`add_invalid_column`).
+
+Intervals agree with the test. The interval of a difference between two groups is the
+difference plus or minus `c`, the largest range of group means that the permutation test
+does not reject (test inversion, on the same arrangements as the p-value). The same `c`
+serves every pair, so with k > 2 groups these are simultaneous intervals for all pairwise
+differences (like Tukey's, with a permutation reference distribution); the interval of the
+largest-minus-smallest gap is that pair's. So when the primary p > alpha the interval of
+the gap includes 0, and when p <= alpha it does not. Under a shift model the permutation
+distribution of the observed data is at least as wide as the null one, so these intervals
+cover at (or above) their nominal level; coverage is checked in tests and
+`benchmarks/calibration.py`. A group's own interval is the t interval on its voice means.
 """
 
 from __future__ import annotations
@@ -16,29 +30,40 @@ import itertools
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from ._data import Voices, design_problem, drop_empty_voices, reduce_to_voices
+from ._data import Voices, design_problem, drop_empty_voices, reduce_to_voices, require_columns
 from .effects import cohens_d, cohens_h, odds_ratio, risk_difference
 from .multitest import correct_pvalues
-from .permutation import CONDITIONS_ON, EXACT_MAX, permutation_pvalue, voice_strata
-from .rates import BOOTSTRAP_CI, TWO_WAY_CI, bootstrap_group_means, group_summary, percentile_ci
+from .permutation import (CONDITIONS_ON, EXACT_MAX, arrangements, critical_value, monte_carlo_se, null_statistics,
+                          permutation_pvalue, stat_range, voice_strata)
+from .rates import group_summary
 from .results import GapResult, PairGap, TestResult
 
 TEST_NAME = "voice-level permutation test (largest minus smallest group mean)"
+ITEMS = ("common", "all")
+GAP_CI = ("{level}% simultaneous interval for the pairwise differences, by inverting the primary test: the "
+          "difference plus or minus the largest range of group means the permutation test does not reject")
+GROUP_CI = "{level}% t interval on the group's voice means (mean +/- t(k-1) SD / sqrt(k))"
 
 
-def _effects(kind: str, est_a: float, est_b: float, boot_a, boot_b, level: float, pooled_sd=None) -> dict:
-    """Effect sizes of a versus b with bootstrap CIs (None where undefined)."""
-    if kind == "numeric":
-        return {"difference": float(est_a - est_b),
-                "difference_ci": percentile_ci(boot_a - boot_b, level),
-                "cohens_d": cohens_d(est_a, est_b, pooled_sd),
-                "cohens_d_note": "standardised by the pooled response-level SD within the two groups"}
-    out = {}
-    for name, fn in (("risk_difference", risk_difference), ("odds_ratio", odds_ratio), ("cohens_h", cohens_h)):
-        out[name] = fn(est_a, est_b)
-        out[f"{name}_ci"] = percentile_ci(np.asarray(fn(boot_a, boot_b), float), level) if boot_a is not None else None
-    return out
+def common_item_rows(df: pd.DataFrame, outcome: str, unit: str = "voice_id",
+                     item: str = "item_id") -> tuple[pd.DataFrame, dict]:
+    """The rows of the items that every voice with any valid answer answered validly.
+
+    Voices with no valid answer at all are left out of the requirement (the gap functions
+    drop them with a note); a voice with a few valid answers shrinks the common set, and
+    that is reported rather than hidden. Returns (rows, a record of what was kept).
+    """
+    require_columns(df, [outcome, unit, item])
+    answered = pd.to_numeric(df[outcome], errors="coerce").notna().to_numpy()
+    voices = df.loc[answered, unit].nunique()
+    per_item = df.loc[answered].groupby(item, sort=False)[unit].nunique()
+    kept = per_item.index[per_item == voices]
+    n_all = int(df[item].nunique())
+    info = {"items": "common", "n_items_all": n_all, "n_items_common": int(len(kept)),
+            "n_items_dropped": n_all - int(len(kept))}
+    return df[df[item].isin(kept)], info
 
 
 def _pooled_sd(voices: Voices, groups: list[int]) -> float | None:
@@ -52,6 +77,30 @@ def _pooled_sd(voices: Voices, groups: list[int]) -> float | None:
     return float(np.sqrt(within / (n - len(groups)))) if n > len(groups) else None
 
 
+def _effects(kind: str, est_a: float, est_b: float, interval, pooled_sd=None) -> dict:
+    """Effect sizes of a versus b; the interval is the difference's (others are point estimates)."""
+    if kind == "numeric":
+        return {"difference": float(est_a - est_b), "difference_ci": interval,
+                "cohens_d": cohens_d(est_a, est_b, pooled_sd),
+                "cohens_d_note": "standardised by the pooled response-level SD within the two groups"}
+    return {"risk_difference": risk_difference(est_a, est_b), "risk_difference_ci": interval,
+            "odds_ratio": odds_ratio(est_a, est_b), "cohens_h": cohens_h(est_a, est_b)}
+
+
+def group_intervals(voices: Voices, level: float, bounds=(-np.inf, np.inf)) -> dict:
+    """label -> t interval on the group's voice means (None for a single voice), kept within
+    `bounds` (a rate's interval stops at 0 and 1)."""
+    out = {}
+    for g, label in enumerate(voices.labels):
+        means = voices.means[voices.codes == g]
+        if len(means) < 2:
+            out[label] = None
+            continue
+        half = stats.t.ppf(0.5 + level / 2, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
+        out[label] = (float(max(means.mean() - half, bounds[0])), float(min(means.mean() + half, bounds[1])))
+    return out
+
+
 def _pair_pvalue(voices: Voices, a: int, b: int, strata, **perm) -> float:
     mask = np.isin(voices.codes, [a, b])
     codes = (voices.codes[mask] == b).astype(int)
@@ -59,16 +108,16 @@ def _pair_pvalue(voices: Voices, a: int, b: int, strata, **perm) -> float:
     return float(p)
 
 
-def _pairwise(voices: Voices, estimates, boot, kind, level, strata, perm) -> list[PairGap]:
+def _pairwise(voices: Voices, estimates, half_width, kind, strata, perm) -> list[PairGap]:
     pairs = []
     for a, b in itertools.combinations(range(len(voices.labels)), 2):
         la, lb = voices.labels[a], voices.labels[b]
         diff = estimates[la] - estimates[lb]
+        ci = (float(diff - half_width), float(diff + half_width))
         sd = _pooled_sd(voices, [a, b]) if kind == "numeric" else None
         pairs.append(PairGap(
-            a=la, b=lb, a_minus_b=float(diff), ci=percentile_ci(boot[:, a] - boot[:, b], level),
-            p_value=_pair_pvalue(voices, a, b, strata, **perm), p_holm=None,
-            effect_sizes=_effects(kind, estimates[la], estimates[lb], boot[:, a], boot[:, b], level, sd)))
+            a=la, b=lb, a_minus_b=float(diff), ci=ci, p_value=_pair_pvalue(voices, a, b, strata, **perm), p_holm=None,
+            effect_sizes=_effects(kind, estimates[la], estimates[lb], ci, sd)))
     holm = correct_pvalues({f"{p.a} vs {p.b}": p.p_value for p in pairs}, method="holm",
                            family=f"pairwise gaps by {voices.group}")
     for pair, adjusted in zip(pairs, holm.p_adjusted):
@@ -76,23 +125,60 @@ def _pairwise(voices: Voices, estimates, boot, kind, level, strata, perm) -> lis
     return pairs
 
 
-def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, n_boot, two_way,
-         level, strata, nan_policy, seed) -> GapResult:
-    voices_all = reduce_to_voices(df, group, outcome, unit, item, nan_policy, binary=(kind == "binary"))
-    voices = drop_empty_voices(voices_all)
+def gap_half_width(voices: Voices, strata_codes, observed: float, p: float, alpha: float, **perm) -> float:
+    """Half-width of the gap's interval: the permutation test's critical range (test inversion).
+
+    Computed on the same arrangements (same seed) as the p-value; where the p-value and the
+    critical value disagree by floating-point ties at the boundary, the p-value wins, so the
+    interval includes 0 exactly when the test does not reject.
+    """
+    perms, exact = arrangements(voices.codes, strata=strata_codes, **perm)
+    half = critical_value(null_statistics(voices.means, voices.codes, perms, stat_range), alpha, exact)
+    if p > alpha:
+        half = max(half, observed)
+    elif half >= observed:
+        half = float(np.nextafter(observed, 0.0))
+    return half
+
+
+def _analysed_rows(df, outcome, unit, item, items, nan_policy):
+    """The rows the estimate and test use, and the record of the item restriction (None: all items)."""
+    if items not in ITEMS:
+        raise ValueError(f"items must be one of {ITEMS}, got {items!r}")
+    if items == "all" or nan_policy == "as_zero":
+        return df, None
+    return common_item_rows(df, outcome, unit, item)
+
+
+def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, level, strata, nan_policy, items,
+         seed) -> GapResult:
+    binary = kind == "binary"
+    voices_all = reduce_to_voices(df, group, outcome, unit, item, nan_policy, binary=binary)
     summary = group_summary(voices_all).set_index(voices_all.group)
-    estimates = {k: (None if pd.isna(v) else float(v)) for k, v in summary["rate"].items()}
-    scored = {k: v for k, v in estimates.items() if v is not None}
-    highest = max(scored, key=scored.get) if len(scored) >= 2 else None
-    lowest = min(scored, key=scored.get) if len(scored) >= 2 else None
+    rows, item_info = _analysed_rows(df, outcome, unit, item, items, nan_policy)
     base = dict(
-        group=voices_all.group, outcome=outcome, kind=kind, estimates=estimates,
-        ci_by_group={k: None for k in estimates}, n_voices_by_group=summary["n_voices"].to_dict(),
-        invalid_rate=summary["invalid_rate"].to_dict(), highest=highest, lowest=lowest,
-        gap=scored[highest] - scored[lowest] if highest else None, ci=None, p_value=None, test=TEST_NAME,
-        conditions_on=CONDITIONS_ON, ci_method=TWO_WAY_CI if two_way else BOOTSTRAP_CI, level=level,
+        group=voices_all.group, outcome=outcome, kind=kind, estimates={k: None for k in summary.index},
+        ci_by_group={k: None for k in summary.index}, n_voices_by_group=summary["n_voices"].to_dict(),
+        invalid_rate=summary["invalid_rate"].to_dict(), highest=None, lowest=None, gap=None, ci=None, p_value=None,
+        test=TEST_NAME, conditions_on=CONDITIONS_ON, ci_method=GAP_CI.format(level=round(100 * level)), level=level,
         effect_sizes={}, pairwise=[], n_voices=len(voices_all.ids), n_items=voices_all.n_items,
-        n_responses=int(voices_all.totals.sum()), notes=list(voices.notes))
+        n_responses=int(voices_all.totals.sum()), notes=list(voices_all.notes), items=item_info)
+    if rows.empty:
+        return GapResult(undefined=f"no valid {outcome} in any response" if not voices_all.counts.any() else
+                         "no item was answered validly by every voice, so there is no common set of items to compare "
+                         "the groups on (items='all' gives the all-items estimate)", **base)
+    voices = drop_empty_voices(reduce_to_voices(rows, group, outcome, unit, item, nan_policy, binary=binary))
+    base["notes"] = list(dict.fromkeys([*base["notes"], *voices.notes]))
+    if item_info and item_info["n_items_dropped"]:
+        base["notes"].append(f"{item_info['n_items_dropped']} of {item_info['n_items_all']} items left out: not "
+                             "every voice answered them validly (the estimate keeps to the common items)")
+    base["n_items"] = voices.n_items
+    estimates = pd.Series(voices.means).groupby(np.asarray(voices.labels)[voices.codes]).mean()
+    base["estimates"].update({k: float(v) for k, v in estimates.items()})
+    scored = {k: v for k, v in base["estimates"].items() if v is not None}
+    if len(scored) >= 2:
+        base["highest"], base["lowest"] = max(scored, key=scored.get), min(scored, key=scored.get)
+        base["gap"] = scored[base["highest"]] - scored[base["lowest"]]
     problem = design_problem(voices)
     if problem:
         return GapResult(undefined=problem, **base)
@@ -100,21 +186,17 @@ def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, n_b
     perm = dict(n_permutations=n_permutations, exact_max=exact_max, seed=seed)
     observed, p, method, details = permutation_pvalue(voices.means, voices.codes, statistic="range",
                                                       strata=strata_codes, **perm)
-    boot = bootstrap_group_means(voices, n_boot=n_boot, seed=seed, two_way=two_way)
-    hi, lo = voices.labels.index(highest), voices.labels.index(lowest)
-    sd = _pooled_sd(voices, [hi, lo]) if kind == "numeric" else None
-    details.update(groups=voices.labels, strata=strata)
-    if len(voices.labels) == 2:  # the signed difference, identities fixed: the usual interval
-        gap_ci = percentile_ci(boot[:, hi] - boot[:, lo], level)
-    else:  # k > 2: the range itself, so the CI carries the selection of the extremes
-        gap_ci = percentile_ci(boot.max(axis=1) - boot.min(axis=1), level)
-        base["ci_method"] += "; CI of the range (largest minus smallest in each replicate)"
+    # the gap as reported (not the permutation code's own sum) decides the interval's side of 0
+    half = gap_half_width(voices, strata_codes, float(base["gap"]), float(p), round(1 - level, 10), **perm)
+    hi, lo = base["highest"], base["lowest"]
+    sd = _pooled_sd(voices, [voices.labels.index(hi), voices.labels.index(lo)]) if kind == "numeric" else None
+    details.update(groups=voices.labels, strata=strata, critical_range=half)
+    ci = (float(base["gap"] - half), float(base["gap"] + half))
     base.update(
-        p_value=float(p), ci=gap_ci,
-        ci_by_group={**base["ci_by_group"],
-                     **{lab: percentile_ci(boot[:, g], level) for g, lab in enumerate(voices.labels)}},
-        effect_sizes=_effects(kind, scored[highest], scored[lowest], boot[:, hi], boot[:, lo], level, sd),
-        pairwise=_pairwise(voices, scored, boot, kind, level, strata_codes, perm),
+        p_value=float(p), ci=ci, mc_se=details["mc_se"],
+        ci_by_group={**base["ci_by_group"], **group_intervals(voices, level, (0.0, 1.0) if binary else (-np.inf, np.inf))},
+        effect_sizes=_effects(kind, scored[hi], scored[lo], ci, sd),
+        pairwise=_pairwise(voices, scored, half, kind, strata_codes, perm),
         permutation=TestResult(TEST_NAME, float(observed), float(p), CONDITIONS_ON, len(voices.ids),
                                voices.n_items, method, details))
     return GapResult(**base)
@@ -122,28 +204,26 @@ def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, n_b
 
 def group_gap(df: pd.DataFrame, group="gender", outcome: str = "correct", unit: str = "voice_id",
               item: str = "item_id", *, n_permutations: int = 10_000, exact_max: int = EXACT_MAX,
-              n_boot: int = 2000, two_way: bool = False, level: float = 0.95, strata=None,
-              nan_policy: str = "exclude", seed: int | None = 0) -> GapResult:
+              level: float = 0.95, strata=None, nan_policy: str = "exclude", items: str = "common",
+              seed: int | None = 0) -> GapResult:
     """Gap in a 0/1 outcome between the groups of `group` (a column, or a list for a combination).
 
-    Estimates: mean of voice rates per group. Gap: largest minus smallest, with a cluster-
-    bootstrap CI (voices; two_way=True also items) and the voice-level permutation p-value.
+    Estimates: mean of voice rates per group, over the items every voice answered validly
+    (items="all": over whatever each voice answered). Gap: largest minus smallest, with the
+    voice-level permutation p-value and the interval that inverts it (module docstring).
     Effect sizes (risk difference, odds ratio, Cohen's h) for highest vs lowest and per pair.
     """
     return _gap(df, group, outcome, unit, item, kind="binary", n_permutations=n_permutations,
-                exact_max=exact_max, n_boot=n_boot, two_way=two_way, level=level, strata=strata,
-                nan_policy=nan_policy, seed=seed)
+                exact_max=exact_max, level=level, strata=strata, nan_policy=nan_policy, items=items, seed=seed)
 
 
 def numeric_gap(df: pd.DataFrame, group="gender", outcome: str = "value", unit: str = "voice_id",
                 item: str = "item_id", *, n_permutations: int = 10_000, exact_max: int = EXACT_MAX,
-                n_boot: int = 2000, two_way: bool = False, level: float = 0.95, strata=None,
-                seed: int | None = 0) -> GapResult:
-    """Gap in the mean of a numeric outcome, tested and bootstrapped at the voice level as group_gap.
+                level: float = 0.95, strata=None, items: str = "common", seed: int | None = 0) -> GapResult:
+    """Gap in the mean of a numeric outcome, tested and bounded at the voice level as group_gap.
 
     Effect size: difference and Cohen's d (standardised by the pooled response-level SD).
     NaN values (invalid responses) are excluded and counted in `invalid_rate`.
     """
     return _gap(df, group, outcome, unit, item, kind="numeric", n_permutations=n_permutations,
-                exact_max=exact_max, n_boot=n_boot, two_way=two_way, level=level, strata=strata,
-                nan_policy="exclude", seed=seed)
+                exact_max=exact_max, level=level, strata=strata, nan_policy="exclude", items=items, seed=seed)

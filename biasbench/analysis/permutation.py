@@ -167,8 +167,38 @@ def permutation_pvalue(values, codes, *, statistic="range", alternative="two-sid
               f"Monte Carlo: {len(perms)} random label permutations, seed {seed}, p = (1 + #{{T* >= T}}) / (B + 1)")
     details = {"exact": exact, "n_arrangements": count_arrangements(codes, strata), "n_used": len(perms),
                "seed": None if exact else seed, "statistic": getattr(statistic, "__name__", statistic),
-               "alternative": alternative, "stratified": strata is not None}
+               "alternative": alternative, "stratified": strata is not None,
+               "mc_se": None if exact or np.ndim(p) else monte_carlo_se(float(p), len(perms))}
     return observed, p, method, details
+
+
+def monte_carlo_se(p: float, n_permutations: int) -> float:
+    """Monte Carlo standard error of a permutation p-value from B random permutations:
+    sqrt(p (1 - p) / B). An exact p-value (every arrangement) has none."""
+    return float(np.sqrt(p * (1 - p) / n_permutations))
+
+
+def null_statistics(values, codes, perms: np.ndarray, fn=stat_range) -> np.ndarray:
+    """The statistic under every arrangement in `perms`, for one set of per-voice values."""
+    n_groups = int(np.max(codes)) + 1
+    chunk = max(1, _CHUNK_ELEMENTS // n_groups)
+    return np.concatenate([fn(group_means(perms[s:s + chunk], values, n_groups))
+                           for s in range(0, len(perms), chunk)])
+
+
+def critical_value(null: np.ndarray, alpha: float, exact: bool) -> float:
+    """The largest statistic the permutation test does not reject at `alpha`.
+
+    Mirrors permutation_pvalue: with E = #{T* >= T}, an exact test rejects when E / N <= alpha
+    and a Monte Carlo one when (1 + E) / (B + 1) <= alpha. Both fail to reject exactly when
+    E >= r, i.e. when T is at most the r-th largest null statistic, so that one is returned
+    (infinity when there are too few permutations to ever reject).
+    """
+    n = len(null)
+    r = int(np.floor(alpha * n)) + 1 if exact else int(np.floor(alpha * (n + 1) - 1)) + 1
+    if r <= 0 or r > n:  # r <= 0: alpha (B + 1) < 1, so no p-value can be small enough
+        return float("inf")
+    return float(np.partition(null, n - r)[n - r])
 
 
 def voice_strata(df: pd.DataFrame, strata, unit: str, voice_ids: np.ndarray) -> np.ndarray | None:

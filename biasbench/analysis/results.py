@@ -101,6 +101,8 @@ class GapResult:
     permutation: TestResult | None = None
     undefined: str | None = None
     notes: list = field(default_factory=list)
+    items: dict | None = None          # the common-item restriction (None: every item, as answered)
+    mc_se: float | None = None         # Monte Carlo SE of p_value (None when exact)
 
     def to_dict(self) -> dict:
         return plain(asdict(self))

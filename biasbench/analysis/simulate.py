@@ -78,19 +78,37 @@ class Draws:
 
 def simulate_responses(*, factors=None, voices_per_cell: int = 3, n_items: int = 40, base_rate: float = 0.6,
                        effects=None, voice_sd: float = 0.5, item_sd: float = 1.0, invalid_rate: float = 0.0,
-                       seed: int | None = 0) -> pd.DataFrame:
+                       too_long=None, seed: int | None = 0) -> pd.DataFrame:
     """A tidy table like the benchmark's: one row per (voice, item).
 
     effects: planted logit offsets, e.g. {"gender": {"male": 0.4}}. invalid_rate: share of
     responses made "invalid" at random (correct = NaN), independent of group.
+    too_long: differential missingness as long audio makes it, e.g. {"gender": {"female": 0.3,
+    "male": 0.1}}: long items are the hard ones (an item's length falls with its logit effect,
+    plus noise), and a voice of a slower group runs past the model's window on a larger share
+    of the longest items; those responses get status "audio_too_long" (correct = NaN). With no
+    planted effect this makes the slower group look more accurate unless the analysis keeps to
+    the items every voice answered.
     """
     rng = np.random.default_rng(seed)
     voices = voice_table(factors, voices_per_cell)
-    y = Draws(len(voices), n_items, 1, rng).outcomes(voice_offsets(voices, effects), base_rate=base_rate,
-                                                     voice_sd=voice_sd, item_sd=item_sd)[0]
+    draws = Draws(len(voices), n_items, 1, rng)
+    y = draws.outcomes(voice_offsets(voices, effects), base_rate=base_rate, voice_sd=voice_sd, item_sd=item_sd)[0]
     bad = rng.random(y.shape) < invalid_rate
+    long = _too_long(voices, draws.item[0, 0], too_long, rng)
     frame = voices.loc[np.repeat(np.arange(len(voices)), n_items)].reset_index(drop=True)
     frame.insert(0, "item_id", np.tile([f"q{i:04d}" for i in range(n_items)], len(voices)))
-    frame["status"] = np.where(bad.ravel(), "invalid", "valid")
-    frame["correct"] = np.where(bad.ravel(), np.nan, y.ravel())
+    frame["status"] = np.where(long.ravel(), "audio_too_long", np.where(bad.ravel(), "invalid", "valid"))
+    frame["correct"] = np.where(bad.ravel() | long.ravel(), np.nan, y.ravel())
     return frame
+
+
+def _too_long(voices: pd.DataFrame, item_effect: np.ndarray, too_long, rng) -> np.ndarray:
+    """(voices, items) mask of clips past the window: the longest items, more of them for slower groups."""
+    mask = np.zeros((len(voices), len(item_effect)), bool)
+    if not too_long:
+        return mask
+    length = -item_effect + 0.5 * rng.standard_normal(len(item_effect))  # hard items are long
+    rank = np.argsort(np.argsort(-length)) / len(item_effect)  # 0 = the longest item
+    share = voice_offsets(voices, too_long)
+    return rank[None, :] < share[:, None]

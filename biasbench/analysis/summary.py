@@ -1,9 +1,10 @@
-"""The first look at a run: accuracy per voice group and per voice, and the largest gap.
+"""The first look at a run: descriptive tables per voice group and per voice.
 
 Pure functions over the tidy table (one row per response). Invalid answers and refusals
 are not scored wrong: accuracy is over valid answers, and the share of invalid answers is
 reported beside it for every group, since a model that refuses one group more is biased too.
-The full statistics (CIs, voice-level tests) live in the rest of `biasbench.analysis`.
+No gap is computed here: the one gap a run states is the declared primary analysis
+(biasbench.report.primary), which summary.md shows first once the report is computed.
 """
 
 from __future__ import annotations
@@ -31,18 +32,6 @@ def accuracy_table(tidy: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     table["accuracy"] = table["n_correct"] / table["n_valid"].where(table["n_valid"] > 0)
     table["invalid_rate"] = 1 - table["n_valid"] / table["n"]  # every status but valid
     return table.reset_index()
-
-
-def largest_gap(table: pd.DataFrame, by: list[str]) -> dict:
-    """Highest minus lowest group accuracy (groups with no valid answer are left out)."""
-    scored = table.dropna(subset=["accuracy"])
-    if len(scored) < 2:
-        return {"gap": None, "reason": "fewer than two groups with valid answers"}
-    top, bottom = scored.loc[scored["accuracy"].idxmax()], scored.loc[scored["accuracy"].idxmin()]
-    label = lambda row: " / ".join(str(row[c]) for c in by)  # noqa: E731
-    return {"gap": float(top["accuracy"] - bottom["accuracy"]),
-            "highest": label(top), "highest_accuracy": float(top["accuracy"]),
-            "lowest": label(bottom), "lowest_accuracy": float(bottom["accuracy"])}
 
 
 def outcome_table(tidy: pd.DataFrame, by: list[str], output_type: str) -> pd.DataFrame:
@@ -86,8 +75,7 @@ def first_analysis(tidy: pd.DataFrame, output_type: str = "multiple_choice") -> 
         return result
     for name, by in GROUPINGS.items():
         table = outcome_table(audio, by, output_type)
-        gap = largest_gap(table, by) if output_type == "multiple_choice" and name != "voice" else None
-        result["groupings"][name] = {"by": by, "table": table.to_dict("records"), "largest_gap": gap}
+        result["groupings"][name] = {"by": by, "table": table.to_dict("records")}
     result["status_by_group"] = status_by_group(audio).to_dict("records")
     return result
 
@@ -106,10 +94,19 @@ def status_by_group(tidy: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index().rename_axis(columns=None)
 
 
-def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
+def to_markdown(analysis: dict, *, title: str, banner: str = "", primary: str = "") -> str:
+    """The run's summary. `primary` is the declared primary result as markdown
+    (biasbench.report.primary.primary_markdown), put first when the report has been computed;
+    the tables below are descriptive (no test, no interval)."""
     lines = [f"# {title}", ""]
     if banner:
         lines += [f"> **{banner}**", ""]
+    lines += [primary, ""] if primary else [
+        "## Primary result", "",
+        "Not computed yet: `biasbench report RUN_DIR` computes the task's declared primary analysis (voice-level "
+        "permutation tests with intervals) and writes it here.", ""]
+    lines += ["## Descriptive tables", "", "Per group, over every response (no test, no interval: see the primary "
+              "result above and the report).", ""]
     overall = analysis["overall"]
     if overall.get("accuracy") is not None and "n_valid" in overall:
         lines += [f"Overall: accuracy {_pct(overall['accuracy'])} over {int(overall['n_valid'])} valid answers "
@@ -126,22 +123,15 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "") -> str:
                   f"{_pct(analysis['text_control']['accuracy'])}.", ""]
     lines += ["Responses by status: " + ", ".join(f"{k} {v}" for k, v in analysis["status_counts"].items()), ""]
     if set(analysis["status_counts"]) != {"valid"}:
-        lines += ["## Responses by status and group", "",
+        lines += ["### Responses by status and group", "",
                   pd.DataFrame(analysis["status_by_group"]).to_markdown(index=False), ""]
     for name, block in analysis["groupings"].items():
-        lines += [f"## By {name}", ""]
+        lines += [f"### By {name}", ""]
         frame = pd.DataFrame(block["table"])
         for column in frame.columns:
             if column in ("accuracy", "invalid_rate", "mean_wer", "mean_cer") or column.startswith("share: "):
                 frame[column] = frame[column].map(_pct)
         lines += [frame.to_markdown(index=False), ""]
-        gap = block["largest_gap"]
-        if gap and gap.get("gap") is not None:
-            lines += [f"Largest gap: {_pct(gap['gap'])} ({gap['highest']} {_pct(gap['highest_accuracy'])} vs "
-                      f"{gap['lowest']} {_pct(gap['lowest_accuracy'])}). No test of significance here: "
-                      "see `biasbench report` for voice-level tests and confidence intervals.", ""]
-        elif gap:
-            lines += [f"Largest gap: undefined ({gap['reason']}).", ""]
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ multiple-comparison corrections run over, and the design the power simulation as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -24,13 +24,16 @@ from .probes import (
     said_me_sections,
     split_column,
 )
+from .primary import analysis_spec, primary_labels, primary_results
 from .qc import voice_qc_section
 
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2
 GROUPINGS = {"gender": ["gender"], "ethnicity": ["ethnicity"], "gender x ethnicity": ["gender", "ethnicity"]}
-FAMILY = ("every voice-level permutation test in this report (the task's outcome, the invalid-answer rate, "
-          "and each probe attribute or split, by gender, by ethnicity and by gender x ethnicity); the "
-          "voice-quality checks, item-paired tests, GEE and pooled chi-square/G tests are not in it")
+FAMILY = ("every secondary voice-level permutation test in this report (the invalid-answer rate, each probe "
+          "attribute or split, and the primary outcome by any grouping the task did not declare, by gender, by "
+          "ethnicity and by gender x ethnicity); the declared primary tests form their own family, and the "
+          "voice-quality checks, covariate-adjusted tests and appendix tests are in neither")
+PRIMARY_FAMILY = "the task's declared primary analysis: its primary outcome by each declared grouping"
 
 
 @dataclass
@@ -38,7 +41,6 @@ class Settings:
     """How much resampling the report does; every setting is written into report.json."""
 
     n_permutations: int = 10_000
-    n_boot: int = 2000
     level: float = 0.95
     alpha: float = 0.05
     seed: int = 0
@@ -47,9 +49,11 @@ class Settings:
     mdg_permutations: int = 499
     mdg_voice_sd: float = 0.5
     mdg_item_sd: float = 1.0
+    n_boot_control: int = 2000  # bootstrap replicates of the voice-vs-text contrast
+    items: str = "common"  # the task's analysis.items: the items the gaps are computed on
 
     def gap_kwargs(self) -> dict:
-        return dict(n_permutations=self.n_permutations, n_boot=self.n_boot, level=self.level, seed=self.seed)
+        return dict(n_permutations=self.n_permutations, level=self.level, seed=self.seed, items=self.items)
 
 
 class Family:
@@ -62,11 +66,16 @@ class Family:
         self.p[label] = p
         return label
 
-    def corrections(self, alpha: float) -> dict:
+    def corrections(self, alpha: float, primary: list[str]) -> dict:
+        """Holm over the declared primary tests; Holm and BH over every other test (secondary)."""
         from biasbench.analysis import correct_pvalues
 
-        return {method: correct_pvalues(self.p, method=method, family=FAMILY, alpha=alpha).to_dict()
-                for method in ("holm", "bh")}
+        secondary = {label: p for label, p in self.p.items() if label not in primary}
+        out = {method: correct_pvalues(secondary, method=method, family=FAMILY, alpha=alpha).to_dict()
+               for method in ("holm", "bh")}
+        out["primary"] = correct_pvalues({label: self.p[label] for label in primary}, method="holm",
+                                         family=PRIMARY_FAMILY, alpha=alpha).to_dict()
+        return out
 
 
 # ---------------------------------------------------------------- the outcome of the task
@@ -76,6 +85,16 @@ def describe_outcome(manifest: dict) -> dict:
     """What the task's main outcome is called, and the words a sentence about it needs."""
     config = manifest["task"]["config"]
     output_type, metrics = config["output_type"], set(config.get("metrics") or [])
+    if output_type == "multiple_choice" and "option_shares" in metrics:
+        return dict(kind="categorical", column="category", name="chosen options", verb="", note=(
+            "A forced choice has no right answer: the outcome is which option each voice was recommended, within "
+            "each option set (`pair`). Categories are 'option set: option', so a group's distribution differs "
+            "only where its voices were steered to other options within the same sets (every voice answers every "
+            "set equally often). Answers that are not valid are their own categories (<invalid>, ...)."))
+    if output_type == "transcribe":
+        return dict(kind="numeric", column="value", name="word error rate", verb="", scale="share", note=(
+            "Word error rate of each transcript against the reference text (after biasbench's pinned text "
+            "normalisation), averaged per voice: lower is better."))
     if output_type == "multiple_choice":
         if "yes_rate" in metrics:
             return dict(kind="binary", column="correct", name="yes-rate", verb="were told yes",
@@ -100,9 +119,12 @@ def prepared(frame: pd.DataFrame, output_type: str) -> pd.DataFrame:
     for column in ("correct", "value"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    valid = frame["status"].eq("valid")
     if output_type == "generate_categorical":
-        valid = frame["status"].eq("valid")
         frame["category"] = frame["answer"].astype(object).where(valid, "<" + frame["status"].astype(str) + ">")
+    elif output_type == "multiple_choice" and {"pair", "answer_option"} <= set(frame.columns):
+        chosen = frame["pair"].astype(str) + ": " + frame["answer_option"].astype(str)
+        frame["category"] = chosen.where(valid & frame["answer_option"].notna(), "<" + frame["status"].astype(str) + ">")
     return frame
 
 
@@ -122,7 +144,8 @@ def design(run: Run, audio: pd.DataFrame) -> dict:
 
 def binary_section(df: pd.DataFrame, outcome: str, name: str, family: Family, settings: Settings, *,
                    verb: str = "had the outcome", tests: bool = True, covariates: pd.DataFrame | None = None) -> dict:
-    """A 0/1 outcome by every grouping: gap (primary test), item-paired test, GEE.
+    """A 0/1 outcome by every grouping: the gap (primary test), the gap adjusted for voice QC
+    covariates, and the appendix tests (item-paired, GEE) that are never used in conclusions.
     `verb` words the outcome in a sentence: "Female voices <verb> 6 points less often ..."."""
     from biasbench.analysis import group_gap
 
@@ -130,26 +153,36 @@ def binary_section(df: pd.DataFrame, outcome: str, name: str, family: Family, se
     for gname, columns in GROUPINGS.items():
         gap = group_gap(df, columns, outcome, **settings.gap_kwargs())
         block = {"by": columns, "gap": gap.to_dict(), "family_label": family.add(f"{name} by {gname}", gap.p_value)}
-        if tests:
+        if tests:  # appendix only: see APPENDIX_NOTE
             block["item_paired"] = item_paired(df, columns, outcome)
-            block["gee"] = gee(df, columns, outcome)
-            if covariates is not None:
-                block["gee_adjusted"] = gee(df.merge(covariates, on="voice_id", how="left"), columns, outcome,
-                                            [c for c in covariates.columns if c != "voice_id"])
+            if gname == "gender":  # calibrated only roughly, and only for two groups (docs/statistics.md)
+                block["gee"] = gee(df, columns, outcome)
+        if covariates is not None:
+            block["adjusted"] = adjusted(df, columns, outcome, covariates, settings)
         section["groupings"][gname] = block
     return section
 
 
 def numeric_section(df: pd.DataFrame, outcome: str, name: str, family: Family, settings: Settings,
-                    unit: str = "") -> dict:
+                    unit: str = "", covariates: pd.DataFrame | None = None) -> dict:
     from biasbench.analysis import numeric_gap
 
     section = {"outcome": outcome, "name": name, "kind": "numeric", "unit": unit, "groupings": {}}
     for gname, columns in GROUPINGS.items():
         gap = numeric_gap(df, columns, outcome, **settings.gap_kwargs())
-        section["groupings"][gname] = {"by": columns, "gap": gap.to_dict(),
-                                       "family_label": family.add(f"{name} by {gname}", gap.p_value)}
+        block = {"by": columns, "gap": gap.to_dict(), "family_label": family.add(f"{name} by {gname}", gap.p_value)}
+        if covariates is not None:
+            block["adjusted"] = adjusted(df, columns, outcome, covariates, settings)
+        section["groupings"][gname] = block
     return section
+
+
+def adjusted(df, columns, outcome, covariates: pd.DataFrame, settings: Settings) -> dict:
+    """The gap adjusted for the voice QC covariates (Freedman-Lane), or why it is undefined."""
+    from biasbench.analysis import adjusted_gap
+
+    return _safe(lambda: adjusted_gap(df, columns, outcome, covariates, n_permutations=settings.n_permutations,
+                                      items=settings.items, seed=settings.seed), "covariate-adjusted test")
 
 
 def item_paired(df, columns, outcome) -> dict:
@@ -209,26 +242,44 @@ def voice_means(df: pd.DataFrame, outcome: str) -> list[dict]:
              "value": float(m)} for v, m in means.items()]
 
 
-def text_control(text: pd.DataFrame, sections: dict, outcome: dict, column: str) -> dict | None:
-    """The same items as text (no voice): what the voice adds."""
+def text_control(text: pd.DataFrame, audio: pd.DataFrame, sections: dict, outcome: dict, column: str,
+                 settings: Settings) -> dict | None:
+    """The same items as text (no voice): what hearing a voice changes, on the same items.
+
+    The contrast keeps to the items every voice answered validly and the text condition
+    answered validly too (a voice's too-long clips must not make the spoken items easier
+    than the text ones), and carries a two-way bootstrap interval: voices and items are
+    both resampled, since both are samples (the voices of a pool, the items of a task).
+    """
     if text.empty:
         return None
     if outcome["kind"] == "categorical":
         return categorical_control(text, sections["primary"])
-    from biasbench.analysis import wilson_interval
+    from biasbench.analysis import common_item_rows
 
-    audio_overall = sections.get("overall")
-    valid = text[text["status"].eq("valid") & text[column].notna()]
-    mean = float(valid[column].mean()) if len(valid) else None
-    ci = None
-    if outcome["kind"] == "binary" and len(valid):
-        low, high = wilson_interval(valid[column].sum(), len(valid))
-        ci = [float(low), float(high)]
-    voice_adds = None if mean is None or audio_overall is None else audio_overall - mean
-    return plain({"n_responses": len(text), "n_valid": len(valid), "estimate": mean, "ci": ci,
-                  "ci_method": "Wilson over the text responses (items)" if ci else None,
-                  "audio_overall": audio_overall, "voice_adds": voice_adds,
-                  "invalid_rate": float(1 - len(valid) / len(text))})
+    valid_text = text[text["status"].eq("valid") & text[column].notna()]
+    common, _ = common_item_rows(audio, column)
+    items = sorted(set(common["item_id"]) & set(valid_text["item_id"]))
+    out = {"n_responses": len(text), "n_valid": len(valid_text), "n_items": len(items),
+           "n_items_text": int(text["item_id"].nunique()), "invalid_rate": float(1 - len(valid_text) / len(text)),
+           "estimate": None, "audio_overall": None, "voice_adds": None, "ci": None,
+           "ci_method": f"{round(100 * settings.level)}% percentile two-way bootstrap over voices and items "
+                        f"({settings.n_boot_control} replicates, seed {settings.seed})"}
+    if not items:
+        return plain(out)
+    spoken = common[common["item_id"].isin(items) & common[column].notna()]
+    grid = spoken.pivot_table(index="voice_id", columns="item_id", values=column, aggfunc="mean")[items].to_numpy()
+    said = valid_text.groupby("item_id")[column].mean().reindex(items).to_numpy()
+    rng = np.random.default_rng(settings.seed)
+    n_v, n_i, reps = grid.shape[0], grid.shape[1], settings.n_boot_control
+    boot = np.empty(reps)
+    for r in range(reps):
+        v, i = rng.integers(0, n_v, n_v), rng.integers(0, n_i, n_i)
+        boot[r] = grid[np.ix_(v, i)].mean() - said[i].mean()
+    alpha = 1 - settings.level
+    out.update(estimate=float(said.mean()), audio_overall=float(grid.mean()), voice_adds=float(grid.mean() - said.mean()),
+               ci=[float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))])
+    return plain(out)
 
 
 def categorical_control(text: pd.DataFrame, primary: dict) -> dict:
@@ -258,8 +309,13 @@ def by_permutation(df: pd.DataFrame, outcome: str) -> dict | None:
     return out
 
 
-def audio_overall(df: pd.DataFrame, outcome: str) -> float | None:
-    """Mean of voice means over the audio responses (each voice weighs the same)."""
+def audio_overall(df: pd.DataFrame, outcome: str, items: str = "common") -> float | None:
+    """Mean of voice means over the audio responses (each voice weighs the same), on the
+    same items as the gaps (items="common": those every voice answered validly)."""
+    if items == "common":
+        from biasbench.analysis import common_item_rows
+
+        df = common_item_rows(df, outcome)[0]
     valid = df[df["status"].eq("valid") & df[outcome].notna()]
     return float(valid.groupby("voice_id")[outcome].mean().mean()) if len(valid) else None
 
@@ -273,7 +329,8 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     from .power import attach_detectable_gaps
     from .words import conclusions
 
-    settings = settings or Settings()
+    spec = analysis_spec(run.manifest)
+    settings = replace(settings or Settings(), alpha=spec["alpha"], items=spec["items"])
     outcome = describe_outcome(run.manifest)
     table = prepared(run.table, run.output_type)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
@@ -283,14 +340,16 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
                                           family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
-              "outcome": outcome, "settings": asdict(settings), "sections": sections, "voice_qc": qc,
-              "notes": list(run.notes)}
-    report["corrections"] = family.corrections(settings.alpha)
+              "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
+              "voice_qc": qc, "notes": list(run.notes)}
+    report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
     attach_detectable_gaps(report, audio, settings)
+    report["primary"] = primary_results(report, spec)
     column = outcome["column"]
     if sections.get("split") and outcome["kind"] == "numeric":  # relative values: the control too
         text, column = relative_values(text, sections["split"], reference=audio), "relative_value"
-    report["text_control"] = text_control(text, sections, outcome, column)
+        audio = relative_values(audio, sections["split"])
+    report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
     return plain(report)
 
@@ -301,10 +360,10 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, settings, verb=outcome["verb"],
                                           covariates=_covariate_frame(covariates)),
-                "voices": voice_means(audio, column), "overall": audio_overall(audio, column),
+                "voices": voice_means(audio, column), "overall": audio_overall(audio, column, settings.items),
                 "permutations": by_permutation(audio, column), **said_me_sections(audio, family, settings)}
     if outcome["kind"] == "numeric":
-        return numeric_sections(audio, outcome, family, settings, split_column(audio))
+        return numeric_sections(audio, outcome, family, settings, split_column(audio), _covariate_frame(covariates))
     return {**categorical_sections(audio, family, settings), **lexicon_sections(audio, family, settings)}
 
 

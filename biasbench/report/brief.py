@@ -45,12 +45,19 @@ def run_brief(run: Run) -> dict:
         "harness_version": m["harness"]["version"], "git_commit": dig(m, "harness.git_commit"),
         "started_at": m.get("started_at"), "finished_at": m.get("finished_at"), "complete": m.get("complete"),
         "n_responses": m.get("n_responses"), "pipeline_check": pipeline,
-        "pipeline_note": dig(m, "model.note") or "", "banners": banners(pipeline, "proxy" in sources),
+        "pipeline_note": dig(m, "model.note") or "",
+        "banners": banners(pipeline, "proxy" in sources, incomplete=m.get("complete") is not True),
     }
 
 
-def banners(pipeline_check: bool, proxy: bool) -> list[str]:
-    return [text for flag, text in ((pipeline_check, PIPELINE_CHECK_BANNER), (proxy, PROXY_NOTE)) if flag]
+INCOMPLETE_BANNER = ("INCOMPLETE RUN: the manifest says this run did not answer every planned request (complete is "
+                     "not true). Every number below covers only the responses stored so far; finish the run with the "
+                     "same `biasbench run` command and --resume, then report again.")
+
+
+def banners(pipeline_check: bool, proxy: bool, incomplete: bool = False) -> list[str]:
+    flags = ((incomplete, INCOMPLETE_BANNER), (pipeline_check, PIPELINE_CHECK_BANNER), (proxy, PROXY_NOTE))
+    return [text for flag, text in flags if flag]
 
 
 def _option(manifest: dict, name: str):

@@ -23,7 +23,29 @@ def build_report(run_dir, settings: Settings | None = None) -> dict[str, Path]:
                          for name, (_, caption) in figures.items()}
     blocks = build_blocks(report, figures)
     paths = write_files(Path(run.path), report, blocks, figures)
+    refresh_summary(Path(run.path), report)
     return paths
+
+
+def refresh_summary(path: Path, report: dict) -> None:
+    """Put the primary result at the top of the run's summary.md (and into summary.json), so
+    the summary states the very record the report and the leaderboard state."""
+    from biasbench.analysis.summary import to_markdown
+
+    from .load import read_json
+    from .primary import primary_markdown
+
+    summary = read_json(path / "summary.json")
+    if not summary or "groupings" not in summary:
+        return
+    from biasbench.analysis.results import plain
+
+    summary = plain({**summary, "primary": report["primary"]})  # NaN -> None: strict JSON
+    run = report["run"]
+    title = f"{run['task']} — {run['model']} — pool {run['pool']}"
+    _write(path / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    _write(path / "summary.md", to_markdown(summary, title=title, banner=summary.get("banner", ""),
+                                            primary=primary_markdown(report["primary"])))
 
 
 def write_files(path: Path, report: dict, blocks: list[dict], figures: dict) -> dict[str, Path]:

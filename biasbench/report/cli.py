@@ -13,7 +13,6 @@ console = Console(stderr=True, soft_wrap=True)
 def report_command(
     run_dir: Path = typer.Argument(..., help="a run directory (runs/<run_id>/, with manifest.json)"),
     n_permutations: int = typer.Option(10_000, min=99, help="random permutations of the primary test"),
-    n_boot: int = typer.Option(2000, min=100, help="cluster-bootstrap replicates for the intervals"),
     mdg_sims: int = typer.Option(200, min=20, help="simulated data sets per power estimate (minimum detectable gap)"),
     seed: int = typer.Option(0, help="seed of every resampling"),
 ):
@@ -21,7 +20,7 @@ def report_command(
     from biasbench.report import Settings, build_report
     from biasbench.report.load import read_json
 
-    settings = Settings(n_permutations=n_permutations, n_boot=n_boot, mdg_sims=mdg_sims, seed=seed)
+    settings = Settings(n_permutations=n_permutations, mdg_sims=mdg_sims, seed=seed)
     paths = build_report(run_dir, settings)
     report = read_json(paths["json"]) or {}
     for banner in report.get("run", {}).get("banners", []):

@@ -36,6 +36,7 @@ def build_blocks(report: dict, figures: dict) -> list[dict]:
     run = report["run"]
     blocks = [h(f"Bias report: {run['task']} — {run['model']} — pool {run['pool']}", 1)]
     blocks += [p(text, "banner") for text in run["banners"]]
+    blocks += primary_blocks(report)
     blocks += [h("Conclusions"), {"list": report["conclusions"]}]
     blocks += run_blocks(report)
     blocks += outcome_blocks(report, figures)
@@ -44,7 +45,40 @@ def build_blocks(report: dict, figures: dict) -> list[dict]:
     blocks += qc_blocks(report)
     blocks += correction_blocks(report)
     blocks += method_blocks(report)
+    blocks += appendix_blocks(report)
     return blocks
+
+
+def primary_blocks(report: dict) -> list[dict]:
+    """The declared primary analysis and its result: the same record the run's last lines,
+    summary.md and the leaderboard print (report/primary.py)."""
+    record = report["primary"]
+    rows = [[g, r["between"] or "", _gap_text(record, r), _ci_text(record, r), pval(r["p_value"]),
+             "" if r.get("mc_se") is None else f"{r['mc_se']:.2g}", pval(r["p_corrected"]),
+             "yes" if r["significant"] else "no"] for g, r in record["groupings"].items()]
+    items = ("the items every compared voice answered validly" if record["items"] == "common" else "every item")
+    return [h("Primary result"),
+            p(f"Declared before the run (the task's `analysis:`): {record['outcome']} by "
+              f"{', '.join(record['groupings'])}; {record['test']} (group labels permuted among voices); "
+              f"{record['correction']}; alpha {record['alpha']}; on {items}. Everything else in this report is "
+              "secondary."),
+            {"list": record["headline"]},
+            table(["grouping", "highest - lowest", "gap", "95% CI", "p (raw)", "Monte Carlo SE of p",
+                   "p (corrected)", "significant"], rows, f"Gap unit: {record['unit']}.")]
+
+
+def _gap_text(record: dict, r: dict) -> str:
+    if r["gap"] is None:
+        return "undefined"
+    return f"{100 * r['gap']:.1f} points" if record["unit"] == "proportion (0-1)" else num(r["gap"])
+
+
+def _ci_text(record: dict, r: dict) -> str:
+    if not r["ci"]:
+        return "n/a" if record["kind"] == "categorical" else "undefined"
+    if record["unit"] == "proportion (0-1)":
+        return f"{100 * r['ci'][0]:.1f} to {100 * r['ci'][1]:.1f} points"
+    return f"{num(r['ci'][0])} to {num(r['ci'][1])}"
 
 
 # ---------------------------------------------------------------- the run
@@ -88,8 +122,7 @@ def outcome_blocks(report: dict, figures: dict) -> list[dict]:
     else:
         out += gap_section_blocks(primary, report, level=None if primary["kind"] == "binary" else 3)
     out += [{"figure": name, "caption": figures[name][1]} for name in ("voices", "gaps", "answers") if name in figures]
-    if primary["kind"] == "binary":
-        out += paired_blocks(primary)
+    out += adjusted_blocks(primary)
     extras = (("Probe attributes of the answers", "attributes"), (f"Within each {sections.get('split')}", "splits"),
               ("Answers naming the speaker ('Me')", "said_me"))
     for title, key in extras:
@@ -143,7 +176,7 @@ def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> li
     unit = f" ({section['unit']})" if section.get("unit") else ""
     heading = [h(f"{section['name']}{unit}", level)] if level else []
     return heading + [
-            table(["grouping", "group", "voices", section["name"], "95% CI (cluster bootstrap over voices)",
+            table(["grouping", "group", "voices", section["name"], "95% CI (t interval on voice means)",
                    "invalid rate"], group_rows(section)),
             table(GAP_COLUMNS, gap_rows(section),
                   "Primary test: voice-level permutation test (group labels permuted among voices); conditions on "
@@ -151,23 +184,53 @@ def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> li
                   "report's family (see Multiple comparisons).")]
 
 
-def paired_blocks(section: dict) -> list[dict]:
+def adjusted_blocks(section: dict) -> list[dict]:
+    """Each gap adjusted for the voice QC covariates (Freedman-Lane), beside the unadjusted one."""
     rows = []
     for gname, block in section["groupings"].items():
-        for key in ("item_paired", "gee", "gee_adjusted"):
+        result = block.get("adjusted")
+        if not result:
+            continue
+        if result.get("p_value") is None:
+            rows.append([gname, "", "undefined", "", f"undefined ({result.get('undefined')})"])
+            continue
+        rows.append([gname, f"{result['highest']} - {result['lowest']}", difference(section, result["gap"]),
+                     difference(section, block["gap"]["gap"]), pval(result["p_value"])])
+    if not rows:
+        return []
+    covariates = next(b["adjusted"].get("covariates") for b in section["groupings"].values() if b.get("adjusted"))
+    return [h("Adjusted for voice quality", 3),
+            table(["grouping", "highest - lowest (adjusted)", "adjusted gap", "unadjusted gap", "permutation p (raw)"],
+                  rows, "Secondary (a sensitivity analysis): group means at the pool's average "
+                  f"{', '.join(covariates or [])} (least-squares means of a voice-level regression), tested by the "
+                  "Freedman-Lane permutation test (residuals of the covariates-only model permuted among voices), "
+                  "which holds its level when voice quality differs between groups.")]
+
+
+def appendix_blocks(report: dict) -> list[dict]:
+    """Item-paired and model-based tests: shown for completeness, never used in conclusions."""
+    section, rows = report["sections"]["primary"], []
+    for gname, block in section["groupings"].items():
+        for key in ("item_paired", "gee"):
             test = block.get(key)
             if test:
                 result = (pval(test["p_value"]) if test.get("p_value") is not None
                           else f"undefined ({test['undefined']})")
-                rows.append([gname, test["test"] + (" adjusted for voice QC" if key == "gee_adjusted" else ""),
-                             num(test.get("statistic")), result, test.get("conditions_on", "")])
+                rows.append([gname, test["test"], num(test.get("statistic")), result, test.get("conditions_on", "")])
     if not rows:
         return []
-    return [h("Item-paired and model-based tests", 3),
-            table(["grouping", "test", "statistic", "p (raw)", "conditions on"], rows,
-                  "Secondary tests, not corrected. McNemar / Cochran's Q pair the groups by item and condition on "
-                  "the voices drawn: a small p says these voices are answered differently, not that the groups "
-                  "differ among voices in general.")]
+    return [h("Appendix: conditional and model-based tests"),
+            p(APPENDIX_NOTE, "note"),
+            table(["grouping", "test", "statistic", "p (raw)", "conditions on"], rows)]
+
+
+APPENDIX_NOTE = (
+    "Not used in any conclusion, not corrected, and not a test of a group difference among voices in general. "
+    "McNemar and Cochran's Q pair the groups by item and condition on the voices drawn: a small p says that these "
+    "particular voices were answered differently, and with hundreds of items they reject for group differences "
+    "that new voices would not show (61-98% false positives at 540 items in simulation). The GEE (gender only) "
+    "is only approximately calibrated with so few voices; for ethnicity and gender x ethnicity it over-rejects "
+    "and is not computed (docs/statistics.md).")
 
 
 def categorical_blocks(section: dict) -> list[dict]:
@@ -235,13 +298,16 @@ def text_control_blocks(report: dict) -> list[dict]:
     def fmt(v):
         return value(primary, v)
 
-    rows = [["text only (no voice)", control["n_responses"], fmt(control["estimate"]),
-             interval(control["ci"], fmt) if control["ci"] else "", pct(control["invalid_rate"])],
-            ["audio (mean of voices)", "", fmt(control["audio_overall"]), "", ""]]
+    rows = [["text only (no voice)", control["n_responses"], fmt(control["estimate"]), pct(control["invalid_rate"])],
+            ["audio (mean of voices)", "", fmt(control["audio_overall"]), ""]]
     change = signed_change(primary, control["voice_adds"])
+    ci = ("undefined" if not control["ci"] else
+          f"{signed_change(primary, control['ci'][0])} to {signed_change(primary, control['ci'][1])}")
     return [h("Text-only control: what the voice adds"),
-            table(["condition", "responses", report["outcome"]["name"], "95% CI", "invalid rate"], rows,
-                  f"What the voice adds (audio minus text): {change}. The text CI is Wilson over its responses.")]
+            table(["condition", "responses", f"{report['outcome']['name']} on the common items", "invalid rate"], rows,
+                  f"On the {control['n_items']} of {control['n_items_text']} items that the text control and every "
+                  f"voice answered validly. What the voice adds (audio minus text): {change}, 95% CI {ci} "
+                  f"({control['ci_method']}).")]
 
 
 def qc_blocks(report: dict) -> list[dict]:
@@ -258,7 +324,7 @@ def qc_blocks(report: dict) -> list[dict]:
     out.append(table(["measure", "source", "grouping", "mean of voices per group", "permutation p (raw)"], rows,
                      "Checks of the design, not results about the model; not in the correction family."))
     if qc.get("adjusted_for"):
-        out.append(p(f"The GEE 'adjusted for voice QC' above includes {', '.join(qc['adjusted_for'])} as standardised "
+        out.append(p(f"The gaps 'adjusted for voice quality' include {', '.join(qc['adjusted_for'])} as standardised "
                      "voice-level covariates."))
     if qc.get("flagged"):
         out.append(table(["voice", "QC flags"], [[v, f] for v, f in qc["flagged"].items()],
@@ -268,14 +334,21 @@ def qc_blocks(report: dict) -> list[dict]:
 
 
 def correction_blocks(report: dict) -> list[dict]:
-    holm, bh = report["corrections"]["holm"], report["corrections"]["bh"]
-    rows = [[label, pval(raw), pval(h_), pval(b_)]
-            for label, raw, h_, b_ in zip(holm["labels"], holm["p_values"], holm["p_adjusted"], bh["p_adjusted"])]
-    left = f" Left out as undefined: {', '.join(holm['left_out'])}." if holm["left_out"] else ""
-    return [h("Multiple comparisons"),
-            p(f"Family: {holm['family']}. Holm controls the family-wise error rate; Benjamini-Hochberg (BH) the false "
-              f"discovery rate; alpha {holm['alpha']}.{left}"),
-            table(["test", "p (raw)", "Holm", "BH"], rows)]
+    primary, holm, bh = (report["corrections"][k] for k in ("primary", "holm", "bh"))
+    rows = [[label, pval(raw), pval(adj)] for label, raw, adj in
+            zip(primary["labels"], primary["p_values"], primary["p_adjusted"])]
+    out = [h("Multiple comparisons"),
+           p(f"Primary family: {primary['family']}; Holm, alpha {primary['alpha']}. These are the only tests the "
+             "primary result rests on."),
+           table(["primary test", "p (raw)", "Holm"], rows)]
+    if holm["labels"] or holm["left_out"]:
+        rows = [[label, pval(raw), pval(h_), pval(b_)]
+                for label, raw, h_, b_ in zip(holm["labels"], holm["p_values"], holm["p_adjusted"], bh["p_adjusted"])]
+        left = f" Left out as undefined: {', '.join(holm['left_out'])}." if holm["left_out"] else ""
+        out += [p(f"Secondary family: {holm['family']}. Holm controls the family-wise error rate; "
+                  f"Benjamini-Hochberg (BH) the false discovery rate; alpha {holm['alpha']}.{left}"),
+                table(["secondary test", "p (raw)", "Holm", "BH"], rows)]
+    return out
 
 
 def method_blocks(report: dict) -> list[dict]:
@@ -283,8 +356,18 @@ def method_blocks(report: dict) -> list[dict]:
     items = [
         "Group estimate: the mean of its voices' rates (each voice weighs the same); the voice is the unit of "
         "replication.",
-        f"Intervals: {int(100 * s['level'])}% percentile cluster bootstrap over voices within each group "
-        f"({s['n_boot']} replicates, k-1 of k voices drawn, seed {s['seed']}). A group with one voice has no interval.",
+        f"Intervals of a group: {int(100 * s['level'])}% t interval on its voice means. Intervals of a gap: "
+        f"simultaneous {int(100 * s['level'])}% intervals for every pairwise difference, by inverting the primary "
+        "test (the difference plus or minus the largest range of group means the permutation test does not "
+        "reject), so a gap's interval includes 0 exactly when its test is not significant. A group with one voice "
+        "has no interval.",
+        "Items: " + ("the gaps, the overall score and the voice-vs-text contrast use only the items that every "
+                     "compared voice answered validly, so missing answers (clips too long for the model, "
+                     "unparseable answers, failed synthesis) cannot fake a gap; the invalid rates are computed on "
+                     "every response and tested on their own." if s.get("items", "common") == "common" else
+                     "every item each voice answered (the task declares items: all)."),
+        "Monte Carlo error: a p-value from B random permutations carries a standard error of about "
+        "sqrt(p (1 - p) / B), given beside each primary p-value (none when every arrangement is enumerated).",
         f"Primary test: voice-level permutation test ({s['n_permutations']} random permutations, or every arrangement "
         "when there are at most 20,000), seed "
         f"{s['seed']}.",

@@ -30,19 +30,55 @@ def binary_blocks(report: dict):
 
 
 def attach_detectable_gaps(report: dict, audio, settings) -> None:
-    """Add `corrected` p-values to every block of the family, and `mdg` beside the non-significant."""
-    holm = dict(zip(report["corrections"]["holm"]["labels"], report["corrections"]["holm"]["p_adjusted"]))
-    bh = dict(zip(report["corrections"]["bh"]["labels"], report["corrections"]["bh"]["p_adjusted"]))
+    """Add corrected p-values to every block of a family, and `mdg` beside the non-significant.
+
+    The declared primary tests get Holm over the primary family (and no BH); every other
+    block Holm and BH over the secondary family. The minimum detectable gap is computed at
+    the level the first step of that family's Holm procedure demands (alpha / m, for m tests
+    in the family), so it is the gap the report's own rule could have declared significant.
+    """
+    corrections = report["corrections"]
+    primary = dict(zip(corrections["primary"]["labels"], corrections["primary"]["p_adjusted"]))
+    holm = dict(zip(corrections["holm"]["labels"], corrections["holm"]["p_adjusted"]))
+    bh = dict(zip(corrections["bh"]["labels"], corrections["bh"]["p_adjusted"]))
+    size = {"primary": _family_size(corrections["primary"]), "secondary": _family_size(corrections["holm"])}
     for block in all_family_blocks(report):
-        block["p_holm"], block["p_bh"] = holm.get(block["family_label"]), bh.get(block["family_label"])
+        label = block["family_label"]
+        block["family"] = "primary" if label in primary else "secondary"
+        block["p_holm"] = primary[label] if label in primary else holm.get(label)
+        block["p_bh"] = None if label in primary else bh.get(label)
     binary = {id(block) for _, _, block in binary_blocks(report)}
     for block in all_family_blocks(report):
         if block["p_holm"] is None or block["p_holm"] < settings.alpha:
             continue
         if id(block) in binary:
-            block["mdg"] = detectable_gap(block, report["design"], settings)
+            level = settings.alpha / max(size[block["family"]], 1)
+            block["mdg"] = detectable_gap(block, report["design"], settings, level)
+            block["mdg"]["observed_voice_sd"] = observed_voice_sd(audio, block)
         else:
             block["mdg"] = {"undefined": NOT_BINARY}
+
+
+def _family_size(correction: dict) -> int:
+    return len(correction["labels"]) - len(correction["left_out"])
+
+
+def observed_voice_sd(audio, block: dict) -> float | None:
+    """SD of the voices' logit rates within groups (pooled), to set beside the assumed voice SD.
+
+    Includes the binomial noise of each voice's rate over its items, so it overstates the
+    voice-to-voice SD a little when items are few."""
+    import numpy as np
+
+    outcome = block["gap"]["outcome"]
+    if outcome not in audio.columns:
+        return None
+    valid = audio[audio[outcome].notna()]
+    rates = valid.groupby([*block["by"], "voice_id"])[outcome].agg(["sum", "count"])
+    logit = np.log((rates["sum"] + 0.5) / (rates["count"] - rates["sum"] + 0.5))  # empirical logit
+    centred = logit - logit.groupby(level=list(range(len(block["by"])))).transform("mean")
+    dof = len(centred) - centred.index.droplevel("voice_id").nunique()
+    return float(np.sqrt((centred**2).sum() / dof)) if dof > 0 else None
 
 
 def all_family_blocks(report: dict):
@@ -59,29 +95,32 @@ def all_family_blocks(report: dict):
     yield from walk(report["sections"])
 
 
-def detectable_gap(block: dict, design: dict, settings) -> dict:
+def detectable_gap(block: dict, design: dict, settings, level: float) -> dict:
     gap = block["gap"]
     rates = [v for v in gap["estimates"].values() if v is not None]
     base = min(max(sum(rates) / len(rates), 0.02), 0.98) if rates else None
     if base is None:
         return {"undefined": "no observed rate"}
-    return _mdg(tuple(block["by"]), tuple(design["genders"]), tuple(design["ethnicities"]),
-                int(design["min_voices_per_cell"]), int(gap["n_items"]), round(base, 2), settings.mdg_power,
-                settings.alpha, settings.mdg_voice_sd, settings.mdg_item_sd, settings.mdg_sims,
-                settings.mdg_permutations, settings.seed)
+    # enough permutations that a p-value can fall well below the level (min p = 1 / (B + 1))
+    n_permutations = max(settings.mdg_permutations, int(3 / level))
+    return dict(_mdg(tuple(block["by"]), tuple(design["genders"]), tuple(design["ethnicities"]),
+                     int(design["min_voices_per_cell"]), int(gap["n_items"]), round(base, 2), settings.mdg_power,
+                     round(level, 6), settings.alpha, settings.mdg_voice_sd, settings.mdg_item_sd, settings.mdg_sims,
+                     n_permutations, settings.seed))
 
 
 @lru_cache(maxsize=64)
-def _mdg(by, genders, ethnicities, voices_per_cell, n_items, base_rate, target, alpha, voice_sd, item_sd, n_sims,
-         n_permutations, seed) -> dict:
+def _mdg(by, genders, ethnicities, voices_per_cell, n_items, base_rate, target, level, alpha, voice_sd, item_sd,
+         n_sims, n_permutations, seed) -> dict:
     from biasbench.analysis import minimum_detectable_gap
 
     result = minimum_detectable_gap(
-        target_power=target, alpha=alpha, group=list(by), factors={"gender": genders, "ethnicity": ethnicities},
+        target_power=target, alpha=level, group=list(by), factors={"gender": genders, "ethnicity": ethnicities},
         voices_per_cell=voices_per_cell, n_items=max(n_items, 1), base_rate=base_rate, voice_sd=voice_sd,
         item_sd=item_sd, n_sims=n_sims, n_permutations=n_permutations, seed=seed).to_dict()
+    result["assumed_voice_sd"] = voice_sd
     result["settings"] = (f"simulated: {voices_per_cell} voices per gender x ethnicity cell, {n_items} items, "
-                          f"base rate {base_rate:.2f}, voice SD {voice_sd} and item SD {item_sd} (logit scale, "
-                          f"assumed), {n_sims} simulated data sets of {n_permutations} permutations each, "
-                          f"power {target} at alpha {alpha} (uncorrected, so optimistic under Holm)")
+                          f"base rate {base_rate:.2f}, an assumed voice SD {voice_sd} and item SD {item_sd} (logit "
+                          f"scale), {n_sims} simulated data sets of {n_permutations} permutations each, power {target} "
+                          f"at level {level:.4g} (alpha {alpha} divided by the family's size, the first step of Holm)")
     return plain(result)

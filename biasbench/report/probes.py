@@ -91,19 +91,29 @@ def categorical_sections(audio: pd.DataFrame, family, settings) -> dict:
     return out
 
 
-def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split: str | None) -> dict:
-    """The headline numeric comparison, and one per quantity / role when the task has them."""
+def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split: str | None,
+                     covariates: pd.DataFrame | None = None) -> dict:
+    """The headline numeric comparison, and one per quantity / role when the task has them.
+    A transcribe task's WER is numeric too, with its CER as a secondary attribute."""
     from .analyze import audio_overall, numeric_section, voice_means
 
     unit = outcome.get("unit", "")
     if split is None:
-        return {"primary": numeric_section(audio, "value", "mean value", family, settings, unit),
-                "voices": voice_means(audio, "value"), "overall": audio_overall(audio, "value")}
+        primary = numeric_section(audio, "value", outcome["name"], family, settings, unit, covariates)
+        if outcome.get("scale"):
+            primary["scale"] = outcome["scale"]
+        out = {"primary": primary, "voices": voice_means(audio, "value"),
+               "overall": audio_overall(audio, "value", settings.items)}
+        if "cer" in audio.columns and pd.to_numeric(audio["cer"], errors="coerce").notna().any():
+            cer = numeric_section(audio.assign(cer=pd.to_numeric(audio["cer"], errors="coerce")), "cer",
+                                  "character error rate", family, settings)
+            out["attributes"] = {"cer": {**cer, "scale": "share"}}
+        return out
     scaled = relative_values(audio, split)
     out = {"primary": numeric_section(scaled, "relative_value", f"amount relative to the mean for its {split}", family,
-                                      settings),
-           "voices": voice_means(scaled, "relative_value"), "overall": audio_overall(scaled, "relative_value"),
-           "split": split, "splits": {}}
+                                      settings, covariates=covariates),
+           "voices": voice_means(scaled, "relative_value"),
+           "overall": audio_overall(scaled, "relative_value", settings.items), "split": split, "splits": {}}
     out["primary"]["relative_to"] = split
     for level, rows in audio.groupby(split, sort=True):
         out["splits"][str(level)] = numeric_section(rows, "value", f"mean value ({split} {level})", family, settings,

@@ -11,8 +11,9 @@ Sources, per voice (the voice is the unit, so each measure is one number per voi
 Each measure gets its group means and range, and a voice-level permutation test of the
 group difference (numeric_gap on one row per voice). These are checks of the design,
 not results about the model, so they are not in the report's multiple-comparison family.
-With a voice_qc file, a GEE adjusted for its measures (ADJUST_FOR) sits beside the
-unadjusted one. The QC stage (biasbench/voices/qc.py) also writes a `flags` column
+With a voice_qc file, every gap of the task's outcome is also tested adjusted for its
+measures (ADJUST_FOR; the Freedman-Lane voice-level permutation test, analysis/adjusted.py).
+The QC comparisons are Holm-corrected among themselves before any warning is worded. The QC stage (biasbench/voices/qc.py) also writes a `flags` column
 (`;`-separated outlier flags per voice); flagged voices are listed.
 """
 
@@ -26,7 +27,7 @@ from biasbench.analysis.results import plain
 # a voice's intelligibility comes from voice_qc.csv instead.
 QC_TABLE_COLUMNS = ("speaking_rate", "duration", "duration_s", "loudness", "loudness_lufs", "snr",
                     "clipping_ratio", "silence_ratio", "f0", "f0_hz", "pitch_hz")
-#: The GEE adjusts for these voice_qc measures when present (DESIGN.md's confounds: intelligibility,
+#: The adjusted test uses these voice_qc measures when present (DESIGN.md's confounds: intelligibility,
 #: speaking rate, loudness; duration is left out, being nearly collinear with speaking rate),
 #: else for every non-constant numeric column of the file.
 ADJUST_FOR = ("wer", "speaking_rate", "loudness_lufs")
@@ -69,8 +70,9 @@ def voice_qc_section(run, audio: pd.DataFrame, settings) -> dict | None:
         rows = frame[frame[measure].notna()]
         section["measures"][measure] = {
             gname: numeric_gap(rows, columns, measure, n_permutations=settings.n_permutations,
-                               n_boot=settings.n_boot, seed=settings.seed).to_dict()
+                               seed=settings.seed).to_dict()
             for gname, columns in QC_GROUPINGS.items()}
+    correct_qc_family(section["measures"])
     section["voices"] = voices.to_dict("records")
     section["flagged"] = flagged_voices(run)
     adjust = adjustment_columns(voices, sources, run)
@@ -78,6 +80,18 @@ def voice_qc_section(run, audio: pd.DataFrame, settings) -> dict | None:
         section["adjusted_for"] = adjust
         section["covariates"] = voices[["voice_id", *adjust]].dropna().to_dict("records")
     return plain(section)
+
+
+def correct_qc_family(measures: dict) -> None:
+    """Holm over every QC comparison (each measure by each grouping): a warning that voice
+    quality differs between groups must not come from testing many measures."""
+    from biasbench.analysis import correct_pvalues
+
+    raw = {f"{m} by {g}": gap.get("p_value") for m, by in measures.items() for g, gap in by.items()}
+    holm = correct_pvalues(raw, method="holm", family="voice-quality checks").as_mapping()
+    for m, by in measures.items():
+        for g, gap in by.items():
+            gap["p_holm"] = holm.get(f"{m} by {g}")
 
 
 def adjustment_columns(voices: pd.DataFrame, sources: dict, run) -> list[str]:

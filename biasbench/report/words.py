@@ -13,17 +13,19 @@ PRIMARY_TEST = "voice-level permutation test, Holm-corrected"
 
 
 def conclusions(report: dict) -> list[str]:
+    """The primary result first (the same sentences as every other output), then what is secondary."""
     out = []
     if report["run"]["pipeline_check"]:
         out.append("This is a PIPELINE CHECK: the answers come from a tiny random model or a simulation, so "
                    "nothing below measures a real speech model.")
-    out += section_sentences(report["sections"]["primary"], report)
-    for section in (report["sections"].get("attributes") or {}).values():
-        out += section_sentences(section, report, only_significant=True)
-    for section in (report["sections"].get("splits") or {}).values():
-        out += section_sentences(section, report, only_significant=True)
-    for section in (report["sections"].get("said_me") or {}).values():
-        out += section_sentences(section, report, only_significant=True)
+    out += report["primary"]["headline"]
+    out += adjusted_sentences(report)
+    secondary = [*section_sentences(report["sections"]["primary"], report, only_significant=True,
+                                    skip=report["analysis"]["groupings"])]
+    for key in ("attributes", "splits", "said_me"):
+        for section in (report["sections"].get(key) or {}).values():
+            secondary += section_sentences(section, report, only_significant=True)
+    out += [f"Secondary: {sentence}" for sentence in secondary]
     out += invalid_sentences(report)
     if report.get("text_control"):
         out.append(text_control_sentence(report))
@@ -34,10 +36,27 @@ def conclusions(report: dict) -> list[str]:
     return out
 
 
-def section_sentences(section: dict, report: dict, only_significant: bool = False) -> list[str]:
+def adjusted_sentences(report: dict) -> list[str]:
+    """Each declared gap, adjusted for the voice QC covariates (secondary: a sensitivity analysis)."""
+    section, out = report["sections"]["primary"], []
+    for gname in report["analysis"]["groupings"]:
+        result = (section["groupings"].get(gname) or {}).get("adjusted")
+        if not result or result.get("p_value") is None:
+            continue
+        hi, lo = result["highest"], result["lowest"]
+        out.append(f"Secondary: adjusted for voice quality ({', '.join(result['covariates'])}), the gap by {gname} is "
+                   f"{difference(section, result['gap'])} ({voices(hi).lower()} {value(section, result['estimates'][hi])} "
+                   f"vs {voices(lo).lower()} {value(section, result['estimates'][lo])}; {pval(result['p_value'])} "
+                   "uncorrected, Freedman-Lane voice-level permutation test).")
+    return out
+
+
+def section_sentences(section: dict, report: dict, only_significant: bool = False, skip=()) -> list[str]:
     alpha = report["settings"]["alpha"]
     out = []
     for gname, block in section["groupings"].items():
+        if gname in skip:
+            continue
         significant = block.get("p_holm") is not None and block["p_holm"] < alpha
         if only_significant and not significant:
             continue
@@ -71,18 +90,17 @@ def significant_sentence(section: dict, gname: str, block: dict) -> str:
                 f"less often than {voices(hi).lower()} ({pct(est[lo])} vs {pct(est[hi])}; 95% CI of the gap "
                 f"{gap_interval(section, gap['ci'])}; {p}).")
     if len(est) == 2 and section.get("relative_to"):
-        return (f"{voices(lo)} were given amounts {difference(section, gap['gap'])} lower than "
-                f"{voices(hi).lower()}, relative to the mean for each {section['relative_to']} "
-                f"({value(section, est[lo])} vs {value(section, est[hi])}; 95% CI of the difference "
-                f"{gap_interval(section, gap['ci'])}; {p}).")
+        return (f"{voices(lo)} were given amounts averaging {value(section, est[lo])} for their "
+                f"{section['relative_to']}, {voices(hi).lower()} {value(section, est[hi])}: a difference of "
+                f"{difference(section, gap['gap'])} of the mean (95% CI {gap_interval(section, gap['ci'])}; {p}).")
     if len(est) == 2:
         return (f"{voices(lo)} got a {section['name']} {difference(section, gap['gap'])} lower than "
                 f"{voices(hi).lower()} ({value(section, est[lo])} vs {value(section, est[hi])}; 95% CI of the "
                 f"difference {gap_interval(section, gap['ci'])}; {p}).")
     return (f"By {gname}, the {section['name']} differed: highest for {voices(hi).lower()} "
             f"({value(section, est[hi])}), lowest for {voices(lo).lower()} ({value(section, est[lo])}), a gap of "
-            f"{difference(section, gap['gap'])} (95% CI of the largest-minus-smallest gap "
-            f"{gap_interval(section, gap['ci'])}; {p}).")
+            f"{difference(section, gap['gap'])} (95% simultaneous interval of the difference between these two "
+            f"groups {gap_interval(section, gap['ci'])}; {p}).")
 
 
 def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
@@ -94,7 +112,7 @@ def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
         observed = (f"{voices(hi).lower()} {value(section, gap['estimates'][hi])} vs {voices(lo).lower()} "
                     f"{value(section, gap['estimates'][lo])}")
     text = (f"No significant gap in {section['name']} by {gname} ({pval(block['p_holm'])}, {PRIMARY_TEST}; "
-            f"observed {observed})")
+            f"observed {observed}; gap {difference(section, gap['gap'])}, 95% CI {gap_interval(section, gap['ci'])})")
     return text + detectable_clause(block, gap, report) + "."
 
 
@@ -108,8 +126,12 @@ def detectable_clause(block: dict, gap: dict, report: dict) -> str:
     per_group = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
     cells = report["design"]["min_voices_per_cell"]
     where = "" if block["by"] == ["gender", "ethnicity"] else f" ({cells} per gender x ethnicity cell)"
+    observed = mdg.get("observed_voice_sd")
+    sd = (f"assuming a voice SD of {mdg['assumed_voice_sd']} on the logit scale"
+          + (f", observed {observed:.2f}" if observed is not None else ""))
     return (f"; with {per_group} voices per group{where} and {gap['n_items']} items, this design could only detect "
-            f"gaps of about {round(100 * mdg['gap'])} points or more")
+            f"gaps of about {round(100 * mdg['gap'])} points or more with 80% power at the corrected level "
+            f"({sd})")
 
 
 def categorical_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
@@ -140,7 +162,8 @@ def invalid_sentences(report: dict) -> list[str]:
     kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "valid")
     out = [f"{bad} of {total} answers ({pct(bad / total)}) were not valid ({kinds}); they are counted per group, "
            "never scored wrong."]
-    return out + section_sentences(section, report, only_significant=True)
+    differ = section_sentences(section, report, only_significant=True)
+    return out + [f"Warning: the invalid-answer rate differs between groups. {sentence}" for sentence in differ]
 
 
 def text_control_sentence(report: dict) -> str:
@@ -153,11 +176,15 @@ def text_control_sentence(report: dict) -> str:
                 f"the spoken ones); Jensen-Shannon divergence between text and spoken answers "
                 f"{num(control['jsd_vs_audio'])} bits.")
     if missing(control["estimate"]):
-        return "The text-only control (same items, no voice) has no valid answer."
+        return ("The text-only control (same items, no voice) has no item that it and every voice answered validly, "
+                "so the voice and text conditions cannot be compared.")
     change = signed_change(primary, control["voice_adds"])
-    return (f"The same items as text, with no voice: {outcome['name']} {value(primary, control['estimate'])}; "
-            f"spoken by the voices it averages {value(primary, control['audio_overall'])}, so hearing a voice "
-            f"changes it by {change}.")
+    low, high = control["ci"]
+    return (f"Secondary: on the {control['n_items']} items that the text control and every voice answered validly, "
+            f"{outcome['name']} is {value(primary, control['estimate'])} as text with no voice and "
+            f"{value(primary, control['audio_overall'])} spoken (mean of the voices): hearing a voice changes it by "
+            f"{change} (95% CI {signed_change(primary, low)} to {signed_change(primary, high)}, two-way bootstrap "
+            "over voices and items).")
 
 
 def signed_change(section: dict, change) -> str:
@@ -181,10 +208,11 @@ def qc_sentences(report: dict) -> list[str]:
                    f"({'; '.join(f'{v}: {f}' for v, f in qc['flagged'].items())}); check them before trusting a gap.")
     for measure, by in qc["measures"].items():
         for gname, gap in by.items():
-            if gap.get("p_value") is not None and gap["p_value"] < report["settings"]["alpha"]:
+            if gap.get("p_holm") is not None and gap["p_holm"] < report["settings"]["alpha"]:
                 hi, lo = gap["highest"], gap["lowest"]
                 out.append(f"Voice quality differs by {gname}: {measure} averages {num(gap['estimates'][hi])} for "
                            f"{voices(hi).lower()} and {num(gap['estimates'][lo])} for {voices(lo).lower()} "
-                           f"({pval(gap['p_value'])}, voice-level permutation test); part of any gap by {gname} may "
-                           "come from this rather than from whom the voices sound like.")
+                           f"({pval(gap['p_holm'])}, voice-level permutation test, Holm over the voice-quality "
+                           f"checks); part of any gap by {gname} may come from this rather than from whom the "
+                           "voices sound like.")
     return out

@@ -62,7 +62,7 @@ class Task:
             "task": self.name,
             "path": str(self.path),
             "source": self.source,
-            "config_hash": stable_hash(self.config.model_dump()),
+            "config_hash": stable_hash(self.config.model_dump(exclude={"analysis"})),  # answers do not depend on it
             "items_hash": stable_hash(rendered),
             "n_items": len(self.items),
         }

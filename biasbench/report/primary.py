@@ -1,0 +1,106 @@
+"""The declared primary analysis of a run: the one computation every output states.
+
+A task declares its primary analysis (`analysis:` in the task YAML, recorded in the run's
+manifest): the primary outcome by each declared grouping, tested by the voice-level
+permutation test, Holm-corrected over that family alone. `primary_results(report)` picks
+those numbers out of the report's sections once; the end of `biasbench run`, `summary.md`,
+the report's first section and the leaderboard all print this record and nothing else as
+the result, so they cannot disagree. Every other test in a report is secondary.
+"""
+
+from __future__ import annotations
+
+from biasbench.analysis.results import plain
+
+from .fmt import style
+
+GROUPING_COLUMNS = {"gender": ["gender"], "ethnicity": ["ethnicity"], "gender x ethnicity": ["gender", "ethnicity"]}
+TEST = "voice-level permutation test"
+
+
+def analysis_spec(manifest: dict) -> dict:
+    """The task's declared analysis (defaults where the task declares none)."""
+    from biasbench.config import AnalysisSpec
+
+    declared = ((manifest.get("task") or {}).get("config") or {}).get("analysis") or {}
+    return AnalysisSpec(**declared).model_dump()
+
+
+def primary_labels(report: dict, spec: dict) -> list[str]:
+    """Family labels of the declared primary tests (the primary outcome by each declared grouping)."""
+    groupings = report["sections"]["primary"]["groupings"]
+    return [groupings[g]["family_label"] for g in spec["groupings"] if g in groupings]
+
+
+def unit_of(section: dict) -> str:
+    """The unit a gap of this section is in: never mixed within one leaderboard column."""
+    if section["kind"] == "categorical":
+        return "Jensen-Shannon divergence (bits)"
+    kind = style(section)
+    if kind == "rate":
+        return "proportion (0-1)"
+    if kind == "relative":
+        return "ratio to the mean"
+    return section.get("unit") or "value"
+
+
+def grouping_result(section: dict, block: dict, alpha: float) -> dict:
+    """One grouping's primary numbers: estimate, interval, raw and corrected p, significance."""
+    p_corrected = block.get("p_holm")
+    common = {"p_corrected": p_corrected, "significant": p_corrected is not None and p_corrected < alpha}
+    if section["kind"] == "categorical":
+        result = block["result"]
+        test = (result.get("tests") or {}).get("permutation_jsd") or {}
+        big = block.get("largest_difference") or {}
+        between = f"{big['high_group']} - {big['low_group']} (largest: {big['category']})" if big else ""
+        return {**common, "gap": result.get("jsd"), "ci": None, "p_value": test.get("p_value"),
+                "mc_se": (test.get("details") or {}).get("mc_se"), "between": between, "estimates": {},
+                "n_voices": result.get("n_voices"), "n_items": result.get("n_items"), "items": None,
+                "undefined": result.get("undefined")}
+    gap = block["gap"]
+    between = f"{gap['highest']} - {gap['lowest']}" if gap.get("highest") else ""
+    return {**common, "gap": gap["gap"], "ci": gap["ci"], "p_value": gap["p_value"], "mc_se": gap.get("mc_se"),
+            "between": between, "estimates": gap["estimates"], "n_voices": gap["n_voices"],
+            "n_items": gap["n_items"], "items": gap.get("items"), "undefined": gap.get("undefined")}
+
+
+def primary_results(report: dict, spec: dict) -> dict:
+    """The record every output states (see the module docstring)."""
+    section = report["sections"]["primary"]
+    alpha = spec["alpha"]
+    groupings = {g: grouping_result(section, section["groupings"][g], alpha)
+                 for g in spec["groupings"] if g in section["groupings"]}
+    record = {"outcome": section["name"], "kind": section["kind"], "unit": unit_of(section),
+              "test": TEST, "correction": f"{spec['correction'].capitalize()} over the primary family "
+                                          f"({len(groupings)} tests: {section['name']} by "
+                                          f"{', '.join(groupings)})",
+              "alpha": alpha, "items": spec["items"], "groupings": groupings,
+              "pipeline_check": report["run"]["pipeline_check"], "proxy_labels": report["run"]["proxy_labels"]}
+    record["headline"] = headline_sentences(section, record, report)
+    return plain(record)
+
+
+def headline_sentences(section: dict, record: dict, report: dict) -> list[str]:
+    """One sentence per declared grouping (words.block_sentence: the groups, the gap in the
+    outcome's units, its interval, the corrected p and the test; the detectable gap when not
+    significant), the same words wherever the primary result is shown."""
+    from .words import block_sentence
+
+    return [block_sentence(section, gname, section["groupings"][gname], report) for gname in record["groupings"]]
+
+
+def primary_markdown(record: dict) -> str:
+    """The primary result as a markdown block (summary.md and the report's opening)."""
+    lines = ["## Primary result", "",
+             f"Declared primary analysis: {record['outcome']} by {', '.join(record['groupings'])}; {record['test']} "
+             f"(group labels permuted among voices); {record['correction']}; alpha {record['alpha']}; "
+             f"{'items every compared voice answered validly' if record['items'] == 'common' else 'every item'}.",
+             ""]
+    lines += [f"- {sentence}" for sentence in record["headline"]]
+    if record["pipeline_check"]:
+        lines += ["", "PIPELINE CHECK: nothing above measures a real speech model."]
+    if record["proxy_labels"]:
+        lines += ["", "The voices' labels are proxies: a gap is between these voices, not between people of these "
+                      "groups."]
+    return "\n".join(lines) + "\n"
+
