@@ -32,10 +32,10 @@ GAP_FIELDS = ["gap", "between", "ci_low", "ci_high", "p", "p_corrected", "signif
 GAP_COLUMNS = [f"{prefix}_{field}" for prefix in GROUPINGS.values() for field in GAP_FIELDS]
 COLUMNS = [*KEY, "outcome", "unit", "n_items", "n_voices", "voices_per_cell", "score", "text_control_score",
            *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels], "other_group_scores",
-           *GAP_COLUMNS, "correction", "items", "invalid_rate", "pipeline_check", "label_sources", "run_id",
+           *GAP_COLUMNS, "ci_level", "correction", "items", "invalid_rate", "pipeline_check", "label_sources", "run_id",
            "run_date", "identity_hash", "schema_version"]
 #: Columns that must hold a number (or be empty): a hand edit that breaks one is named, not crashed on.
-NUMERIC = {"n_items", "n_voices", "voices_per_cell", "score", "text_control_score", "invalid_rate",
+NUMERIC = {"n_items", "n_voices", "voices_per_cell", "score", "text_control_score", "invalid_rate", "ci_level",
            "schema_version", *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels],
            *[c for c in GAP_COLUMNS if not c.endswith(("_between", "_significant"))]}
 BOOLEAN = {"pipeline_check", *[c for c in GAP_COLUMNS if c.endswith("_significant")]}
@@ -96,8 +96,9 @@ def primary_columns(report: dict) -> dict:
     """One column set per declared grouping, copied from the report's primary record
     (report/primary.py): the same numbers the run's summary and report state."""
     record = report["primary"]
+    levels = {r.get("ci_level") for r in record["groupings"].values()} - {None}
     row = {"outcome": record["outcome"], "unit": record["unit"], "correction": record["correction"],
-           "items": record["items"]}
+           "items": record["items"], "ci_level": levels.pop() if len(levels) == 1 else None}
     for gname, prefix in GROUPINGS.items():
         r = record["groupings"].get(gname)
         if r is None:  # not declared by the task: not a primary result, so not on the board
@@ -252,7 +253,7 @@ def by_model(rows: list[dict]) -> tuple[list[str], list[dict]]:
 
 
 def verdict_text(row: dict, prefix: str) -> str:
-    gap = display(row, f"{prefix}_gap")
+    gap = display(row, f"{prefix}_gap") + ("" if row["unit"] == RATE_UNIT else f" {row['unit']}")
     p = display(row, f"{prefix}_p_corrected")
     star = " (significant)" if row[f"{prefix}_significant"] == "true" else ""
     return f"{gap}, p {p}{star}" if p else gap
@@ -332,7 +333,7 @@ TERMINAL = {
     "model": model_text,
     "outcome": lambda r: f"{r['outcome']} [{r['unit']}]",
     "score": lambda r: display(r, "score"),
-    **{f"{name} gap (95% CI) p": (lambda r, prefix=prefix: gap_cell(r, prefix)) for name, prefix in GROUPINGS.items()},
+    **{f"{name} gap (CI) p": (lambda r, prefix=prefix: gap_cell(r, prefix)) for name, prefix in GROUPINGS.items()},
     "voices x items": lambda r: f"{r['n_voices']} x {r['n_items']}",
     "pipeline check": lambda r: "YES" if r["pipeline_check"] == "true" else "",
     "run": lambda r: f"{r['run_id']} ({r['run_date'][:10]})",
@@ -379,7 +380,7 @@ def render_page(board: Path, output: Path | None = None) -> Path:
 
 
 def gap_plots(rows: list[dict]) -> list[dict]:
-    """One base64 PNG per unit: each row's gap by each declared grouping, with its 95% CI.
+    """One base64 PNG per unit: each row's gap by each declared grouping, with its interval.
     A figure per unit, so no axis mixes proportions with JSD or currency."""
     import base64
 
@@ -411,8 +412,6 @@ def gap_plots(rows: list[dict]) -> list[dict]:
             ax.set_xlabel("points" if scale == 100 else unit, fontsize=8)
         axes[0, 0].set_yticks(range(len(part)), labels, fontsize=8)
         axes[0, 0].invert_yaxis()
-        fig.suptitle(f"Gap between voice groups ({unit}), 95% interval; red: significant after correction",
-                     fontsize=9)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -478,8 +477,8 @@ figure img { display: block; max-width: 100%; height: auto; }
 <p class="note">One row per model, revision, backend, precision, quantisation, adapter, task, voice pool, data source
 and harness version, from finished runs only (schema {{ schema }}, from {{ source }}; every column is described in
 SCHEMA.md). Each row states the task's declared primary analysis: the gap between voice groups by gender, by
-ethnicity and by gender x ethnicity, its 95% interval (which includes 0 exactly when the test is not significant)
-and the voice-level permutation test, Holm-corrected over those tests. Gaps are in the row's unit, never compared
+ethnicity and by gender x ethnicity, its interval (simultaneous over those tests, so it includes 0 whenever the gap is
+not significant) and the voice-level permutation test, Holm-corrected over those tests. Gaps are in the row's unit, never compared
 across units. <span class="badge">PIPELINE CHECK</span> rows (shaded) measure no real model. Click a column header
 to sort.</p>
 {% if rows %}
@@ -502,8 +501,10 @@ to sort.</p>
 {% else %}
 <p><strong>No rows yet.</strong> Add a finished run with <code>biasbench leaderboard add RUN_DIR</code>.</p>
 {% endif %}
-{% for plot in plots %}<figure><img alt="gap by grouping per row, {{ plot.unit }}, with 95% intervals"
-src="data:image/png;base64,{{ plot.png }}"><figcaption class="note">Gaps in {{ plot.unit }}.</figcaption></figure>
+{% for plot in plots %}<figure><img alt="gap by grouping per row, {{ plot.unit }}, with intervals"
+src="data:image/png;base64,{{ plot.png }}"><figcaption class="note">Gap between voice groups in {{ plot.unit }}, by
+each declared grouping, with its interval (level in the ci_level column); red: significant after
+correction.</figcaption></figure>
 {% endfor %}
 <script>{{ script | safe }}</script>
 </body>

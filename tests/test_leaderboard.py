@@ -201,3 +201,75 @@ def test_clicking_a_header_sorts_the_table_in_headless_chromium(board, tmp_path)
          clicked.as_uri()], capture_output=True, text=True, timeout=120)
     assert re.findall(r'data-run-id="([^"]+)"', done.stdout) == ["run-alpha", "run-mid", "run-zeta"]
     assert 'aria-sort="descending"' in done.stdout
+
+
+# ------------------------------------------------------------------ hand-edited boards
+
+
+def hand_edited(board: Path, tmp_path, edit) -> Path:
+    broken = tmp_path / "edited.csv"
+    lines = board.read_text(encoding="utf-8").splitlines()
+    broken.write_text("\n".join(edit(lines)) + "\n", encoding="utf-8")
+    return broken
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda ls: [ls[0], ls[1].replace(",18,", ",eighteen,", 1), *ls[2:]],
+     r"line 2, column n_voices: 'eighteen' is not a number"),
+    (lambda ls: [ls[0], ls[1], ",".join(ls[2].split(",")[:5]), *ls[3:]], r"line 3: 5 cells where the header has"),
+    (lambda ls: [ls[0], *[l.replace(",false,", ",maybe,", 1) for l in ls[1:2]], *ls[2:]],
+     r"line 2, column \w+: 'maybe' \(expected true, false or an empty cell\)"),
+])
+def test_hand_broken_rows_are_named_and_nothing_is_lost(board, tmp_path, edit, expected):
+    broken = hand_edited(board, tmp_path, edit)
+    before = broken.read_bytes()
+    with pytest.raises(BiasbenchError, match=expected):
+        lb.read_board(broken)
+    for args in (["leaderboard", "show", "--file", str(broken)], ["leaderboard", "render", "--file", str(broken)],
+                 ["leaderboard", "add", str(tmp_path), "--file", str(broken)]):
+        done = subprocess.run([str(Path(sys.executable).parent / "biasbench"), *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert re.search(expected, done.stderr.replace("\n", " ")), done.stderr
+    assert broken.read_bytes() == before  # a refused add leaves every row as it was
+
+
+def test_pipeline_check_rows_are_marked_on_the_page(tmp_path):
+    board = tmp_path / "board.csv"
+    add(run(tmp_path, "real"), board)
+    add(run(tmp_path, "check", model="tiny", pipeline_check=True), board, allow_pipeline_check=True)
+    html = lb.render_page(board).read_text()
+    assert re.search(r'<tr data-run-id="check" class="check">', html) and "PIPELINE CHECK</span>" in html
+    assert not re.search(r'<tr data-run-id="real" class="check">', html)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("width", [1280, 800])
+def test_page_layout_has_no_overlap_in_headless_chromium(board, tmp_path, width):
+    """Every block (tables, figures) stays within the page and no two blocks overlap."""
+    html = lb.render_page(board, tmp_path / "page.html").read_text()
+    probe = """<script>
+    window.addEventListener('load', function () {
+      var blocks = Array.prototype.slice.call(document.querySelectorAll('body > *:not(script)'));
+      var rects = blocks.map(function (b) { return b.getBoundingClientRect(); });
+      var problems = [];
+      rects.forEach(function (r, i) {
+        if (r.right > window.innerWidth + 1) { problems.push('wide:' + blocks[i].tagName); }
+        rects.slice(i + 1).forEach(function (s, j) {
+          var overlap = Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top);
+          if (overlap > 1 && Math.min(r.right, s.right) - Math.max(r.left, s.left) > 1) {
+            problems.push('overlap:' + blocks[i].tagName + '/' + blocks[i + j + 1].tagName); }
+        });
+      });
+      document.body.setAttribute('data-layout', problems.length ? problems.join(',') : 'ok');
+    });
+    </script>"""
+    page = tmp_path / f"probe-{width}.html"
+    page.write_text(html.replace("</body>", probe + "\n</body>"), encoding="utf-8")
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / f'profile-{width}'}",
+         f"--window-size={width},900", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'data-layout="ok"' in done.stdout, re.findall(r'data-layout="([^"]*)"', done.stdout)

@@ -105,7 +105,8 @@ def test_planted_effect_is_found_in_numbers_and_words(planted):
     assert "mdg" not in gender  # significant: no minimum detectable gap beside it
     sentence = next(s for s in report["conclusions"] if s.startswith("Female voices"))
     assert f"were answered correctly {100 * gap['gap']:.1f} points less often than male voices" in sentence
-    assert f"95% CI of the gap {100 * gap['ci'][0]:.1f} to {100 * gap['ci'][1]:.1f} points" in sentence
+    assert gap["level"] == pytest.approx(1 - 0.05 / 3)  # simultaneous over the primary family of three
+    assert f"98.3% CI of the gap {100 * gap['ci'][0]:.1f} to {100 * gap['ci'][1]:.1f} points" in sentence
     assert "voice-level permutation test, Holm-corrected" in sentence
     assert sentence in markdown and sentence.replace("'", "&#39;") in html
 
@@ -451,3 +452,57 @@ def test_runner_probe_reports(tmp_path, biasbench_cache):
     assert gender["gap"]["lowest"] == "female" and gender["p_holm"] < 0.05
     assert any(s.startswith("Female voices were given amounts") for s in report["conclusions"])
     assert "USD per year" in markdown and report["text_control"]["estimate"] is not None
+
+
+# ------------------------------------------------------------------ what only some tasks have
+
+
+def test_incomplete_run_says_so_at_the_top(tmp_path):
+    manifest = manifest_for("inc", complete=False)
+    report, markdown, html, _ = report_of(make_run(tmp_path / "run", "inc", manifest=manifest, n_items=12))
+    assert report["run"]["banners"][0].startswith("INCOMPLETE RUN")
+    assert markdown.index("INCOMPLETE RUN") < markdown.index("## Primary result")
+    assert 'class="banner">INCOMPLETE RUN' in html
+
+
+def test_transcribe_run_gets_a_wer_report(tmp_path):
+    table = tidy_from_simulation("asr", n_items=20, effects={"gender": {"female": -1.5}}, voice_sd=0.2, seed=8)
+    table["value"] = np.where(table["correct"] == 1, 0.05, 0.4)  # WER per transcript: female voices heard worse
+    table["cer"] = table["value"] / 2
+    manifest = manifest_for("asr", task="asr_fairness", output_type="transcribe", metrics=["wer", "cer"])
+    report, markdown, _, _ = report_of(make_run(tmp_path / "run", "asr", table=table, manifest=manifest))
+    record = report["primary"]
+    assert record["outcome"] == "word error rate" and record["unit"] == "proportion (0-1)"
+    gender = record["groupings"]["gender"]
+    assert gender["between"] == "female - male" and gender["significant"]
+    assert "character error rate" in report["sections"]["attributes"]["cer"]["name"]
+    assert "## Word error rate by group" in markdown
+
+
+def test_forced_choices_are_analysed_as_chosen_options_per_set(tmp_path):
+    table = tidy_from_simulation("pc", n_items=20, effects={"gender": {"female": 2.0}}, voice_sd=0.2, seed=9)
+    table["pair"] = np.where(table["item_id"].str[-1].astype(int) % 2 == 0, "music", "food")
+    options = {"music": ("jazz", "metal"), "food": ("salad", "steak")}
+    table["answer_option"] = [options[p][0 if c == 1 else 1] for p, c in zip(table["pair"], table["correct"])]
+    manifest = manifest_for("pc", task="preferences_choice", metrics=["option_shares"])
+    report, _, _, _ = report_of(make_run(tmp_path / "run", "pc", table=table, manifest=manifest))
+    primary = report["sections"]["primary"]
+    assert report["primary"]["outcome"] == "chosen options" and primary["kind"] == "categorical"
+    assert {"music: jazz", "music: metal", "food: salad", "food: steak"} <= set(
+        primary["groupings"]["gender"]["result"]["categories"])
+    assert report["primary"]["groupings"]["gender"]["significant"]
+    assert "accuracy" not in " ".join(report["conclusions"])  # `correct` means nothing for a forced choice
+
+
+def test_declared_analysis_decides_the_primary_family(tmp_path):
+    manifest = manifest_for("g", **{})
+    manifest["task"]["config"]["analysis"] = {"groupings": ["gender"], "alpha": 0.01}
+    report, _, _, _ = report_of(make_run(tmp_path / "run", "g", manifest=manifest, n_items=20,
+                                         effects={"gender": {"male": 1.5}}, seed=1))
+    assert list(report["primary"]["groupings"]) == ["gender"] and report["corrections"]["primary"]["labels"] == [
+        "accuracy by gender"]
+    gender = report["primary"]["groupings"]["gender"]
+    assert gender["p_corrected"] == gender["p_value"]  # a family of one
+    assert report["primary"]["alpha"] == 0.01 and len(report["primary"]["headline"]) == 1
+    # the undeclared groupings are still computed, as secondary tests
+    assert "accuracy by ethnicity" in report["corrections"]["holm"]["labels"]

@@ -128,3 +128,17 @@ def test_shipped_mmlu_task_offline():
     assert 500 <= len(task.items) <= 580  # 10% of the 5,330 'ok' rows, per subject
     assert all(len(item.choices) == 4 and 0 <= item.target < 4 for item in task.items)
     assert task.fingerprint() == load_task("mmlu", data_source="local").fingerprint()
+
+
+def test_declared_analysis_is_validated_and_kept_out_of_the_config_hash(toy, tmp_path):
+    path = write(tmp_path / "bad_analysis.yaml", TASK + "analysis: {groupings: [race], correction: fdr}\n")
+    message = str(pytest.raises(ConfigError, load_task_config, path).value)
+    for expected in ("bad_analysis.yaml", "analysis.groupings", "analysis.correction", "'gender'", "'holm'"):
+        assert expected in message, expected
+    write(tmp_path / "declared.yaml", "include: toy.yaml\nanalysis: {groupings: [gender], alpha: 0.01}\n")
+    declared, default = load_task(str(tmp_path / "declared.yaml")), load_task(str(toy))
+    assert declared.config.analysis.groupings == ["gender"] and default.config.analysis.items == "common"
+    # the analysis plan does not change a single answer, so runs with either plan share their identity
+    assert declared.fingerprint()["config_hash"] == default.fingerprint()["config_hash"]
+    assert declared.config.model_dump()["analysis"]["alpha"] == 0.01  # recorded in the manifest
+    assert "analysis" not in default.config.model_dump()  # defaults: stated in the docs, not repeated

@@ -336,7 +336,10 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
     family = Family()
     qc = voice_qc_section(run, audio, settings)
-    sections = main_sections(run, audio, outcome, family, settings, qc)
+    # The primary gaps' intervals are simultaneous over the primary family (Bonferroni level):
+    # a gap whose Holm-corrected p is not significant then always has 0 inside its interval.
+    primary_level = round(1 - settings.alpha / len(spec["groupings"]), 10)
+    sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
     sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
                                           family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
@@ -354,17 +357,20 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     return plain(report)
 
 
-def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, settings: Settings, qc) -> dict:
+def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, settings: Settings, qc,
+                  primary_level: float) -> dict:
+    """The outcome's sections: the primary one at `primary_level`, the secondary ones at settings.level."""
     column = outcome["column"]
-    covariates = qc.get("covariates") if qc else None
+    covariates = _covariate_frame(qc.get("covariates") if qc else None)
+    primary = replace(settings, level=primary_level)
     if outcome["kind"] == "binary":
-        return {"primary": binary_section(audio, column, outcome["name"], family, settings, verb=outcome["verb"],
-                                          covariates=_covariate_frame(covariates)),
+        return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
+                                          covariates=covariates),
                 "voices": voice_means(audio, column), "overall": audio_overall(audio, column, settings.items),
                 "permutations": by_permutation(audio, column), **said_me_sections(audio, family, settings)}
     if outcome["kind"] == "numeric":
-        return numeric_sections(audio, outcome, family, settings, split_column(audio), _covariate_frame(covariates))
-    return {**categorical_sections(audio, family, settings), **lexicon_sections(audio, family, settings)}
+        return numeric_sections(audio, outcome, family, settings, split_column(audio), covariates, primary)
+    return {**categorical_sections(audio, family, primary, outcome["name"]), **lexicon_sections(audio, family, settings)}
 
 
 def _covariate_frame(covariates: list[dict] | None) -> pd.DataFrame | None:

@@ -63,8 +63,11 @@ def primary_blocks(report: dict) -> list[dict]:
               f"{record['correction']}; alpha {record['alpha']}; on {items}. Everything else in this report is "
               "secondary."),
             {"list": record["headline"]},
-            table(["grouping", "highest - lowest", "gap", "95% CI", "p (raw)", "Monte Carlo SE of p",
-                   "p (corrected)", "significant"], rows, f"Gap unit: {record['unit']}.")]
+            table(["grouping", "highest - lowest", "gap", "interval", "p (raw)", "Monte Carlo SE of p",
+                   "p (corrected)", "significant"], rows,
+                  f"Gap unit: {record['unit']}. Intervals are simultaneous over the primary family "
+                  f"(level 1 - alpha / {len(record['groupings'])}, Bonferroni), so a gap that is not significant after "
+                  "correction always has 0 inside its interval.")]
 
 
 def _gap_text(record: dict, r: dict) -> str:
@@ -76,9 +79,10 @@ def _gap_text(record: dict, r: dict) -> str:
 def _ci_text(record: dict, r: dict) -> str:
     if not r["ci"]:
         return "n/a" if record["kind"] == "categorical" else "undefined"
+    level = f"{100 * r['ci_level']:.3g}%: "
     if record["unit"] == "proportion (0-1)":
-        return f"{100 * r['ci'][0]:.1f} to {100 * r['ci'][1]:.1f} points"
-    return f"{num(r['ci'][0])} to {num(r['ci'][1])}"
+        return f"{level}{100 * r['ci'][0]:.1f} to {100 * r['ci'][1]:.1f} points"
+    return f"{level}{num(r['ci'][0])} to {num(r['ci'][1])}"
 
 
 # ---------------------------------------------------------------- the run
@@ -168,7 +172,7 @@ def gap_rows(section: dict) -> list[list]:
     return rows
 
 
-GAP_COLUMNS = ["grouping", "highest - lowest", "gap", "95% CI", "permutation p (raw)", "Holm", "BH",
+GAP_COLUMNS = ["grouping", "highest - lowest", "gap", "interval (level in Methods)", "permutation p (raw)", "Holm", "BH",
                "minimum detectable gap (if not significant)"]
 
 
@@ -176,7 +180,7 @@ def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> li
     unit = f" ({section['unit']})" if section.get("unit") else ""
     heading = [h(f"{section['name']}{unit}", level)] if level else []
     return heading + [
-            table(["grouping", "group", "voices", section["name"], "95% CI (t interval on voice means)",
+            table(["grouping", "group", "voices", section["name"], "CI (t interval on voice means)",
                    "invalid rate"], group_rows(section)),
             table(GAP_COLUMNS, gap_rows(section),
                   "Primary test: voice-level permutation test (group labels permuted among voices); conditions on "
@@ -356,11 +360,13 @@ def method_blocks(report: dict) -> list[dict]:
     items = [
         "Group estimate: the mean of its voices' rates (each voice weighs the same); the voice is the unit of "
         "replication.",
-        f"Intervals of a group: {int(100 * s['level'])}% t interval on its voice means. Intervals of a gap: "
-        f"simultaneous {int(100 * s['level'])}% intervals for every pairwise difference, by inverting the primary "
-        "test (the difference plus or minus the largest range of group means the permutation test does not "
-        "reject), so a gap's interval includes 0 exactly when its test is not significant. A group with one voice "
-        "has no interval.",
+        "Intervals of a group: t interval on its voice means. Intervals of a gap: simultaneous intervals for every "
+        "pairwise difference, by inverting the permutation test (the difference plus or minus the largest range of "
+        "group means the test does not reject), so a gap's interval includes 0 exactly when its uncorrected test "
+        "is not significant at the interval's level. The declared primary gaps use the level 1 - alpha / m for a "
+        f"primary family of m tests (Bonferroni; {100 * (1 - s['alpha'] / len(report['analysis']['groupings'])):.3g}% "
+        "here), so a primary gap that Holm does not declare significant always has 0 inside its interval; every "
+        f"other interval is at {int(100 * s['level'])}%, uncorrected. A group with one voice has no interval.",
         "Items: " + ("the gaps, the overall score and the voice-vs-text contrast use only the items that every "
                      "compared voice answered validly, so missing answers (clips too long for the model, "
                      "unparseable answers, failed synthesis) cannot fake a gap; the invalid rates are computed on "

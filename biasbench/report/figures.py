@@ -62,14 +62,14 @@ def _mean_with_ci(ax, x, estimate, ci, scale, first) -> None:
         return
     if ci:
         ax.errorbar([x], [estimate * scale], yerr=_err(estimate, ci, scale),
-                    fmt="D", color="tab:blue", capsize=4, zorder=3, label="group mean, 95% CI" if first else None)
+                    fmt="D", color="tab:blue", capsize=4, zorder=3, label="group mean, t interval" if first else None)
     else:
         ax.scatter([x], [estimate * scale], marker="D", color="tab:blue", zorder=3,
                    label="group mean (no CI)" if first else None)
 
 
 def _err(value, ci, scale) -> list:
-    """Error-bar lengths; a percentile CI need not contain its point estimate, so clip at 0."""
+    """Error-bar lengths (clipped at 0, should an interval ever not contain its estimate)."""
     return [[max(0.0, (value - ci[0]) * scale)], [max(0.0, (ci[1] - value) * scale)]]
 
 
@@ -105,7 +105,8 @@ def forest(report: dict) -> bytes | None:
     ax.axvline(0, color="0.3", lw=1)
     ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=8)
     unit = "percentage points" if scale == 100 else (section.get("unit") or "difference")
-    ax.set_xlabel(f"gap in {section['name']} ({unit}), 95% CI")
+    level = next(iter(section["groupings"].values()))["gap"]["level"]
+    ax.set_xlabel(f"gap in {section['name']} ({unit}), {100 * level:.3g}% simultaneous interval")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
@@ -142,10 +143,11 @@ def answers(report: dict) -> bytes | None:
     return _png(fig)
 
 
-FIGURES = {"voices": (voice_dots, "Every voice (grey dot) within its group, beside the group mean and its 95% "
-                                  "cluster-bootstrap CI (blue): the spread of voices and the gap between groups "
+FIGURES = {"voices": (voice_dots, "Every voice (grey dot) within its group, beside the group mean and its t interval "
+                                  "over the group's voices (blue): the spread of voices and the gap between groups "
                                   "seen together."),
-           "gaps": (forest, "Gaps between groups with their 95% cluster-bootstrap CIs (a - b)."),
+           "gaps": (forest, "Gaps between groups (a - b) with their intervals, which invert the voice-level "
+                            "permutation test (level in the Methods)."),
            "answers": (answers, "Answer distribution per group: the most frequent categories, the rest as (other).")}
 
 

@@ -53,13 +53,14 @@ def grouping_result(section: dict, block: dict, alpha: float) -> dict:
         test = (result.get("tests") or {}).get("permutation_jsd") or {}
         big = block.get("largest_difference") or {}
         between = f"{big['high_group']} - {big['low_group']} (largest: {big['category']})" if big else ""
-        return {**common, "gap": result.get("jsd"), "ci": None, "p_value": test.get("p_value"),
+        return {**common, "gap": result.get("jsd"), "ci": None, "ci_level": None, "p_value": test.get("p_value"),
                 "mc_se": (test.get("details") or {}).get("mc_se"), "between": between, "estimates": {},
                 "n_voices": result.get("n_voices"), "n_items": result.get("n_items"), "items": None,
                 "undefined": result.get("undefined")}
     gap = block["gap"]
     between = f"{gap['highest']} - {gap['lowest']}" if gap.get("highest") else ""
-    return {**common, "gap": gap["gap"], "ci": gap["ci"], "p_value": gap["p_value"], "mc_se": gap.get("mc_se"),
+    return {**common, "gap": gap["gap"], "ci": gap["ci"], "ci_level": gap["level"], "p_value": gap["p_value"],
+            "mc_se": gap.get("mc_se"),
             "between": between, "estimates": gap["estimates"], "n_voices": gap["n_voices"],
             "n_items": gap["n_items"], "items": gap.get("items"), "undefined": gap.get("undefined")}
 

@@ -80,9 +80,10 @@ def split_column(audio: pd.DataFrame, candidates=SPLIT_COLUMNS) -> str | None:
     return next((c for c in candidates if c in audio.columns and audio[c].notna().any()), None)
 
 
-def categorical_sections(audio: pd.DataFrame, family, settings) -> dict:
-    """The answer distribution overall, and within each `domain` when the task has one."""
-    out = {"primary": categorical_section(audio, family, settings)}
+def categorical_sections(audio: pd.DataFrame, family, settings, name: str = "answer distribution") -> dict:
+    """The answer distribution overall, and within each `domain` when the task has one
+    (distributions carry no interval, so one set of settings serves both)."""
+    out = {"primary": categorical_section(audio, family, settings, name)}
     split = split_column(audio, CATEGORY_SPLITS)
     if split and audio[split].nunique() > 1:
         out["split"], out["splits"] = split, {
@@ -92,14 +93,16 @@ def categorical_sections(audio: pd.DataFrame, family, settings) -> dict:
 
 
 def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split: str | None,
-                     covariates: pd.DataFrame | None = None) -> dict:
+                     covariates: pd.DataFrame | None = None, primary_settings=None) -> dict:
     """The headline numeric comparison, and one per quantity / role when the task has them.
-    A transcribe task's WER is numeric too, with its CER as a secondary attribute."""
+    A transcribe task's WER is numeric too, with its CER as a secondary attribute.
+    `primary_settings` (default `settings`) are those of the primary comparison."""
     from .analyze import audio_overall, numeric_section, voice_means
 
     unit = outcome.get("unit", "")
+    primary_settings = primary_settings or settings
     if split is None:
-        primary = numeric_section(audio, "value", outcome["name"], family, settings, unit, covariates)
+        primary = numeric_section(audio, "value", outcome["name"], family, primary_settings, unit, covariates)
         if outcome.get("scale"):
             primary["scale"] = outcome["scale"]
         out = {"primary": primary, "voices": voice_means(audio, "value"),
@@ -111,7 +114,7 @@ def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split
         return out
     scaled = relative_values(audio, split)
     out = {"primary": numeric_section(scaled, "relative_value", f"amount relative to the mean for its {split}", family,
-                                      settings, covariates=covariates),
+                                      primary_settings, covariates=covariates),
            "voices": voice_means(scaled, "relative_value"),
            "overall": audio_overall(scaled, "relative_value", settings.items), "split": split, "splits": {}}
     out["primary"]["relative_to"] = split

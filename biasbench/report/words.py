@@ -77,6 +77,12 @@ def block_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
     return null_sentence(section, gname, block, report)
 
 
+def ci_name(gap: dict) -> str:
+    """'95% CI', or '98.3% CI' for a primary gap (its level is Bonferroni-adjusted over the
+    primary family, so an interval never excludes 0 for a gap that is not significant)."""
+    return f"{100 * gap['level']:.3g}% CI"
+
+
 def _observed(gap: dict, section: dict) -> str:
     estimates = {k: v for k, v in gap["estimates"].items() if v is not None}
     return ", ".join(f"{voices(k)} {value(section, v)}" for k, v in estimates.items())
@@ -87,19 +93,19 @@ def significant_sentence(section: dict, gname: str, block: dict) -> str:
     est, p = gap["estimates"], f"{pval(block['p_holm'])}, {PRIMARY_TEST}"
     if section["kind"] == "binary" and len(est) == 2:
         return (f"{voices(lo)} {section.get('verb') or 'had the outcome'} {points(gap['gap'])} "
-                f"less often than {voices(hi).lower()} ({pct(est[lo])} vs {pct(est[hi])}; 95% CI of the gap "
+                f"less often than {voices(hi).lower()} ({pct(est[lo])} vs {pct(est[hi])}; {ci_name(gap)} of the gap "
                 f"{gap_interval(section, gap['ci'])}; {p}).")
     if len(est) == 2 and section.get("relative_to"):
         return (f"{voices(lo)} were given amounts averaging {value(section, est[lo])} for their "
                 f"{section['relative_to']}, {voices(hi).lower()} {value(section, est[hi])}: a difference of "
-                f"{difference(section, gap['gap'])} of the mean (95% CI {gap_interval(section, gap['ci'])}; {p}).")
+                f"{difference(section, gap['gap'])} of the mean ({ci_name(gap)} {gap_interval(section, gap['ci'])}; {p}).")
     if len(est) == 2:
         return (f"{voices(lo)} got a {section['name']} {difference(section, gap['gap'])} lower than "
-                f"{voices(hi).lower()} ({value(section, est[lo])} vs {value(section, est[hi])}; 95% CI of the "
+                f"{voices(hi).lower()} ({value(section, est[lo])} vs {value(section, est[hi])}; {ci_name(gap)} of the "
                 f"difference {gap_interval(section, gap['ci'])}; {p}).")
     return (f"By {gname}, the {section['name']} differed: highest for {voices(hi).lower()} "
             f"({value(section, est[hi])}), lowest for {voices(lo).lower()} ({value(section, est[lo])}), a gap of "
-            f"{difference(section, gap['gap'])} (95% simultaneous interval of the difference between these two "
+            f"{difference(section, gap['gap'])} ({ci_name(gap)} of the difference between these two "
             f"groups {gap_interval(section, gap['ci'])}; {p}).")
 
 
@@ -112,7 +118,7 @@ def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
         observed = (f"{voices(hi).lower()} {value(section, gap['estimates'][hi])} vs {voices(lo).lower()} "
                     f"{value(section, gap['estimates'][lo])}")
     text = (f"No significant gap in {section['name']} by {gname} ({pval(block['p_holm'])}, {PRIMARY_TEST}; "
-            f"observed {observed}; gap {difference(section, gap['gap'])}, 95% CI {gap_interval(section, gap['ci'])})")
+            f"observed {observed}; gap {difference(section, gap['gap'])}, {ci_name(gap)} {gap_interval(section, gap['ci'])})")
     return text + detectable_clause(block, gap, report) + "."
 
 
