@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.paths import search_dirs
 
 #: yaml.safe_load's loader, in libyaml's C build when PyYAML has it (several times faster on
 #: the pool and task files every run reads); the same safe subset of YAML either way.
@@ -281,10 +282,42 @@ def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base_name = data.pop("include", None)
     if base_name is None:
         return data
-    if not isinstance(base_name, str):
-        raise ConfigError(path, "include", "expected the file name of a base YAML")
-    base = _with_includes(path.parent / base_name, seen + (path,))
+    base = _with_includes(_find_include(path, base_name), seen + (path,))
     return _deep_merge(base, data)
+
+
+def _find_include(path: Path, base_name) -> Path:
+    """`include: NAME` is looked for beside the including file, then in the task folders
+    (`--include-path` folders, then the shipped tasks), so a task anywhere can build on
+    `mmlu.yaml`. A file never includes itself: `mmlu.yaml` in a user folder can extend the
+    shipped `mmlu.yaml`."""
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(path, "include", "expected the file name of a base YAML")
+    tried = [path.parent / base_name] + [folder / base_name for folder in search_dirs("tasks")]
+    for candidate in tried:
+        if candidate.is_file() and candidate.resolve() != path:
+            return candidate
+    raise ConfigError(path, "include", f"{base_name!r} not found; looked in " + ", ".join(str(c.parent) for c in tried))
+
+
+def task_file(task_path: Path, relative: str, field: str) -> Path:
+    """A file a task names (data, lexicon), relative to the task YAML, else to the files it
+    includes, else to the task folders: `data/mmlu_redux/...` works from a task anywhere."""
+    task_path = Path(task_path).resolve()
+    folders, seen = [task_path.parent], {task_path}
+    current = task_path
+    while isinstance(base := read_yaml(current).get("include"), str) and base:
+        current = _find_include(current, base).resolve()
+        if current in seen:
+            break
+        seen.add(current)
+        folders.append(current.parent)
+    folders += search_dirs("tasks")
+    for folder in dict.fromkeys(folders):
+        if (folder / relative).is_file():
+            return (folder / relative).resolve()
+    raise ConfigError(task_path, field, f"file {relative!r} not found; looked in "
+                      + ", ".join(str(f) for f in dict.fromkeys(folders)))
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

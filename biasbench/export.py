@@ -31,6 +31,7 @@ from typing import Optional
 
 import typer
 
+from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 
 #: What is known about the terms of each TTS engine's output. A starting point for the card,
@@ -292,6 +293,7 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace what is in OUT"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Save TASK spoken by every voice of POOL as a Hugging Face dataset (with a dataset card) in OUT."""
     if data_source not in ("auto", "hf", "local"):

@@ -18,6 +18,7 @@ from typing import Optional
 
 import typer
 
+from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 
 # Defaults when no earlier run of the model is found (stated in the output).
@@ -35,6 +36,7 @@ def plan_command(
     offline_fallback: bool = typer.Option(False, "--offline-fallback"),
     allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced"),
     audio_cache: Optional[Path] = typer.Option(None, "--audio-cache", hidden=True),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Print the number of requests, clips to synthesise, audio hours and the estimated cost of a run."""
     estimate = plan_estimate(task=task, pool=pool, model=model, limit=limit, data_source=data_source,

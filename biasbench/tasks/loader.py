@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasbench.config import TaskConfig, find_yaml, load_task_config, stable_hash
+from biasbench.config import TaskConfig, find_yaml, load_task_config, stable_hash, task_file
 from biasbench.errors import ConfigError
-from biasbench.paths import project_root
+from biasbench.paths import shipped_dir, yaml_files
 from biasbench.tasks.sampling import stratified_sample
 from biasbench.tasks.sources import choose_source, load_rows
 from biasbench.tasks.templates import render
@@ -69,15 +69,17 @@ class Task:
 
 
 def tasks_dir() -> Path:
-    return project_root() / "tasks"
+    """The shipped tasks (inside the package in a wheel, the checkout's `tasks/` otherwise)."""
+    return shipped_dir("tasks")
 
 
 def available_tasks() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(tasks_dir().glob("*.yaml")) if not p.stem.startswith("_")}
+    """Tasks by name: the user's `--include-path` folders first, then the shipped ones."""
+    return yaml_files("tasks")
 
 
 def find_task(name_or_path: str) -> Path:
-    """A task name from the shipped `tasks/` folder, or a path to any task YAML."""
+    """A task name (user folders, then shipped tasks), or a path to any task YAML."""
     return find_yaml(name_or_path, available_tasks(), "task")
 
 
@@ -189,7 +191,7 @@ def answer_columns(table: pd.DataFrame, task: Task) -> pd.DataFrame:
     if task.config.output_type == "generate_categorical" and task.config.lexicon and "answer" in table:
         from biasbench.tasks.lexicon import join_attributes, load_lexicon
 
-        lexicon = load_lexicon(Path(task.path).parent / task.config.lexicon)
+        lexicon = load_lexicon(task_file(task.path, task.config.lexicon, "lexicon"))
         table = join_attributes(table, lexicon)
     return table
 
