@@ -108,3 +108,16 @@ def test_installed_wheel_runs_a_short_offline_job(installed, biasbench_cache):
     assert (run_dir / "summary.md").is_file() and (run_dir / "responses.parquet").is_file()
     manifest = (run_dir / "manifest.json").read_text(encoding="utf-8")
     assert "_shipped/tasks/mmlu.yaml" in manifest  # the task came from the installed package
+
+
+@requires_espeak
+def test_missing_loudness_package_stops_before_any_clip_is_made(tmp_path, monkeypatch):
+    from biasbench.errors import BiasbenchError
+    from biasbench.tts.cache import AudioCache
+    from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+
+    monkeypatch.setitem(sys.modules, "pyloudnorm", None)  # import pyloudnorm -> ImportError
+    job = SynthesisJob("v1", "espeak-ng", {"voice": "en-us"}, "Hello there.", -23.0)
+    with pytest.raises(BiasbenchError, match="needs the package pyloudnorm"):
+        synthesize_all([job], AudioCache(tmp_path), workers=1, progress=False)
+    assert not list(tmp_path.rglob("*.wav"))
