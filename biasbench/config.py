@@ -93,7 +93,7 @@ TIDY_COLUMNS = frozenset({
     "run_id", "task", "model", "request_key", "item_id", "voice_id", "condition", "sample_index", "prompt_hash",
     "audio_key", "audio_seconds", "audio_truncated", "response_text", "answer", "target", "status", "correct",
     "value", "latency_s", "n_input_tokens", "created_at", "gender", "ethnicity", "accent", "label_source", "stratum",
-    "base_item_id", "permutation", "answer_option", "cer",
+    "base_item_id", "permutation", "answer_option", "cer", "transcript", "spoken_text", "text_prompt",
 })
 
 

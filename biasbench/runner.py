@@ -141,6 +141,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 
     store = run_dir.open_store()
     try:
+        store.add_prompts({p.prompt_hash: (p.item.spoken_text, p.item.text_prompt) for p in plan})
         done = store.done_keys()
         pending = [p for p in plan if p.request_key not in done]
         console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices x "

@@ -12,6 +12,7 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import PROJECT, requires_espeak
@@ -108,6 +109,11 @@ def test_installed_wheel_runs_a_short_offline_job(installed, biasbench_cache):
     assert (run_dir / "summary.md").is_file() and (run_dir / "responses.parquet").is_file()
     manifest = (run_dir / "manifest.json").read_text(encoding="utf-8")
     assert "_shipped/tasks/mmlu.yaml" in manifest  # the task came from the installed package
+    # What each voice said and what the model read are stored and exported beside each answer.
+    table = pd.read_parquet(run_dir / "responses.parquet")
+    assert len(table) == 36 and table["spoken_text"].str.len().gt(30).all()
+    assert table.groupby("item_id")["spoken_text"].nunique().eq(1).all()  # the same words from every voice
+    assert table["text_prompt"].str.len().gt(0).all()
 
 
 @requires_espeak
