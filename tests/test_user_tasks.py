@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from biasbench.cli import app
+from biasbench.config import load_task_config
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.paths import INCLUDE_PATH_ENV, set_include_paths
 from biasbench.tasks.loader import available_tasks, load_task
@@ -87,3 +88,63 @@ def test_include_path_that_is_not_a_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(INCLUDE_PATH_ENV, str(tmp_path / "nope"))
     with pytest.raises(BiasbenchError, match="not a folder"):
         available_tasks()
+
+
+MC = """task: t
+dataset: {local: {path: data.csv}}
+doc_to_text: "{{question}}"
+doc_to_choice: [yes, no]
+doc_to_target: "0"
+"""
+
+
+def test_metrics_are_checked_against_the_known_names(tmp_path):
+    path = write(tmp_path / "t.yaml", MC + "metrics: [acuracy]\n")
+    message = str(pytest.raises(ConfigError, load_task_config, path).value)
+    assert "metrics" in message and "'acuracy' (did you mean 'accuracy'?)" in message
+    assert "known: accuracy, yes_rate" in message
+    path = write(tmp_path / "t.yaml", MC + "metrics: [wer]\n")  # a transcribe metric
+    assert "for output_type multiple_choice" in str(pytest.raises(ConfigError, load_task_config, path).value)
+
+
+def test_categorical_metrics_may_name_lexicon_attributes_only(tmp_path):
+    shipped = available_tasks()["career"].read_text(encoding="utf-8")
+    assert "prestige" in load_task(str(available_tasks()["career"]), data_source="local", limit=1).config.metrics
+    path = write(tmp_path / "career2.yaml", shipped.replace("task: career", "task: career2")
+                 .replace("metrics: [category_shares, prestige", "metrics: [category_shares, prestig"))
+    message = str(pytest.raises(ConfigError, load_task, str(path), data_source="local").value)
+    assert "'prestig'" in message and "attribute of the lexicon (soc_major_group" in message
+
+
+def test_lm_eval_names_are_mapped(tmp_path):
+    path = write(tmp_path / "lm.yaml", """task: lm
+dataset_path: cais/mmlu
+dataset_name: college_physics
+test_split: test
+doc_to_text: "{{question}}"
+doc_to_choice: choices
+doc_to_target: "{{answer}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+generation_kwargs: {max_gen_toks: 8, temperature: 0.0}
+metadata: {version: 1.0}
+""")
+    config = load_task_config(path)
+    assert (config.dataset.hf.path, config.dataset.hf.name, config.dataset.hf.split) == ("cais/mmlu", "college_physics",
+                                                                                         "test")
+    assert config.metrics == ["accuracy"] and config.max_new_tokens == 8
+
+
+@pytest.mark.parametrize("extra, field, says", [
+    ("num_fewshot: 5\n", "num_fewshot", "zero-shot"),
+    ("process_docs: !!str x\n", "process_docs", "no Python hooks"),
+    ("dataset_path: cais/mmlu\n", "dataset_path", "not both"),
+    ("metric_list: [{metric: bleu}]\n", None, "unknown metric 'bleu'"),
+    ("generation_kwargs: {until: ['\\n']}\n", "generation_kwargs", "got until"),
+])
+def test_lm_eval_names_without_a_counterpart_are_refused_saying_why(tmp_path, extra, field, says):
+    message = str(pytest.raises(ConfigError, load_task_config, write(tmp_path / "t.yaml", MC + extra)).value)
+    assert says in message and (field is None or f"field '{field}'" in message)
