@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,28 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def checkout_root() -> Path | None:
+    """The biasbench source checkout this code runs from (source or editable install), else None
+    (an installed wheel: the folder above the package is site-packages)."""
+    root = project_root()
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and 'name = "biasbench"' in pyproject.read_text(encoding="utf-8"):
+        return root
+    return None
+
+
+def checkout_commit() -> str | None:
+    """The git commit of the biasbench checkout (None for an installed wheel, or without git)."""
+    root = checkout_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def shipped_dir(kind: Kind) -> Path:
     """The shipped `tasks/` or `voices/` folder.
 
@@ -41,7 +64,11 @@ def shipped_dir(kind: Kind) -> Path:
     packaged = Path(str(resources.files("biasbench") / "_shipped" / kind))
     if packaged.is_dir():
         return packaged
-    return project_root() / kind
+    root = checkout_root()
+    if root is None:
+        raise BiasbenchError(f"this biasbench install has no shipped {kind}/ folder ({packaged} is missing); "
+                             "reinstall it from a wheel built by `pip wheel .` or `python -m build`")
+    return root / kind
 
 
 def set_include_paths(folders: Iterable[Path | str] | None) -> None:

@@ -10,11 +10,14 @@ import sysconfig
 import venv
 import zipfile
 from email.parser import Parser
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from packaging.version import Version
 
+from biasbench.errors import BiasbenchError
 from conftest import PROJECT, requires_espeak
 
 
@@ -49,8 +52,11 @@ def _fresh_venv(root: Path) -> Path:
 def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     src = _source_tree(root / "src")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(root / "dist"), str(src)], check=True)
+    # This venv's setuptools builds it offline when new enough for pyproject.toml (>= 77); else pip
+    # fetches one into an isolated build environment, as any `pip wheel .` does.
+    offline = Version(metadata.version("setuptools")) >= Version("77")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"), str(src)]
+                   + (["--no-build-isolation", "--no-index"] if offline else []), check=True)
     wheel = next((root / "dist").glob("biasbench-*.whl"))
     python = _fresh_venv(root / "venv")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
@@ -118,7 +124,6 @@ def test_installed_wheel_runs_a_short_offline_job(installed, biasbench_cache):
 
 @requires_espeak
 def test_missing_loudness_package_stops_before_any_clip_is_made(tmp_path, monkeypatch):
-    from biasbench.errors import BiasbenchError
     from biasbench.tts.cache import AudioCache
     from biasbench.tts.synthesis import SynthesisJob, synthesize_all
 
@@ -127,3 +132,18 @@ def test_missing_loudness_package_stops_before_any_clip_is_made(tmp_path, monkey
     with pytest.raises(BiasbenchError, match="needs the package pyloudnorm"):
         synthesize_all([job], AudioCache(tmp_path), workers=1, progress=False)
     assert not list(tmp_path.rglob("*.wav"))
+
+
+def test_an_install_outside_a_checkout_records_no_git_commit(tmp_path, monkeypatch):
+    """A wheel's folder above the package is site-packages, perhaps inside the user's own git repo:
+    its commit is not biasbench's."""
+    from biasbench import paths
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
+    assert paths.checkout_root() is None and paths.checkout_commit() is None
+    with pytest.raises(BiasbenchError, match="no shipped tasks/ folder"):
+        monkeypatch.setattr(paths.resources, "files", lambda _: tmp_path)
+        paths.shipped_dir("tasks")
+    monkeypatch.undo()
+    assert paths.checkout_root() == PROJECT
