@@ -148,3 +148,24 @@ metadata: {version: 1.0}
 def test_lm_eval_names_without_a_counterpart_are_refused_saying_why(tmp_path, extra, field, says):
     message = str(pytest.raises(ConfigError, load_task_config, write(tmp_path / "t.yaml", MC + extra)).value)
     assert says in message and (field is None or f"field '{field}'" in message)
+
+
+def test_ray_shards_look_up_tasks_in_the_same_include_paths(tmp_path, monkeypatch):
+    from biasbench import ray_executor
+    from biasbench.runner import RunOptions
+
+    started = {}
+
+    class StopAtInit:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            started.update(kwargs)
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ray_executor, "_import_ray", StopAtInit)
+    set_include_paths([tmp_path])
+    with pytest.raises(RuntimeError, match="stop here"):
+        ray_executor.run_with_ray(RunOptions(task="mine", model="tiny-qwen2audio", output_dir=tmp_path / "runs"))
+    assert started["runtime_env"]["env_vars"][INCLUDE_PATH_ENV] == str(tmp_path.resolve())
