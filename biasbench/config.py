@@ -347,7 +347,9 @@ def _from_lm_eval(data: dict, path: Path) -> dict:
         data["metrics"] = list(dict.fromkeys(_lm_eval_metric(entry, path) for entry in data.pop("metric_list") or []))
     if "generation_kwargs" in data:
         kwargs = data.pop("generation_kwargs") or {}
-        unknown = [k for k in kwargs if k not in _LM_EVAL_GENERATION] if isinstance(kwargs, dict) else ["(not a mapping)"]
+        if not isinstance(kwargs, dict):
+            raise ConfigError(path, "generation_kwargs", f"expected a mapping; got {kwargs!r}")
+        unknown = [k for k in kwargs if k not in _LM_EVAL_GENERATION]
         if unknown:
             raise ConfigError(path, "generation_kwargs", f"only {', '.join(_LM_EVAL_GENERATION)} have a counterpart "
                               f"here (max_new_tokens, temperature, top_p); got {', '.join(map(str, unknown))}")

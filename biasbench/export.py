@@ -216,7 +216,8 @@ DEFAULT_TASK_CATEGORIES = ["audio-text-to-text"]
 
 def _licence_lines(task, pool) -> list[str]:
     consents = sorted({v.consent.licence for v in pool.voices if v.consent is not None})
-    return ([f"- Text: {task.config.licence or 'not stated in the task file; check the data source before publishing.'}",
+    text = task.config.licence or "not stated in the task file; check the data source before publishing."
+    return ([f"- Text: {text}",
              "- Audio: synthetic speech made by the engines below; their terms apply:"]
             + [f"  - `{name}`: {TTS_LICENCE_NOTES.get(name, 'licence: check the engine')}"
                for name in sorted({v.tts.backend for v in pool.voices})]

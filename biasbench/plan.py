@@ -167,7 +167,8 @@ def format_compute(c: dict) -> list[str]:
         f"  GPU hours (computed):  {hours}  (one GPU; divide by replicas/shards)",
         f"    {c['n_counted']} requests, {c['flops_per_request'] / 1e12:.3g} TFLOP each on average "
         f"({c['total_flops'] / 1e15:.3g} PFLOP); {c['n_skipped']} left out: clips over {s.window_s:.0f} s are "
-        + ("skipped by the run (--long-audio skip)" if c["long_audio"] == "skip" else "truncated (--long-audio truncate)"),
+        + ("skipped by the run (--long-audio skip)" if c["long_audio"] == "skip"
+           else "truncated (--long-audio truncate)"),
         f"    assumptions: {s.name}, 2 FLOP per parameter per token; audio encoder {s.encoder_params / 1e9:.2f} B params "
         f"over the padded {s.window_s:.0f} s window ({s.encoder_positions} positions) per clip; LM "
         f"{s.lm_params / 1e9:.2f} B params over {s.audio_tokens_per_s:.0f} audio tokens/s + prompt tokens "

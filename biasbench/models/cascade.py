@@ -234,8 +234,9 @@ class TextLLM:
 class CascadeBackend:
     """ModelBackend: Whisper ASR, then a text LLM answering the transcript.
 
-    `asr` / `llm` are hub ids or local folders (`asr` may be `faster-whisper:<model>`). Text-only requests (the runner's text condition)
-    skip the ASR and reach the LLM unchanged; their `transcript` stays None.
+    `asr` / `llm` are hub ids or local folders (`asr` may also be `faster-whisper:<model>`).
+    Text-only requests (the runner's text condition) skip the ASR and reach the LLM unchanged;
+    their `transcript` stays None.
     """
 
     def __init__(self, asr: str, llm: str, *, asr_revision: str | None = None, llm_revision: str | None = None,
