@@ -192,6 +192,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def planned_vs_measured(rows: list[dict], seconds: float, device_name: str | None) -> str:
+    """`biasbench plan`'s FLOP count for these requests, and the share of the GPU's bf16 peak each
+    measured scoring row reached: the figure to compare with plan's assumed utilisation."""
+    from biasbench.gpu_estimate import GPUS, SPECS, UTILISATION, request_flops
+
+    flops = request_flops(SPECS["Qwen/Qwen2-Audio-7B-Instruct"], seconds, len(PROMPT.split()))
+    lines = [f"biasbench plan counts {flops / 1e12:.2f} TFLOP per scored request ({seconds:g} s clip); "
+             f"it assumes {UTILISATION:.0%} of the bf16 peak"]
+    gpu = next((name for name in GPUS if device_name and name in device_name), None)
+    for r in rows:
+        if gpu and "score_req_s" in r:
+            reached = flops * r["score_req_s"] / (GPUS[gpu][0] * 1e12)
+            lines.append(f"  {r['engine']} batch {r['batch']}: measured {reached:.1%} of the {gpu} peak")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny Qwen2-Audio on CPU: checks the script, measures nothing")
@@ -251,6 +267,7 @@ def main(argv=None) -> int:
 
     print("\n" + what)
     print(table(rows))
+    print("\n" + planned_vs_measured(rows, seconds, None if args.dry_run else torch.cuda.get_device_name()))
     print(f"\ntotal {time.monotonic() - start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 from biasbench.export import export_command
 from biasbench.finetune.cli import compare_command, finetune_app
@@ -82,6 +83,7 @@ def run(
                                           "cluster; default: start a local one)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="ray: number of shards/model replicas "
                                           "(default: GPUs, else CPUs, of the cluster)"),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Speak every item of TASK with every voice of POOL, ask MODEL, store and summarise."""
     from biasbench.runner import RunOptions, run as run_benchmark
@@ -142,8 +144,8 @@ def closing_lines(result, report: bool) -> str:
 
 
 @app.command()
-def tasks():
-    """List the shipped tasks."""
+def tasks(include_path: Optional[list[Path]] = include_path_option()):
+    """List the tasks: your --include-path folders', then the shipped ones."""
     from biasbench.config import load_task_config
     from biasbench.tasks.loader import available_tasks
 

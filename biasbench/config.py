@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.paths import search_dirs
 
 #: yaml.safe_load's loader, in libyaml's C build when PyYAML has it (several times faster on
 #: the pool and task files every run reads); the same safe subset of YAML either way.
@@ -92,8 +93,18 @@ TIDY_COLUMNS = frozenset({
     "run_id", "task", "model", "request_key", "item_id", "voice_id", "condition", "sample_index", "prompt_hash",
     "audio_key", "audio_seconds", "audio_truncated", "response_text", "answer", "target", "status", "correct",
     "value", "latency_s", "n_input_tokens", "created_at", "gender", "ethnicity", "accent", "label_source", "stratum",
-    "base_item_id", "permutation", "answer_option", "cer",
+    "base_item_id", "permutation", "answer_option", "cer", "transcript", "spoken_text", "text_prompt",
 })
+
+
+#: The metrics each output type reports. A generate_categorical task with a lexicon may also name
+#: the lexicon's attribute columns (e.g. prestige); those are checked when the task loads.
+METRICS: dict[str, tuple[str, ...]] = {
+    "multiple_choice": ("accuracy", "yes_rate", "me_rate_by_polarity", "option_shares"),
+    "generate_categorical": ("category_shares",),
+    "generate_numeric": ("mean_value",),
+    "transcribe": ("wer", "cer"),
+}
 
 
 GroupingName = Literal["gender", "ethnicity", "gender x ethnicity"]
@@ -111,8 +122,9 @@ class AnalysisSpec(_Strict):
         description="voice groupings the primary outcome is compared across")
     test: Literal["voice_permutation"] = Field(
         "voice_permutation", description="the primary test: group labels permuted among voices")
-    correction: Literal["holm", "bonferroni"] = Field(
-        "holm", description="multiple-comparison correction over the primary family")
+    correction: Literal["holm"] = Field(
+        "holm", description="multiple-comparison correction over the primary family (Holm; the intervals are "
+        "simultaneous at the Bonferroni level, so a gap Holm does not reject always has 0 inside its interval)")
     family: Literal["primary_groupings"] = Field(
         "primary_groupings", description="the multiplicity family: the primary outcome by each declared grouping")
     alpha: float = Field(0.05, gt=0, lt=1)
@@ -174,6 +186,19 @@ class TaskConfig(_Strict):
                                    "voice-level permutation test, Holm, common items)")
     citation: str = ""
     licence: str = ""
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str], info):
+        output_type = info.data.get("output_type", "multiple_choice")
+        known = METRICS.get(output_type, ())
+        unknown = [m for m in metrics if m not in known]
+        if unknown and not (output_type == "generate_categorical" and info.data.get("lexicon")):
+            hints = [f"{m!r} (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(m, known, n=1))
+                     else repr(m) for m in unknown]
+            raise ValueError(f"unknown metric {', '.join(hints)} for output_type {output_type}; "
+                             f"known: {', '.join(known)}")
+        return metrics
 
     @model_validator(mode="after")
     def _fields_for_output_type(self):
@@ -314,14 +339,103 @@ def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = Path(path).resolve()
     if path in seen:
         raise ConfigError(path, "include", "include cycle")
-    data = read_yaml(path)
+    data = _from_lm_eval(read_yaml(path), path)
     base_name = data.pop("include", None)
     if base_name is None:
         return data
-    if not isinstance(base_name, str):
-        raise ConfigError(path, "include", "expected the file name of a base YAML")
-    base = _with_includes(path.parent / base_name, seen + (path,))
+    base = _with_includes(_find_include(path, base_name), seen + (path,))
     return _deep_merge(base, data)
+
+
+#: lm-evaluation-harness metric names and the biasbench metric they mean here.
+LM_EVAL_METRICS = {"acc": "accuracy", "acc_norm": "accuracy", "exact_match": "accuracy"}
+_LM_EVAL_DATASET = {"dataset_path": "path", "dataset_name": "name", "test_split": "split"}
+_LM_EVAL_GENERATION = {"max_gen_toks": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
+                       "do_sample": None}
+#: lm-eval keys with no counterpart, and why.
+_LM_EVAL_REFUSED = {
+    **dict.fromkeys(("num_fewshot", "fewshot_split", "fewshot_config", "fewshot_delimiter"),
+                    "biasbench asks zero-shot (few-shot examples would have to be spoken too); remove it"),
+    **dict.fromkeys(("training_split", "validation_split"), "biasbench evaluates one split: name it with "
+                    "test_split (or dataset.hf.split)"),
+    **dict.fromkeys(("process_docs", "process_results"), "biasbench runs no Python hooks: filter rows with "
+                    "dataset.local.filter, or prepare the data file"),
+    "filter_list": "answers are parsed by the output_type's scorer (multiple_choice scoring: generate parses a "
+                   "letter); remove it",
+    **dict.fromkeys(("tag", "group"), "biasbench has no task groups: run each task by name"),
+}
+
+
+def _from_lm_eval(data: dict, path: Path) -> dict:
+    """One file's lm-evaluation-harness keys in biasbench's terms: dataset_path / dataset_name /
+    test_split -> dataset.hf, metric_list -> metrics, generation_kwargs -> max_new_tokens,
+    temperature, top_p; `metadata` is dropped. Keys with no counterpart are refused, saying why."""
+    for key, why in _LM_EVAL_REFUSED.items():
+        if key in data:
+            raise ConfigError(path, key, f"lm-evaluation-harness key with no counterpart here: {why}")
+    data = {k: v for k, v in data.items() if k != "metadata"}
+    if any(key in data for key in _LM_EVAL_DATASET):
+        if "dataset" in data:
+            raise ConfigError(path, "dataset_path", "give lm-eval's dataset_path/dataset_name/test_split or "
+                              "biasbench's dataset, not both")
+        data["dataset"] = {"hf": {new: data.pop(old) for old, new in _LM_EVAL_DATASET.items() if old in data}}
+    if "metric_list" in data:
+        if "metrics" in data:
+            raise ConfigError(path, "metric_list", "give lm-eval's metric_list or biasbench's metrics, not both")
+        data["metrics"] = list(dict.fromkeys(_lm_eval_metric(entry, path) for entry in data.pop("metric_list") or []))
+    if "generation_kwargs" in data:
+        kwargs = data.pop("generation_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ConfigError(path, "generation_kwargs", f"expected a mapping; got {kwargs!r}")
+        unknown = [k for k in kwargs if k not in _LM_EVAL_GENERATION]
+        if unknown:
+            raise ConfigError(path, "generation_kwargs", f"only {', '.join(_LM_EVAL_GENERATION)} have a counterpart "
+                              f"here (max_new_tokens, temperature, top_p); got {', '.join(map(str, unknown))}")
+        data.update({new: kwargs[old] for old, new in _LM_EVAL_GENERATION.items() if new and old in kwargs})
+    return data
+
+
+def _lm_eval_metric(entry, path: Path) -> str:
+    """`{metric: acc, aggregation: mean, higher_is_better: true}` or `acc` -> a biasbench metric name
+    (aggregation is biasbench's own: rates per voice group, voice-level tests)."""
+    name = entry.get("metric") if isinstance(entry, dict) else entry
+    if not isinstance(name, str):
+        raise ConfigError(path, "metric_list", f"expected entries like {{metric: acc}}; got {entry!r}")
+    return LM_EVAL_METRICS.get(name, name)
+
+
+def _find_include(path: Path, base_name) -> Path:
+    """`include: NAME` is looked for beside the including file, then in the task folders
+    (`--include-path` folders, then the shipped tasks), so a task anywhere can build on
+    `mmlu.yaml`. A file never includes itself: `mmlu.yaml` in a user folder can extend the
+    shipped `mmlu.yaml`."""
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(path, "include", "expected the file name of a base YAML")
+    tried = [path.parent / base_name] + [folder / base_name for folder in search_dirs("tasks")]
+    for candidate in tried:
+        if candidate.is_file() and candidate.resolve() != path:
+            return candidate
+    raise ConfigError(path, "include", f"{base_name!r} not found; looked in " + ", ".join(str(c.parent) for c in tried))
+
+
+def task_file(task_path: Path, relative: str, field: str) -> Path:
+    """A file a task names (data, lexicon), relative to the task YAML, else to the files it
+    includes, else to the task folders: `data/mmlu_redux/...` works from a task anywhere."""
+    task_path = Path(task_path).resolve()
+    folders, seen = [task_path.parent], {task_path}
+    current = task_path
+    while isinstance(base := read_yaml(current).get("include"), str) and base:
+        current = _find_include(current, base).resolve()
+        if current in seen:
+            break
+        seen.add(current)
+        folders.append(current.parent)
+    folders += search_dirs("tasks")
+    for folder in dict.fromkeys(folders):
+        if (folder / relative).is_file():
+            return (folder / relative).resolve()
+    raise ConfigError(task_path, field, f"file {relative!r} not found; looked in "
+                      + ", ".join(str(f) for f in dict.fromkeys(folders)))
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

@@ -14,9 +14,11 @@ content hash in biasbench's cache), the task's `item_columns`, and with `--qc vo
 voice's QC figures (`qc_wer`, `qc_cer`, `qc_speaking_rate`, ... `qc_flags`).
 
 `datasets` 5 decodes and encodes Audio through torchcodec, which has no build for the CPU torch
-pinned here; so the audio column is written as raw {bytes, path} and cast to `Audio` at the Arrow
-level (no decoding involved). Reading it back needs torchcodec to decode (`ds[0]["audio"]`), or
-`ds.cast_column("audio", Audio(decode=False))` and soundfile on the bytes, as the tests do.
+pinned here. So the audio column is written as raw {bytes, path} and saved as
+`Audio(sampling_rate=16000, decode=False)`: it is an audio column (the Hub's viewer plays it),
+and `ds[0]["audio"]` works with any install, giving the WAV bytes, which `decode_audio` (or
+soundfile directly) turns into samples. Where torchcodec is installed,
+`ds.cast_column("audio", Audio(sampling_rate=16000))` makes `datasets` decode on access.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Optional
 
 import typer
 
+from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 
 #: What is known about the terms of each TTS engine's output. A starting point for the card,
@@ -114,6 +117,7 @@ def export_dataset(task: str, pool: str, out: Path, *, limit: int | None = None,
     (out / "biasbench_export.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     card = out / "README.md"
     card.write_text(dataset_card(loaded_task, loaded_pool, rows, info), encoding="utf-8")
+    (out / LICENSE_FILE).write_text(licence_text(loaded_task, loaded_pool), encoding="utf-8")
     return ExportResult(out, len(rows), len(loaded_task.items), len(loaded_pool.voices), card, failures)
 
 
@@ -172,7 +176,7 @@ def _save(rows: list[dict], out: Path, *, overwrite: bool) -> None:
     try:
         dataset = Dataset.from_generator(_rows, features=_features(rows), gen_kwargs={"rows": rows},
                                          cache_dir=str(work))
-        dataset = dataset.cast_column("audio", Audio(sampling_rate=SAMPLE_RATE))
+        dataset = dataset.cast_column("audio", Audio(sampling_rate=SAMPLE_RATE, decode=False))
         if out.exists() and overwrite:
             shutil.rmtree(out)
         dataset.save_to_disk(str(out))
@@ -180,6 +184,15 @@ def _save(rows: list[dict], out: Path, *, overwrite: bool) -> None:
         if was_enabled:
             datasets.enable_progress_bars()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def decode_audio(value: dict):
+    """(float32 samples, sample rate) of one exported clip: `decode_audio(ds[i]["audio"])`."""
+    import io
+
+    import soundfile as sf
+
+    return sf.read(io.BytesIO(value["bytes"]), dtype="float32")
 
 
 def _tts_versions(pool) -> dict:
@@ -194,6 +207,30 @@ def _tts_versions(pool) -> dict:
     return versions
 
 
+LICENSE_FILE = "LICENSE.md"
+#: Hub task ids (the `task_categories` of a dataset card) per output type: the model hears audio
+#: and answers in text; a transcribe task is speech recognition.
+TASK_CATEGORIES = {"transcribe": ["automatic-speech-recognition"]}
+DEFAULT_TASK_CATEGORIES = ["audio-text-to-text"]
+
+
+def _licence_lines(task, pool) -> list[str]:
+    consents = sorted({v.consent.licence for v in pool.voices if v.consent is not None})
+    text = task.config.licence or "not stated in the task file; check the data source before publishing."
+    return ([f"- Text: {text}",
+             "- Audio: synthetic speech made by the engines below; their terms apply:"]
+            + [f"  - `{name}`: {TTS_LICENCE_NOTES.get(name, 'licence: check the engine')}"
+               for name in sorted({v.tts.backend for v in pool.voices})]
+            + ([f"- Cloned voices: speakers consented under: {', '.join(consents)}."] if consents else []))
+
+
+def licence_text(task, pool) -> str:
+    """LICENSE.md beside the card (its `license_link`): the text's and the audio's terms together."""
+    return "\n".join([f"# Terms of this dataset (biasbench {task.config.task} spoken by {pool.pool})", "",
+                      "It combines a text source and synthetic speech, each under its own terms:", "",
+                      *_licence_lines(task, pool), ""])
+
+
 def dataset_card(task, pool, rows: list[dict], info: dict) -> str:
     """The README.md of the exported dataset (Hugging Face dataset card, YAML header first)."""
     config = task.config
@@ -201,13 +238,16 @@ def dataset_card(task, pool, rows: list[dict], info: dict) -> str:
     cells = Counter((r["gender"], r["ethnicity"]) for r in rows)
     voices_per_cell = Counter((v.gender, v.ethnicity) for v in pool.voices)
     backends = sorted({v.tts.backend for v in pool.voices})
-    consents = sorted({v.consent.licence for v in pool.voices if v.consent is not None})
     has_qc = any(k.startswith(QC_PREFIX) for k in rows[0])
     size = "n<1K" if len(rows) < 1000 else "1K<n<10K" if len(rows) < 10_000 else "10K<n<100K" \
         if len(rows) < 100_000 else "100K<n<1M"
+    categories = TASK_CATEGORIES.get(config.output_type, DEFAULT_TASK_CATEGORIES)
     lines = [
         "---",
-        "license: other",
+        "license: other",  # text and audio come under different terms: LICENSE.md lists them
+        "license_name: biasbench-text-and-tts-terms",
+        f"license_link: {LICENSE_FILE}",
+        f"task_categories: [{', '.join(categories)}]",
         "language: [en]",
         f"size_categories: [{size}]",
         "tags: [biasbench, speech, fairness, synthetic-speech, counterfactual]",
@@ -241,22 +281,17 @@ def dataset_card(task, pool, rows: list[dict], info: dict) -> str:
               "Text-to-speech, one clip per (item, voice), 16 kHz mono 16-bit WAV, from biasbench's "
               "content-addressed cache (`audio_key` is the hash of engine, engine version, voice "
               "parameters and text). Engines and versions:", ""]
-    lines += [f"- `{name}` {info['tts_versions'].get(name, '?')}: {TTS_LICENCE_NOTES.get(name, 'licence: check the engine')}"
-              for name in backends]
+    lines += [f"- `{name}` {info['tts_versions'].get(name, '?')} (terms: see Licences)" for name in backends]
     if pool.loudness_target is not None:
         lines += ["", f"Every clip was normalised to {pool.loudness_target} LUFS integrated loudness (ITU-R BS.1770)."]
-    lines += ["", "## Licences", "",
-              f"- Text: {config.licence or 'not stated in the task file; check the data source before publishing.'}",
-              "- Audio: synthetic speech made by the engines above; their terms apply (see above)."]
-    if consents:
-        lines += [f"- Cloned voices: speakers consented under: {', '.join(consents)}."]
+    lines += ["", "## Licences", "", *_licence_lines(task, pool)]
     lines += ["", "This card is a draft written by `biasbench export`: the person publishing checks every "
               "licence above before pushing.", ""]
     if config.citation:
         lines += ["## Citation of the text source", "", config.citation.strip(), ""]
     lines += ["## Fields", "",
               "| field | meaning |", "| --- | --- |",
-              "| `audio` | the spoken item (Audio, 16 kHz) |",
+              "| `audio` | the spoken item (Audio, 16 kHz mono WAV bytes; see Load below) |",
               "| `item_id`, `text` | the item and the exact text spoken |",
               "| `instruction` | what a model reads beside the audio (kept in text) |",
               "| `choices`, `target` | options and the correct letter (multiple choice), or the reference text "
@@ -272,11 +307,18 @@ def dataset_card(task, pool, rows: list[dict], info: dict) -> str:
               f"the source (seed {config.sample.seed})" + (f", first {info['limit']} items" if info["limit"] else ""),
               f"- items hash: `{info['task']['items_hash']}`; pool hash: `{info['pool']['hash']}`",
               "", "## Load and publish", "", "```python",
+              "import io",
+              "import soundfile as sf",
               "from datasets import load_from_disk",
-              "ds = load_from_disk(\"PATH\")          # decoding `audio` needs torchcodec",
+              "ds = load_from_disk(\"PATH\")",
+              "samples, rate = sf.read(io.BytesIO(ds[0][\"audio\"][\"bytes\"]), dtype=\"float32\")  # 16 kHz mono",
+              "# with torchcodec installed, datasets can decode on access instead:",
+              "# ds = ds.cast_column(\"audio\", datasets.Audio(sampling_rate=16000))",
               "ds.push_to_hub(\"ORG/NAME\")            # after checking the licences above",
-              "from huggingface_hub import DatasetCard",
+              "from huggingface_hub import DatasetCard, HfApi",
               "DatasetCard.load(\"PATH/README.md\").push_to_hub(\"ORG/NAME\")",
+              f"HfApi().upload_file(path_or_fileobj=\"PATH/{LICENSE_FILE}\", path_in_repo=\"{LICENSE_FILE}\", "
+              "repo_id=\"ORG/NAME\", repo_type=\"dataset\")",
               "```", ""]
     return "\n".join(lines)
 
@@ -292,6 +334,7 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace what is in OUT"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Save TASK spoken by every voice of POOL as a Hugging Face dataset (with a dataset card) in OUT."""
     if data_source not in ("auto", "hf", "local"):

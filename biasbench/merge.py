@@ -195,6 +195,8 @@ def _copy_rows(shards: list[dict], out: RunDir) -> None:
             store.db.execute("ATTACH DATABASE ? AS shard", (str(s["dir"].store_path),))
             with store.db:
                 store.db.execute(f"INSERT OR IGNORE INTO responses ({columns}) SELECT {columns} FROM shard.responses")
+                if store.db.execute("SELECT 1 FROM shard.sqlite_master WHERE name='prompts'").fetchone():
+                    store.db.execute("INSERT OR IGNORE INTO prompts SELECT * FROM shard.prompts")
             store.db.execute("DETACH DATABASE shard")
     finally:
         store.close()

@@ -1,12 +1,23 @@
-"""Where biasbench keeps things that outlive one run (audio cache, tiny models)."""
+"""Where biasbench finds its shipped tasks and voice pools, the user's own folders, and
+where it keeps things that outlive one run (audio cache, tiny models)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Literal
+
+from biasbench.errors import BiasbenchError
+
+#: Folders of the user's own tasks and pools, separated by os.pathsep (like lm-eval's --include_path).
+INCLUDE_PATH_ENV = "BIASBENCH_INCLUDE_PATH"
+
+Kind = Literal["tasks", "voices"]
+_cli_include_dirs: list[Path] = []
 
 
 def cache_dir() -> Path:
@@ -17,8 +28,80 @@ def cache_dir() -> Path:
 
 
 def project_root() -> Path:
-    """The checkout holding the shipped `tasks/` and `voices/` folders."""
+    """The folder above the package: the git checkout in a source or editable install."""
     return Path(__file__).resolve().parent.parent
+
+
+def checkout_root() -> Path | None:
+    """The biasbench source checkout this code runs from (source or editable install), else None
+    (an installed wheel: the folder above the package is site-packages)."""
+    root = project_root()
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and 'name = "biasbench"' in pyproject.read_text(encoding="utf-8"):
+        return root
+    return None
+
+
+def checkout_commit() -> str | None:
+    """The git commit of the biasbench checkout (None for an installed wheel, or without git)."""
+    root = checkout_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def shipped_dir(kind: Kind) -> Path:
+    """The shipped `tasks/` or `voices/` folder.
+
+    A wheel carries them inside the package, as `biasbench/_shipped/<kind>` (copied there by
+    the build step in setup.py); a source checkout or an editable install reads the
+    top-level folders of the checkout.
+    """
+    packaged = Path(str(resources.files("biasbench") / "_shipped" / kind))
+    if packaged.is_dir():
+        return packaged
+    root = checkout_root()
+    if root is None:
+        raise BiasbenchError(f"this biasbench install has no shipped {kind}/ folder ({packaged} is missing); "
+                             "reinstall it from a wheel built by `pip wheel .` or `python -m build`")
+    return root / kind
+
+
+def set_include_paths(folders: Iterable[Path | str] | None) -> None:
+    """The folders given with `--include-path` on the command line (replacing earlier ones)."""
+    _cli_include_dirs[:] = [Path(f).expanduser() for f in folders or ()]
+
+
+def include_dirs() -> list[Path]:
+    """The user's folders: `--include-path` first, then `$BIASBENCH_INCLUDE_PATH`."""
+    from_env = [Path(p).expanduser() for p in os.environ.get(INCLUDE_PATH_ENV, "").split(os.pathsep) if p]
+    return [*_cli_include_dirs, *from_env]
+
+
+def search_dirs(kind: Kind) -> list[Path]:
+    """Where task (or pool) files are looked up by name, first match wins: each user folder
+    (its `<kind>/` subfolder, and for tasks the folder itself), then the shipped folder."""
+    dirs: list[Path] = []
+    for folder in include_dirs():
+        if not folder.is_dir():
+            raise BiasbenchError(f"include path {folder} is not a folder (from --include-path or ${INCLUDE_PATH_ENV})")
+        dirs += [folder / kind, folder] if kind == "tasks" else [folder / kind]
+    return [d for d in dirs if d.is_dir()] + [shipped_dir(kind)]
+
+
+def yaml_files(kind: Kind) -> dict[str, Path]:
+    """name -> file for every `*.yaml` in `search_dirs(kind)`; the first folder wins a name.
+    Names starting with `_` are base files for `include:`, not listed."""
+    found: dict[str, Path] = {}
+    for folder in search_dirs(kind):
+        for path in sorted(folder.glob("*.yaml")):
+            if not path.stem.startswith("_"):
+                found.setdefault(path.stem, path)
+    return found
 
 
 def cached_model(name: str, build: Callable[[Path], object]) -> Path:

@@ -34,6 +34,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import INCLUDE_PATH_ENV, include_dirs
 
 # Environment the shard workers need to see the same caches, hub settings and devices as the driver.
 _PASSED_ENV = ("BIASBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -60,6 +61,8 @@ def run_with_ray(options, console: Console | None = None, *, address: str | None
     options = replace(options, output_dir=Path(options.output_dir).resolve(), progress=False,
                       audio_cache=Path(options.audio_cache).resolve() if options.audio_cache else None)
     env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+    if include_dirs():  # --include-path folders: shards look up tasks and pools as this process does
+        env[INCLUDE_PATH_ENV] = os.pathsep.join(str(folder.resolve()) for folder in include_dirs())
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +26,7 @@ from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, load_backend, resolve_model
-from biasbench.paths import project_root
+from biasbench.paths import checkout_commit
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
 from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, utc_now
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
@@ -141,6 +140,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 
     store = run_dir.open_store()
     try:
+        store.add_prompts({p.prompt_hash: (p.item.spoken_text, p.item.text_prompt) for p in plan})
         done = store.done_keys()
         pending = [p for p in plan if p.request_key not in done]
         console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices x "
@@ -371,7 +371,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
     return {
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
         "schema_version": SCHEMA_VERSION,
-        "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": _git_commit()},
+        "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": checkout_commit()},
         "command": " ".join(sys.argv), "options": {k: str(v) for k, v in asdict(options).items()},
         "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),
         "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
@@ -393,11 +393,3 @@ def _versions() -> dict:
             found[name] = None
     return found
 
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None

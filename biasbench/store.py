@@ -4,6 +4,12 @@ Responses are written to SQLite as each batch finishes, in one transaction per b
 by a hash of everything that determines the answer. A killed run therefore loses at most
 the batch in flight, and `INSERT OR IGNORE` on the key means a resumed run can never store
 a response twice.
+
+What was asked is kept beside the answers, once per prompt (table `prompts`, keyed by the
+responses' `prompt_hash`): the text every voice spoke and the text prompt the model read
+(the text control reads the two joined by a newline). `to_frame` joins them in, so exports
+show them; a store written before this table existed reads with them empty, and a resumed
+run fills them in.
 """
 
 from __future__ import annotations
@@ -73,6 +79,10 @@ class StoredResponse:
 _INSERT = (f"INSERT OR IGNORE INTO responses ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
+#: What each prompt asked, once per prompt_hash (the same for every voice that spoke it).
+PROMPT_COLUMNS = ("spoken_text", "text_prompt")
+_PROMPTS_TABLE = "CREATE TABLE IF NOT EXISTS prompts (prompt_hash TEXT PRIMARY KEY, spoken_text TEXT, text_prompt TEXT)"
+
 
 def _row(response: StoredResponse, now: str) -> tuple:
     """The response's values in _COLUMNS order. Plain attribute reads: dataclasses.asdict
@@ -96,6 +106,7 @@ class ResponseStore:
         columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
         self.db.execute(f"CREATE TABLE IF NOT EXISTS responses ({columns})")
         self._add_missing_columns()
+        self.db.execute(_PROMPTS_TABLE)
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self._check_schema()
 
@@ -131,11 +142,20 @@ class ResponseStore:
             self.db.executemany(_INSERT, rows)
             return self.db.total_changes - before
 
+    def add_prompts(self, prompts: dict[str, tuple[str, str]]) -> None:
+        """prompt_hash -> (spoken text, text prompt), kept once each."""
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?)",
+                                [(key, spoken, text) for key, (spoken, text) in prompts.items()])
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT * FROM responses ORDER BY item_id, condition, voice_id, sample_index", self.db)
+        """Every response, with what it was asked (PROMPT_COLUMNS) joined in."""
+        return pd.read_sql_query(
+            f"SELECT r.*, {', '.join('p.' + c for c in PROMPT_COLUMNS)} FROM responses r LEFT JOIN prompts p "
+            "USING (prompt_hash) ORDER BY r.item_id, r.condition, r.voice_id, r.sample_index", self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -26,16 +26,17 @@ def _qc_csv(path, voice_ids, skip=()):
 
 
 def _decode(dataset, index: int):
-    """One clip as (samples, rate): through datasets when torchcodec is there, else soundfile
-    on the stored bytes (datasets 5 decodes Audio with torchcodec only)."""
+    """One clip as (samples, rate), as the card says: `ds[i]["audio"]` with the installed stack
+    (no torchcodec) gives the WAV bytes; soundfile reads them."""
     import soundfile as sf
-    from datasets import Audio
 
-    if importlib.util.find_spec("torchcodec") is not None:
-        decoded = dataset[index]["audio"].get_all_samples()
-        return decoded.data.numpy().squeeze(0), decoded.sample_rate
-    raw = dataset.cast_column("audio", Audio(decode=False))[index]["audio"]
-    samples, rate = sf.read(io.BytesIO(raw["bytes"]), dtype="float32")
+    from biasbench.export import decode_audio
+
+    value = dataset[index]["audio"]
+    assert set(value) == {"bytes", "path"}
+    samples, rate = decode_audio(value)
+    again, _ = sf.read(io.BytesIO(value["bytes"]), dtype="float32")  # the card's recipe, without biasbench
+    np.testing.assert_array_equal(samples, again)
     return samples, rate
 
 
@@ -72,6 +73,7 @@ def test_export_round_trip(tmp_path, biasbench_cache):
 
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: other")
+    _check_card_metadata(out, ["automatic-speech-recognition"])
     assert "PROXIES" in card and "Apache-2.0" in card and "espeak-ng" in card and "qc_*" in card
     assert "push_to_hub" in card
 
@@ -106,3 +108,33 @@ def test_export_command(tmp_path, biasbench_cache):
                                       "--limit", "1", "--data-source", "local", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "wrote 18 clips" in result.output and (out / "README.md").is_file()
+
+
+def _check_card_metadata(out, task_categories):
+    """The Hub's card conventions, checked offline with huggingface_hub's own parser: `license: other`
+    comes with `license_name` (lowercase id) and `license_link` (a file that is there), and
+    `task_categories` / `size_categories` / `language` are set."""
+    import re
+
+    from huggingface_hub import DatasetCard
+
+    data = DatasetCard.load(out / "README.md").data.to_dict()
+    assert data["license"] == "other" and re.fullmatch(r"[a-z0-9][a-z0-9-.]*", data["license_name"])
+    assert (out / data["license_link"]).is_file() and "Text:" in (out / data["license_link"]).read_text()
+    assert data["task_categories"] == task_categories
+    assert data["language"] == ["en"] and re.fullmatch(r"(n<1K|1K<n<10K|10K<n<100K|100K<n<1M)",
+                                                        data["size_categories"][0])
+
+
+def test_multiple_choice_card_and_audio_without_torchcodec(tmp_path, biasbench_cache):
+    import datasets
+
+    from biasbench.export import export_dataset
+
+    out = tmp_path / "mc"
+    export_dataset("mmlu", "espeak-default", out, limit=1, data_source="local")
+    ds = datasets.load_from_disk(str(out))
+    assert isinstance(ds.features["audio"], datasets.Audio) and ds.features["audio"].decode is False
+    samples, rate = _decode(ds, 0)
+    assert rate == 16000 and samples.ndim == 1 and len(samples) > 16000
+    _check_card_metadata(out, ["audio-text-to-text"])

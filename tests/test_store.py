@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from biasbench.errors import BiasbenchError
-from biasbench.store import ResponseStore, RunDir, StoredResponse
+from biasbench.store import PROMPT_COLUMNS, ResponseStore, RunDir, StoredResponse
 
 
 def response(key, correct=1.0, status="valid"):
@@ -33,7 +33,8 @@ def test_every_field_lands_in_its_column(tmp_path):
     store = ResponseStore(tmp_path / "r.sqlite")
     store.add([full, response("now")])
     rows = store.to_frame().set_index("request_key")
-    assert rows.loc["k"].to_dict() == {name: value for name, value in vars(full).items() if name != "request_key"}
+    stored = {name: value for name, value in rows.loc["k"].to_dict().items() if name not in PROMPT_COLUMNS}
+    assert stored == {name: value for name, value in vars(full).items() if name != "request_key"}
     assert rows.loc["now", "created_at"] > "2020"  # left empty: stamped at write time
 
 
@@ -62,3 +63,27 @@ def test_run_dir_manifest_roundtrip_and_errors(tmp_path):
     run.manifest_path.write_text("{broken")
     with pytest.raises(BiasbenchError, match="not valid JSON"):
         run.read_manifest()
+
+
+def test_what_was_asked_is_stored_once_per_prompt_and_joined_to_every_answer(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    store.add([response("k1"), response("k2")])  # both answer prompt "p"
+    store.add_prompts({"p": ("Which planet is largest? A. Mars B. Jupiter", "Answer with the letter.")})
+    store.add_prompts({"p": ("changed", "ignored")})  # kept once: a prompt hash names its text
+    frame = store.to_frame()
+    assert frame["spoken_text"].tolist() == ["Which planet is largest? A. Mars B. Jupiter"] * 2
+    assert frame["text_prompt"].tolist() == ["Answer with the letter."] * 2
+    assert store.db.execute("SELECT COUNT(*) FROM prompts").fetchone()[0] == 1
+
+
+def test_a_store_from_before_the_prompts_table_still_reads(tmp_path):
+    ResponseStore(tmp_path / "r.sqlite").add([response("k1")])
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    with db:
+        db.execute("DROP TABLE prompts")  # as a store written before it existed
+    db.close()
+    store = ResponseStore(tmp_path / "r.sqlite")
+    frame = store.to_frame()
+    assert frame.loc[0, "status"] == "valid" and frame["spoken_text"].isna().all()
+    store.add_prompts({"p": ("spoken", "prompt")})  # a resumed run fills it in
+    assert store.to_frame().loc[0, "spoken_text"] == "spoken"

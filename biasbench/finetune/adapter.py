@@ -200,17 +200,9 @@ def load_trainable_adapter(model, adapter_dir: Path, model_id: str):
 
 def versions() -> dict:
     """Package versions, and the biasbench checkout's git commit."""
-    import subprocess
+    from biasbench.paths import checkout_commit
 
-    from biasbench.paths import project_root
-
-    found = {}
-    try:
-        out = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-        found["biasbench_git_commit"] = out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        found["biasbench_git_commit"] = None
+    found = {"biasbench_git_commit": checkout_commit()}
     for name in ("biasbench", "torch", "transformers", "peft", "trl", "accelerate", "numpy"):
         try:
             found[name] = metadata.version(name)

@@ -95,7 +95,7 @@ class WhisperASR:
         if request.sampling_rate != self.sampling_rate:
             raise ValueError(f"request {request.request_id}: audio at {request.sampling_rate} Hz, "
                              f"{self.model_id} expects {self.sampling_rate} Hz")
-        if request.audio_seconds > self.max_audio_seconds:
+        if self.max_audio_seconds is not None and request.audio_seconds > self.max_audio_seconds:
             raise ValueError(f"request {request.request_id}: audio is {request.audio_seconds:.2f} s, longer than "
                              f"the {self.max_audio_seconds:.0f} s {self.model_id} hears; it would be truncated")
         return audio
@@ -116,6 +116,40 @@ class WhisperASR:
             out = self.model.generate(features["input_features"].to(self.device, self.torch_dtype), **kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out
         return [t.strip() for t in self.processor.batch_decode(sequences, skip_special_tokens=True)]
+
+
+#: A cascade half `faster-whisper:<tiny.en | base | CTranslate2 folder>`: the offline Whisper.
+FASTER_WHISPER_PREFIX = "faster-whisper:"
+
+
+class FasterWhisperASR(WhisperASR):
+    """The offline Whisper (faster-whisper on CTranslate2, pinned checked weights) as the ASR half,
+    decoding exactly as the transcribe task and voice QC do: greedy, one clip at a time, so a
+    transcript never depends on its batch. Long clips are walked in 30 s windows, never cut."""
+
+    max_audio_seconds = None
+
+    def __init__(self, model: str, device: str = "auto", language: str | None = "en"):
+        from biasbench.models.asr_faster_whisper import SAMPLE_RATE, FasterWhisperBackend
+
+        self.backend = FasterWhisperBackend(model, device="cpu" if device == "auto" else device, language=language)
+        self.model_id, self.sampling_rate, self.language = f"{FASTER_WHISPER_PREFIX}{model}", SAMPLE_RATE, language
+
+    def fingerprint(self) -> dict:
+        return self.backend.fingerprint()
+
+    def transcribe(self, clips: list[np.ndarray]) -> list[str]:
+        return [self.backend.transcribe(clip) for clip in clips]
+
+
+def asr_half(model: str, revision: str | None, dtype: str, device: str, local_files_only: bool,
+             language: str | None, max_new_tokens: int | None) -> WhisperASR:
+    """`faster-whisper:<model>` runs on CTranslate2; anything else is a transformers Whisper."""
+    if model.startswith(FASTER_WHISPER_PREFIX):
+        if revision is not None:
+            raise BiasbenchError("faster-whisper models are pinned by their package versions; drop the revision")
+        return FasterWhisperASR(model.removeprefix(FASTER_WHISPER_PREFIX), device, language)
+    return WhisperASR(model, revision, dtype, device, local_files_only, language, max_new_tokens)
 
 
 class TextLLM:
@@ -200,15 +234,16 @@ class TextLLM:
 class CascadeBackend:
     """ModelBackend: Whisper ASR, then a text LLM answering the transcript.
 
-    `asr` / `llm` are hub ids or local folders. Text-only requests (the runner's text condition)
-    skip the ASR and reach the LLM unchanged; their `transcript` stays None.
+    `asr` / `llm` are hub ids or local folders (`asr` may also be `faster-whisper:<model>`).
+    Text-only requests (the runner's text condition) skip the ASR and reach the LLM unchanged;
+    their `transcript` stays None.
     """
 
     def __init__(self, asr: str, llm: str, *, asr_revision: str | None = None, llm_revision: str | None = None,
                  dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
                  local_files_only: bool = False, asr_language: str | None = "en",
                  asr_max_new_tokens: int | None = None, transcript_cache_size: int = 10_000):
-        self.asr = WhisperASR(asr, asr_revision, dtype, device, local_files_only, asr_language, asr_max_new_tokens)
+        self.asr = asr_half(asr, asr_revision, dtype, device, local_files_only, asr_language, asr_max_new_tokens)
         self.llm = TextLLM(llm, llm_revision, dtype, device, trust_remote_code, local_files_only)
         self.max_audio_seconds: float | None = self.asr.max_audio_seconds
         self._fingerprint: dict | None = None

@@ -81,10 +81,10 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
 
 def _why_unavailable(alias: ModelAlias) -> str:
     """Empty when the alias can run here; else the reason in a few words."""
-    if alias.backend == "faster-whisper":
+    if alias.backend == "faster-whisper" or alias.model.startswith("faster-whisper:"):
         from biasbench.models.asr_faster_whisper import why_unavailable
 
-        return why_unavailable(alias.model)
+        return why_unavailable(alias.model.removeprefix("faster-whisper:"))
     if alias.backend == "openai":
         # A key is needed unless OPENAI_BASE_URL points at another (e.g. local vLLM) server.
         if alias.needs and not os.environ.get(alias.needs) and not os.environ.get(OPENAI_BASE_URL_ENV):
@@ -210,6 +210,10 @@ CASCADE_PARTS: dict[str, ModelAlias] = {
                    "Whisper large-v3 through transformers (runs on CPU, slowly; a GPU is better)"),
         ModelAlias("tiny-whisper", "builtin:tiny-whisper", "asr", False,
                    "a tiny randomly initialised Whisper of the real classes, built locally: a pipeline check"),
+        ModelAlias("whisper-tiny-en", "faster-whisper:tiny.en", "asr", False,
+                   "Whisper tiny.en through faster-whisper (int8, CPU, offline, pinned checked weights)"),
+        ModelAlias("whisper-base", "faster-whisper:base", "asr", False,
+                   "Whisper base through faster-whisper (int8, CPU, offline, pinned checked weights)"),
         ModelAlias("qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct", "text-llm", True,
                    "Qwen2-7B-Instruct through transformers (the text LLM Qwen2-Audio-7B is built on)"),
         ModelAlias("tiny-qwen2-text", "builtin:tiny-qwen2-text", "text-llm", False,
@@ -266,6 +270,8 @@ def _resolve_cascade(spec: str, offline_fallback: bool) -> ModelChoice:
 def _resolve_part(part: str, kind: str, offline_fallback: bool) -> tuple[str, str, str]:
     """(name, model, note) for one half of a cascade."""
     alias = CASCADE_PARTS.get(part)
+    if alias is None and part.startswith("faster-whisper:") and kind == "asr":  # e.g. a CTranslate2 folder
+        alias = ModelAlias(part, part, "asr", False, "")
     if alias is None:
         model = part.removeprefix("hf:")
         if Path(model).is_dir():

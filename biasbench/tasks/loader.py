@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasbench.config import TaskConfig, find_yaml, load_task_config, stable_hash
+from biasbench.config import METRICS, TaskConfig, find_yaml, load_task_config, stable_hash, task_file
 from biasbench.errors import ConfigError
-from biasbench.paths import project_root
+from biasbench.paths import shipped_dir, yaml_files
 from biasbench.tasks.sampling import stratified_sample
 from biasbench.tasks.sources import choose_source, load_rows
 from biasbench.tasks.templates import render
@@ -69,21 +69,24 @@ class Task:
 
 
 def tasks_dir() -> Path:
-    return project_root() / "tasks"
+    """The shipped tasks (inside the package in a wheel, the checkout's `tasks/` otherwise)."""
+    return shipped_dir("tasks")
 
 
 def available_tasks() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(tasks_dir().glob("*.yaml")) if not p.stem.startswith("_")}
+    """Tasks by name: the user's `--include-path` folders first, then the shipped ones."""
+    return yaml_files("tasks")
 
 
 def find_task(name_or_path: str) -> Path:
-    """A task name from the shipped `tasks/` folder, or a path to any task YAML."""
+    """A task name (user folders, then shipped tasks), or a path to any task YAML."""
     return find_yaml(name_or_path, available_tasks(), "task")
 
 
 def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None) -> Task:
     path = find_task(name_or_path)
     config = load_task_config(path)
+    _check_lexicon_metrics(config, path)
     source = choose_source(config.dataset, data_source, path)
     rows = _with_item_ids(load_rows(config.dataset, source, path), config, path)
     rows = stratified_sample(rows, config.sample)
@@ -96,6 +99,22 @@ def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None
     if not items:
         raise ConfigError(path, "dataset", "no items left after filtering and sampling")
     return Task(config=config, path=path, source=source, items=items)
+
+
+def _check_lexicon_metrics(config: TaskConfig, path: Path) -> None:
+    """A generate_categorical task's metrics beyond category_shares must be lexicon attributes."""
+    extra = [m for m in config.metrics if m not in METRICS[config.output_type]]
+    if not extra or not config.lexicon or "metrics" not in config.model_fields_set:  # a default is not checked
+        return
+    from biasbench.tasks.lexicon import load_lexicon
+
+    attributes = [c for c in load_lexicon(task_file(path, config.lexicon, "lexicon")).attributes.columns
+                  if c != "category"]
+    unknown = [m for m in extra if m not in attributes]
+    if unknown:
+        raise ConfigError(path, "metrics", f"unknown metric {', '.join(map(repr, unknown))}: expected "
+                          f"{', '.join(METRICS[config.output_type])} or an attribute of the lexicon "
+                          f"({', '.join(attributes) or 'it has none'})")
 
 
 def _with_item_ids(rows: pd.DataFrame, config: TaskConfig, path: Path) -> pd.DataFrame:
@@ -189,7 +208,7 @@ def answer_columns(table: pd.DataFrame, task: Task) -> pd.DataFrame:
     if task.config.output_type == "generate_categorical" and task.config.lexicon and "answer" in table:
         from biasbench.tasks.lexicon import join_attributes, load_lexicon
 
-        lexicon = load_lexicon(Path(task.path).parent / task.config.lexicon)
+        lexicon = load_lexicon(task_file(task.path, task.config.lexicon, "lexicon"))
         table = join_attributes(table, lexicon)
     return table
 

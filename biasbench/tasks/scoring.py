@@ -7,7 +7,6 @@ and `correct = None`, so it is counted per group instead of being silently score
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -299,11 +298,12 @@ def make_scorer(config, task_path):
 
 def category_phrases(config, task_path) -> dict[str, str]:
     """Normalised phrase -> category, from the YAML's `categories` and its `lexicon` CSV."""
+    from biasbench.config import task_file
     from biasbench.tasks.lexicon import load_lexicon
 
     phrases = {}
     if config.lexicon:
-        phrases.update(load_lexicon(Path(task_path).parent / config.lexicon).phrases)
+        phrases.update(load_lexicon(task_file(task_path, config.lexicon, "lexicon")).phrases)
     for category, names in (config.categories or {}).items():
         for name in [category, *names]:
             phrases[normalise_answer(name)] = category

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasbench.config import DatasetSpec, HFSource, LocalSource
+from biasbench.config import DatasetSpec, HFSource, LocalSource, task_file
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.hub import hub_reachable
 
@@ -45,9 +45,7 @@ def _load_hf(spec: HFSource) -> pd.DataFrame:
 
 
 def _load_local(spec: LocalSource, task_path: Path) -> pd.DataFrame:
-    path = (Path(task_path).parent / spec.path).resolve()
-    if not path.is_file():
-        raise ConfigError(task_path, "dataset.local.path", f"data file {path} not found")
+    path = task_file(task_path, spec.path, "dataset.local.path")
     try:
         rows = _read_table(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:

@@ -2,7 +2,7 @@
 
 Synthesis applies `normalize_loudness` when a pool sets `loudness_target`, so that loudness
 cannot differ by voice group; voice QC measures `loudness_lufs` on the same cached clips.
-pyloudnorm is in the `asr` extra (pure Python on numpy/scipy).
+pyloudnorm is a core dependency (pure Python on numpy/scipy): every shipped pool normalises.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ from biasbench.tts.base import SAMPLE_RATE
 CLIP_LEVEL = 0.999  # a sample at or above this absolute value counts as clipped
 
 
-def _pyloudnorm():
+def require_pyloudnorm():
+    """The pyloudnorm module, or a BiasbenchError naming the missing package."""
     try:
         import pyloudnorm
     except ImportError:
-        raise BiasbenchError("loudness needs pyloudnorm: pip install 'biasbench[asr]'") from None
+        raise BiasbenchError("measuring and normalising loudness (a pool's loudness_target) needs the package "
+                             "pyloudnorm, a core dependency of biasbench: pip install pyloudnorm") from None
     return pyloudnorm
 
 
 def loudness_lufs(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Integrated loudness (ITU-R BS.1770-4) in LUFS; NaN for audio shorter than one 400 ms block
     or entirely below the -70 LUFS gate."""
-    pyloudnorm = _pyloudnorm()
+    pyloudnorm = require_pyloudnorm()
     audio = np.asarray(audio, dtype=np.float64)
     if len(audio) < int(0.4 * sr):
         return float("nan")

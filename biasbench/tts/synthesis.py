@@ -19,7 +19,7 @@ from tqdm import tqdm
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE, TTSBackend
 from biasbench.tts.cache import AudioCache
-from biasbench.tts.loudness import normalize_loudness
+from biasbench.tts.loudness import normalize_loudness, require_pyloudnorm
 from biasbench.tts.registry import get_tts_backend
 
 
@@ -126,6 +126,8 @@ def synthesize_all(
     jobs = [job for job in jobs if job.backend not in missing]
     by_key = _assign_keys(jobs, versions, cache, result)
     todo = [key for key in by_key if not cache.has(key)]
+    if any(by_key[key][0].loudness_target is not None for key in todo):
+        require_pyloudnorm()  # stops here, naming the package, rather than failing every clip
     result.reused = len(by_key) - len(todo)
     errors = _make_clips(todo, by_key, backends, cache, workers, progress)
     for key, message in errors.items():

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from biasbench.cli_options import include_path_option
+
 voices_app = typer.Typer(no_args_is_help=True,
                          help="Voice pools: list, check balance, preview; TTS backends and catalogues.")
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line
@@ -29,7 +31,8 @@ PREVIEW_TEXTS = (
 
 
 @voices_app.command("list")
-def voices_list(pool: str = typer.Argument("espeak-default")):
+def voices_list(pool: str = typer.Argument("espeak-default"),
+                include_path: Optional[list[Path]] = include_path_option()):
     """Show the voices of a pool with their labels and where the labels come from."""
     from biasbench.voices.pool import load_pool
 
@@ -53,7 +56,8 @@ def reference_problem(voice) -> str | None:
 
 
 @voices_app.command("check")
-def voices_check(pool: str = typer.Argument("espeak-default")):
+def voices_check(pool: str = typer.Argument("espeak-default"),
+                 include_path: Optional[list[Path]] = include_path_option()):
     """Check a pool's balance (2 genders x 3 ethnicities, equal cells of at least 3 voices) and,
     for cloning voices, that every reference clip and transcript can be used."""
     from biasbench.voices.pool import check_balance, load_pool
@@ -140,6 +144,7 @@ def voices_preview(
     n: int = typer.Option(3, "--n", min=1, help="clips per voice"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Write a few WAV clips per voice of POOL to listen to (16 kHz mono, as models hear them)."""
     result = write_preview(pool, out_dir, texts=text, n=n, workers=workers, progress=progress)
@@ -173,6 +178,7 @@ def voices_qc(
              "are only reported, never mapped to ethnicity"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Measure every voice of POOL (ASR round-trip WER/CER, speaking rate, duration, loudness,
     clipping, silence; optionally an audio classifier's gender/accent label) on fixed sentences

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from biasbench.config import VoicePool, find_yaml, load_voice_pool, stable_hash
 from biasbench.errors import BiasbenchError
-from biasbench.paths import project_root
+from biasbench.paths import shipped_dir, yaml_files
 from biasbench.tts.reference import attach_references
 from biasbench.tts.registry import CLONING_BACKENDS
 
@@ -34,15 +34,17 @@ class BalanceReport:
 
 
 def voices_dir() -> Path:
-    return project_root() / "voices"
+    """The shipped pools (inside the package in a wheel, the checkout's `voices/` otherwise)."""
+    return shipped_dir("voices")
 
 
 def available_pools() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(voices_dir().glob("*.yaml"))}
+    """Pools by name: `voices/` of the user's `--include-path` folders first, then the shipped ones."""
+    return yaml_files("voices")
 
 
 def find_pool(name_or_path: str) -> Path:
-    """A pool name from the shipped `voices/` folder, or a path to any pool YAML."""
+    """A pool name (user folders, then shipped pools), or a path to any pool YAML."""
     return find_yaml(name_or_path, available_pools(), "voice pool")
 
 
