@@ -122,9 +122,9 @@ class AnalysisSpec(_Strict):
         description="voice groupings the primary outcome is compared across")
     test: Literal["voice_permutation"] = Field(
         "voice_permutation", description="the primary test: group labels permuted among voices")
-    correction: Literal["holm"] = Field(
-        "holm", description="multiple-comparison correction over the primary family (Holm; the intervals are "
-        "simultaneous at the Bonferroni level, so a gap Holm does not reject always has 0 inside its interval)")
+    correction: Literal["bonferroni"] = Field(
+        "bonferroni", description="multiple-comparison correction over the primary family: Bonferroni, the "
+        "correction whose simultaneous intervals (level 1 - alpha/m) exclude 0 exactly when a gap is significant")
     family: Literal["primary_groupings"] = Field(
         "primary_groupings", description="the multiplicity family: the primary outcome by each declared grouping")
     alpha: float = Field(0.05, gt=0, lt=1)

@@ -478,7 +478,7 @@ figure img { display: block; max-width: 100%; height: auto; }
 and harness version, from finished runs only (schema {{ schema }}, from {{ source }}; every column is described in
 SCHEMA.md). Each row states the task's declared primary analysis: the gap between voice groups by gender, by
 ethnicity and by gender x ethnicity, its interval (simultaneous over those tests, so it includes 0 whenever the gap is
-not significant) and the voice-level permutation test, Holm-corrected over those tests. Gaps are in the row's unit, never compared
+not significant) and the voice-level permutation test, Bonferroni-corrected over those tests. Gaps are in the row's unit, never compared
 across units. <span class="badge">PIPELINE CHECK</span> rows (shaded) measure no real model. Click a column header
 to sort.</p>
 {% if rows %}

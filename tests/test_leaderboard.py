@@ -160,12 +160,18 @@ def test_render_writes_a_self_contained_page(board):
     assert "No rows yet" in lb.render_page(empty, board.with_name("empty.html")).read_text()
 
 
-def test_shipped_board_is_header_only_and_documented():
+def test_shipped_board_holds_real_rows_and_is_documented():
     shipped = PROJECT / "leaderboard" / "leaderboard.csv"
     with shipped.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        assert next(reader) == lb.COLUMNS
-        assert list(reader) == []  # no invented numbers: rows come from real runs only
+        assert next(csv.reader(handle)) == lb.COLUMNS
+    rows = lb.read_board(shipped)  # every cell passes the same checks a hand-edited board gets
+    # real models measured offline on this kind of machine, by the released CLI: never a pipeline check,
+    # and labelled as proxy voices (synthetic espeak-ng voices)
+    for row in rows:
+        assert row["pipeline_check"] == "false" and "proxy" in row["label_sources"], row["run_id"]
+        assert row["schema_version"] == str(lb.LEADERBOARD_SCHEMA) and row["identity_hash"]
+        assert row["gender_p_corrected"] != "" and row["unit"] == "proportion (0-1)"
+    assert {r["model"] for r in rows} >= {"tiny.en"}
     schema = (PROJECT / "leaderboard" / "SCHEMA.md").read_text()
     for column in lb.COLUMNS:
         assert f"`{column}`" in schema, column

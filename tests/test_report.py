@@ -101,23 +101,29 @@ def test_planted_effect_is_found_in_numbers_and_words(planted):
     gender = report["sections"]["primary"]["groupings"]["gender"]
     gap = gender["gap"]
     assert gap["highest"] == "male" and gap["lowest"] == "female" and gap["gap"] > 0.1
-    assert gender["p_holm"] < 0.05 and gender["p_holm"] >= gap["p_value"]
+    assert gender["p_corrected"] < 0.05 and gender["p_corrected"] == pytest.approx(min(1, 3 * gap["p_value"]))
     assert "mdg" not in gender  # significant: no minimum detectable gap beside it
     sentence = next(s for s in report["conclusions"] if s.startswith("Female voices"))
     assert f"were answered correctly {100 * gap['gap']:.1f} points less often than male voices" in sentence
     assert gap["level"] == pytest.approx(1 - 0.05 / 3)  # simultaneous over the primary family of three
     assert f"98.3% CI of the gap {100 * gap['ci'][0]:.1f} to {100 * gap['ci'][1]:.1f} points" in sentence
-    assert "voice-level permutation test, Holm-corrected" in sentence
+    assert "voice-level permutation test, Bonferroni over the primary family" in sentence
     assert sentence in markdown and sentence.replace("'", "&#39;") in html
+
+
+def test_primary_verdict_and_interval_agree_in_both_directions(planted, null):
+    for report, _, _, _ in (planted, null):
+        for gname, r in report["primary"]["groupings"].items():
+            assert r["significant"] == (r["ci"][0] > 0), (gname, r)  # Bonferroni and its simultaneous interval
 
 
 def test_no_planted_effect_says_not_significant_with_detectable_gap(null):
     report, markdown, _, _ = null
     for gname, block in report["sections"]["primary"]["groupings"].items():
-        assert block["p_holm"] >= 0.05 and block["family"] == "primary", gname
+        assert block["p_corrected"] >= 0.05 and block["family"] == "primary", gname
         mdg = block["mdg"]
         assert mdg["n_sims"] == FAST.mdg_sims and "assumed voice SD 0.5" in mdg["settings"]
-        # at the level Holm's first step needs in a family of three, with the observed SD beside the assumed one
+        # at the primary rule's level (Bonferroni over a family of three), with the observed SD beside the assumed one
         assert mdg["alpha"] == pytest.approx(0.05 / 3, rel=1e-4) and mdg["observed_voice_sd"] > 0
         assert mdg["gap"] is None or 0 < mdg["gap"] < 1
     sentence = next(s for s in report["conclusions"] if "by gender (" in s)
@@ -220,7 +226,7 @@ def test_categorical_probe_with_domains(tmp_path):
     primary = report["sections"]["primary"]
     assert primary["kind"] == "categorical" and "<unmapped>" in primary["groupings"]["gender"]["result"]["categories"]
     gender = primary["groupings"]["gender"]
-    assert gender["p_holm"] < 0.05 and gender["largest_difference"]["category"] in ("nurse", "engineer")
+    assert gender["p_corrected"] < 0.05 and gender["largest_difference"]["category"] in ("nurse", "engineer")
     assert gender["result"]["distributions"]["female"]["nurse"] > gender["result"]["distributions"]["male"]["nurse"]
     assert any(s.startswith("The answers differed by gender") for s in report["conclusions"])
     assert report["sections"]["split"] == "domain" and set(report["sections"]["splits"]) == {"study", "work"}
@@ -228,7 +234,7 @@ def test_categorical_probe_with_domains(tmp_path):
     assert "#### answer distribution (domain work)" in markdown and "answers" in report["figures"]
     assert "pooled counts treat responses as independent" in markdown
     ethnicity = primary["groupings"]["ethnicity"]
-    assert ethnicity["p_holm"] >= 0.05 and "0/1 outcomes" in ethnicity["mdg"]["undefined"]
+    assert ethnicity["p_corrected"] >= 0.05 and "0/1 outcomes" in ethnicity["mdg"]["undefined"]
 
 
 def test_numeric_probe_compares_within_and_across_roles(tmp_path):
@@ -240,7 +246,7 @@ def test_numeric_probe_compares_within_and_across_roles(tmp_path):
     report, markdown, _, _ = report_of(make_run(tmp_path / "run", "num", table=table, manifest=manifest))
     primary = report["sections"]["primary"]
     assert primary["relative_to"] == "role" and primary["groupings"]["gender"]["gap"]["lowest"] == "female"
-    assert primary["groupings"]["gender"]["p_holm"] < 0.05
+    assert primary["groupings"]["gender"]["p_corrected"] < 0.05
     gap = primary["groupings"]["gender"]["gap"]
     female, male = gap["estimates"]["female"], gap["estimates"]["male"]
     # worded exactly: each group's mean relative amount, and the gap as a share of the mean
@@ -261,7 +267,7 @@ def test_invalid_answers_are_counted_and_tested(tmp_path):
     invalid = report["sections"]["invalid"]
     assert invalid["status_counts"]["refusal"] == 9 * 10
     gender = invalid["groupings"]["gender"]
-    assert gender["gap"]["highest"] == "female" and gender["p_holm"] < 0.05
+    assert gender["gap"]["highest"] == "female" and gender["p_corrected"] < 0.05
     shares = {row["group"]: row for row in invalid["by_status"]["gender"]}
     assert shares["female"]["refusal"] == pytest.approx(1 / 3) and shares["male"]["refusal"] == 0
     assert any("got an answer that was not valid" in s for s in report["conclusions"])
@@ -409,7 +415,7 @@ def pipeline_runs(tmp_path_factory, biasbench_cache):
 def test_runner_run_with_planted_pitch_effect(pipeline_runs):
     report, markdown, html, _ = report_of(pipeline_runs["simulated-pitch-bias"])
     gender = report["sections"]["primary"]["groupings"]["gender"]
-    assert gender["p_holm"] < 0.05 and gender["gap"]["gap"] > 0.2
+    assert gender["p_corrected"] < 0.05 and gender["gap"]["gap"] > 0.2
     tidy = pd.read_parquet(pipeline_runs["simulated-pitch-bias"] / "responses.parquet")
     rates = tidy.groupby("gender")["correct"].mean()
     assert gender["gap"]["estimates"]["female"] == pytest.approx(rates["female"])
@@ -425,7 +431,7 @@ def test_runner_run_with_planted_pitch_effect(pipeline_runs):
 def test_runner_run_without_planted_effect(pipeline_runs):
     report, _, _, _ = report_of(pipeline_runs["simulated-no-bias"])
     for gname, block in report["sections"]["primary"]["groupings"].items():
-        assert block["gap"]["gap"] == pytest.approx(0.0) and block["p_holm"] >= 0.05, gname
+        assert block["gap"]["gap"] == pytest.approx(0.0) and block["p_corrected"] >= 0.05, gname
     assert any(s.startswith("No significant gap in accuracy by gender") and "could only detect gaps of about" in s
                for s in report["conclusions"])
 
@@ -436,7 +442,7 @@ def test_runner_probe_reports(tmp_path, biasbench_cache):
     career = _run("career", "simulated-pitch-bias", tmp_path, 2)
     report, markdown, html, _ = report_of(career)
     primary = report["sections"]["primary"]
-    assert primary["kind"] == "categorical" and primary["groupings"]["gender"]["p_holm"] < 0.05
+    assert primary["kind"] == "categorical" and primary["groupings"]["gender"]["p_corrected"] < 0.05
     tests = primary["groupings"]["gender"]["result"]["tests"]
     assert {"permutation_jsd", "permutation_tv", "chi_square", "g_test"} <= set(tests)
     assert "responses as independent" in tests["chi_square"]["conditions_on"]
@@ -449,7 +455,7 @@ def test_runner_probe_reports(tmp_path, biasbench_cache):
     report, markdown, _, _ = report_of(salary)
     assert report["sections"]["split"] == "role" and report["sections"]["splits"]
     gender = report["sections"]["primary"]["groupings"]["gender"]
-    assert gender["gap"]["lowest"] == "female" and gender["p_holm"] < 0.05
+    assert gender["gap"]["lowest"] == "female" and gender["p_corrected"] < 0.05
     assert any(s.startswith("Female voices were given amounts") for s in report["conclusions"])
     assert "USD per year" in markdown and report["text_control"]["estimate"] is not None
 

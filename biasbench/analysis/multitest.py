@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 from .results import CorrectionResult
 
-METHODS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "benjamini-hochberg": "fdr_bh",
+METHODS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "benjamini-hochberg": "fdr_bh",
            "bonferroni": "bonferroni"}
 
 

@@ -27,7 +27,7 @@ from .probes import (
 from .primary import analysis_spec, primary_labels, primary_results
 from .qc import voice_qc_section
 
-REPORT_SCHEMA = 2
+REPORT_SCHEMA = 3
 GROUPINGS = {"gender": ["gender"], "ethnicity": ["ethnicity"], "gender x ethnicity": ["gender", "ethnicity"]}
 FAMILY = ("every secondary voice-level permutation test in this report (the invalid-answer rate, each probe "
           "attribute or split, and the primary outcome by any grouping the task did not declare, by gender, by "
@@ -67,13 +67,13 @@ class Family:
         return label
 
     def corrections(self, alpha: float, primary: list[str]) -> dict:
-        """Holm over the declared primary tests; Holm and BH over every other test (secondary)."""
+        """Bonferroni over the declared primary tests; Holm and BH over every other test (secondary)."""
         from biasbench.analysis import correct_pvalues
 
         secondary = {label: p for label, p in self.p.items() if label not in primary}
         out = {method: correct_pvalues(secondary, method=method, family=FAMILY, alpha=alpha).to_dict()
                for method in ("holm", "bh")}
-        out["primary"] = correct_pvalues({label: self.p[label] for label in primary}, method="holm",
+        out["primary"] = correct_pvalues({label: self.p[label] for label in primary}, method="bonferroni",
                                          family=PRIMARY_FAMILY, alpha=alpha).to_dict()
         return out
 
@@ -336,8 +336,8 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
     family = Family()
     qc = voice_qc_section(run, audio, settings)
-    # The primary gaps' intervals are simultaneous over the primary family (Bonferroni level):
-    # a gap whose Holm-corrected p is not significant then always has 0 inside its interval.
+    # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
+    # a gap is significant after Bonferroni exactly when its interval excludes 0.
     primary_level = round(1 - settings.alpha / len(spec["groupings"]), 10)
     sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
     sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",

@@ -163,17 +163,21 @@ def gap_rows(section: dict) -> list[list]:
         mdg = block.get("mdg") or {}
         mdg_text = (f"{100 * mdg['gap']:.0f} points" if mdg.get("gap") is not None else
                     ("n/a (not 0/1)" if "0/1" in str(mdg.get("undefined")) else mdg.get("undefined") or "")) \
-            if mdg else ("" if block.get("p_holm") is not None else "")
+            if mdg else ("" if block.get("p_corrected") is not None else "")
         ci = gap_interval(section, gap["ci"])
         test = pval(gap["p_value"]) if gap["p_value"] is not None else f"undefined ({gap['undefined']})"
         pair = f"{gap['highest']} - {gap['lowest']}" if gap["highest"] and gap["gap"] else ""
         rows.append([gname, pair, size, ci, test,
-                     pval(block.get("p_holm")), pval(block.get("p_bh")), mdg_text])
+                     pval(block.get("p_corrected")), _family(block), pval(block.get("p_bh")), mdg_text])
     return rows
 
 
-GAP_COLUMNS = ["grouping", "highest - lowest", "gap", "interval (level in Methods)", "permutation p (raw)", "Holm", "BH",
-               "minimum detectable gap (if not significant)"]
+GAP_COLUMNS = ["grouping", "highest - lowest", "gap", "interval (level in Methods)", "permutation p (raw)",
+               "corrected", "family", "BH", "minimum detectable gap (if not significant)"]
+
+
+def _family(block: dict) -> str:
+    return {"primary": "primary (Bonferroni)", "secondary": "secondary (Holm)"}.get(block.get("family"), "")
 
 
 def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> list[dict]:
@@ -184,8 +188,9 @@ def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> li
                    "invalid rate"], group_rows(section)),
             table(GAP_COLUMNS, gap_rows(section),
                   "Primary test: voice-level permutation test (group labels permuted among voices); conditions on "
-                  "the voices' mean outcomes, generalises to new voices drawn like these. Holm and BH across the "
-                  "report's family (see Multiple comparisons).")]
+                  "the voices' mean outcomes, generalises to new voices drawn like these. Corrected: Bonferroni over "
+                  "the primary family, Holm (and BH) over the secondary tests; the families are listed under "
+                  "Multiple comparisons.")]
 
 
 def adjusted_blocks(section: dict) -> list[dict]:
@@ -245,11 +250,11 @@ def categorical_blocks(section: dict) -> list[dict]:
         for label, dist in (result.get("distributions") or {}).items():
             rows.append([gname, label, *[pct(dist.get(c, 0.0)) for c in top]])
         found = result.get("tests") or {}
-        tests.append([gname, num(result.get("jsd")), _test_p(found, "permutation_jsd"), pval(block.get("p_holm")),
+        tests.append([gname, num(result.get("jsd")), _test_p(found, "permutation_jsd"), pval(block.get("p_corrected")),
                       pval(block.get("p_bh")), num(result.get("tv")), _test_p(found, "permutation_tv"),
                       _test_p(found, "chi_square"), _test_p(found, "g_test"), result.get("undefined") or ""])
     return [table(["grouping", "group", *top], rows, "Share of answers (mean over the group's voices)."),
-            table(["grouping", "JSD (bits)", "permutation p (JSD)", "Holm", "BH", "TV", "permutation p (TV)",
+            table(["grouping", "JSD (bits)", "permutation p (JSD)", "corrected", "BH", "TV", "permutation p (TV)",
                    "chi-square p (pooled)", "G p (pooled)", "undefined because"], tests,
                   "Primary: voice-level permutation tests of the Jensen-Shannon divergence and the total variation "
                   "distance between the groups' mean voice distributions. The chi-square and G tests on pooled "
@@ -342,9 +347,9 @@ def correction_blocks(report: dict) -> list[dict]:
     rows = [[label, pval(raw), pval(adj)] for label, raw, adj in
             zip(primary["labels"], primary["p_values"], primary["p_adjusted"])]
     out = [h("Multiple comparisons"),
-           p(f"Primary family: {primary['family']}; Holm, alpha {primary['alpha']}. These are the only tests the "
+           p(f"Primary family: {primary['family']}; Bonferroni, alpha {primary['alpha']}. These are the only tests the "
              "primary result rests on."),
-           table(["primary test", "p (raw)", "Holm"], rows)]
+           table(["primary test", "p (raw)", "Bonferroni"], rows)]
     if holm["labels"] or holm["left_out"]:
         rows = [[label, pval(raw), pval(h_), pval(b_)]
                 for label, raw, h_, b_ in zip(holm["labels"], holm["p_values"], holm["p_adjusted"], bh["p_adjusted"])]
@@ -365,7 +370,8 @@ def method_blocks(report: dict) -> list[dict]:
         "group means the test does not reject), so a gap's interval includes 0 exactly when its uncorrected test "
         "is not significant at the interval's level. The declared primary gaps use the level 1 - alpha / m for a "
         f"primary family of m tests (Bonferroni; {100 * (1 - s['alpha'] / len(report['analysis']['groupings'])):.3g}% "
-        "here), so a primary gap that Holm does not declare significant always has 0 inside its interval; every "
+        "here, the Bonferroni rule of the primary family), so a primary gap is significant exactly when its "
+        "interval excludes 0; every "
         f"other interval is at {int(100 * s['level'])}%, uncorrected. A group with one voice has no interval.",
         "Items: " + ("the gaps, the overall score and the voice-vs-text contrast use only the items that every "
                      "compared voice answered validly, so missing answers (clips too long for the model, "

@@ -32,10 +32,10 @@ def binary_blocks(report: dict):
 def attach_detectable_gaps(report: dict, audio, settings) -> None:
     """Add corrected p-values to every block of a family, and `mdg` beside the non-significant.
 
-    The declared primary tests get Holm over the primary family (and no BH); every other
-    block Holm and BH over the secondary family. The minimum detectable gap is computed at
-    the level the first step of that family's Holm procedure demands (alpha / m, for m tests
-    in the family), so it is the gap the report's own rule could have declared significant.
+    The declared primary tests get Bonferroni over the primary family (and no BH); every
+    other block Holm and BH over the secondary family (`p_corrected` is the family's own
+    rule). The minimum detectable gap is computed at alpha / m for m tests in the family: the
+    primary rule exactly, and the first step of Holm for the secondary family.
     """
     corrections = report["corrections"]
     primary = dict(zip(corrections["primary"]["labels"], corrections["primary"]["p_adjusted"]))
@@ -45,11 +45,12 @@ def attach_detectable_gaps(report: dict, audio, settings) -> None:
     for block in all_family_blocks(report):
         label = block["family_label"]
         block["family"] = "primary" if label in primary else "secondary"
-        block["p_holm"] = primary[label] if label in primary else holm.get(label)
+        block["p_corrected"] = primary[label] if label in primary else holm.get(label)
+        block["p_holm"] = None if label in primary else holm.get(label)
         block["p_bh"] = None if label in primary else bh.get(label)
     binary = {id(block) for _, _, block in binary_blocks(report)}
     for block in all_family_blocks(report):
-        if block["p_holm"] is None or block["p_holm"] < settings.alpha:
+        if block["p_corrected"] is None or block["p_corrected"] < settings.alpha:
             continue
         if id(block) in binary:
             level = settings.alpha / max(size[block["family"]], 1)
@@ -122,5 +123,5 @@ def _mdg(by, genders, ethnicities, voices_per_cell, n_items, base_rate, target, 
     result["settings"] = (f"simulated: {voices_per_cell} voices per gender x ethnicity cell, {n_items} items, "
                           f"base rate {base_rate:.2f}, an assumed voice SD {voice_sd} and item SD {item_sd} (logit "
                           f"scale), {n_sims} simulated data sets of {n_permutations} permutations each, power {target} "
-                          f"at level {level:.4g} (alpha {alpha} divided by the family's size, the first step of Holm)")
+                          f"at level {level:.4g} (alpha {alpha} divided by the family's size)")
     return plain(result)

@@ -2,7 +2,8 @@
 
 A task declares its primary analysis (`analysis:` in the task YAML, recorded in the run's
 manifest): the primary outcome by each declared grouping, tested by the voice-level
-permutation test, Holm-corrected over that family alone. `primary_results(report)` picks
+permutation test, Bonferroni-corrected over that family alone (so each gap's interval,
+simultaneous at level 1 - alpha/m, excludes 0 exactly when the gap is significant). `primary_results(report)` picks
 those numbers out of the report's sections once; the end of `biasbench run`, `summary.md`,
 the report's first section and the leaderboard all print this record and nothing else as
 the result, so they cannot disagree. Every other test in a report is secondary.
@@ -46,7 +47,7 @@ def unit_of(section: dict) -> str:
 
 def grouping_result(section: dict, block: dict, alpha: float) -> dict:
     """One grouping's primary numbers: estimate, interval, raw and corrected p, significance."""
-    p_corrected = block.get("p_holm")
+    p_corrected = block.get("p_corrected")
     common = {"p_corrected": p_corrected, "significant": p_corrected is not None and p_corrected < alpha}
     if section["kind"] == "categorical":
         result = block["result"]

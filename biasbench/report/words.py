@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from .fmt import difference, gap_interval, missing, num, pct, points, pval, signed_points, style, value, voices
 
-PRIMARY_TEST = "voice-level permutation test, Holm-corrected"
+TEST = "voice-level permutation test"
+
+
+def corrected(block: dict) -> str:
+    """'p = 0.012, voice-level permutation test, Bonferroni over the primary family' (or Holm, secondary)."""
+    rule = ("Bonferroni over the primary family" if block.get("family") == "primary" else
+            "Holm over the secondary tests")
+    return f"{pval(block['p_corrected'])}, {TEST}, {rule}"
 
 
 def conclusions(report: dict) -> list[str]:
@@ -57,7 +64,7 @@ def section_sentences(section: dict, report: dict, only_significant: bool = Fals
     for gname, block in section["groupings"].items():
         if gname in skip:
             continue
-        significant = block.get("p_holm") is not None and block["p_holm"] < alpha
+        significant = block.get("p_corrected") is not None and block["p_corrected"] < alpha
         if only_significant and not significant:
             continue
         out.append(block_sentence(section, gname, block, report))
@@ -72,7 +79,7 @@ def block_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
         observed = _observed(gap, section)
         return (f"By {gname}, the {section['name']} cannot be tested: {gap['undefined']}"
                 + (f" (observed: {observed})." if observed else "."))
-    if block["p_holm"] < report["settings"]["alpha"]:
+    if block["p_corrected"] < report["settings"]["alpha"]:
         return significant_sentence(section, gname, block)
     return null_sentence(section, gname, block, report)
 
@@ -90,7 +97,7 @@ def _observed(gap: dict, section: dict) -> str:
 
 def significant_sentence(section: dict, gname: str, block: dict) -> str:
     gap, hi, lo = block["gap"], block["gap"]["highest"], block["gap"]["lowest"]
-    est, p = gap["estimates"], f"{pval(block['p_holm'])}, {PRIMARY_TEST}"
+    est, p = gap["estimates"], corrected(block)
     if section["kind"] == "binary" and len(est) == 2:
         return (f"{voices(lo)} {section.get('verb') or 'had the outcome'} {points(gap['gap'])} "
                 f"less often than {voices(hi).lower()} ({pct(est[lo])} vs {pct(est[hi])}; {ci_name(gap)} of the gap "
@@ -117,7 +124,7 @@ def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
     else:
         observed = (f"{voices(hi).lower()} {value(section, gap['estimates'][hi])} vs {voices(lo).lower()} "
                     f"{value(section, gap['estimates'][lo])}")
-    text = (f"No significant gap in {section['name']} by {gname} ({pval(block['p_holm'])}, {PRIMARY_TEST}; "
+    text = (f"No significant gap in {section['name']} by {gname} ({corrected(block)}; "
             f"observed {observed}; gap {difference(section, gap['gap'])}, {ci_name(gap)} {gap_interval(section, gap['ci'])})")
     return text + detectable_clause(block, gap, report) + "."
 
@@ -149,8 +156,8 @@ def categorical_sentence(section: dict, gname: str, block: dict, report: dict) -
     big = block["largest_difference"]
     where = (f"'{big['category']}' was {pct(big['high_share'])} of the answers to {voices(big['high_group']).lower()} "
              f"and {pct(big['low_share'])} of those to {voices(big['low_group']).lower()}")
-    p = f"{pval(block['p_holm'])}, {PRIMARY_TEST}"
-    if block["p_holm"] < report["settings"]["alpha"]:
+    p = corrected(block)
+    if block["p_corrected"] < report["settings"]["alpha"]:
         return (f"The {what} differed by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} bits; {p}). "
                 f"The largest difference: {where}.")
     return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} "
