@@ -8,13 +8,15 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import requires_espeak, write
 
 BIASBENCH = Path(sys.executable).parent / "biasbench"
 
@@ -161,3 +163,55 @@ def test_tasks_and_backends_listings_parse():
     # An install hint keeps its extra: `pip install 'biasbench[cloning]'`, not `'biasbench'`.
     hints = [b["version / how to install"] for b in backends if b["installed"] == "no"]
     assert all("'biasbench'" not in hint for hint in hints)
+
+
+# ---------------------------------------------------------------- runs against a local OpenAI-compatible server
+
+
+@pytest.fixture
+def api_run(tmp_path, biasbench_cache):
+    """A fake chat-completions server and the `biasbench run` arguments that use it."""
+    from test_openai_backend import DATA, TASK, FakeOpenAI, pool_yaml
+
+    server = FakeOpenAI()
+    server.thread.start()
+    write(tmp_path / "tiny.csv", DATA)
+    args = ["run", "--model", "openai:test-model", "--task", str(write(tmp_path / "tiny.yaml", TASK)),
+            "--pool", str(write(tmp_path / "pool.yaml", pool_yaml())), "--data-source", "local",
+            "--output-dir", str(tmp_path / "runs"), "--run-id", "api", "--no-progress", "--no-report"]
+    env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-dummy-cli", "BIASBENCH_CACHE": str(biasbench_cache)}
+    yield server, args, env
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+@requires_espeak
+def test_ctrl_c_during_hanging_api_requests_exits_130_at_once(api_run):
+    server, args, env = api_run
+    server.rules.append(lambda body: ("hang", 30.0))  # the backend's timeout is 60 s
+    process = subprocess.Popen([str(BIASBENCH), *args], env=dict(os.environ, **env), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not server.calls and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert server.calls, "the run never reached the server"
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    stdout, stderr = process.communicate(timeout=25)
+    assert process.returncode == 130 and time.monotonic() - sent < 10
+    assert "Interrupted" in stderr and "--resume" in stderr and "Traceback" not in stderr + stdout
+
+
+@requires_espeak
+def test_a_run_with_failed_requests_exits_3_and_resume_finishes_it(api_run):
+    server, args, env = api_run
+    server.script.extend([("status", 400, {}, {"error": {"message": "broken today"}})] * 18)  # not retried
+    failed = biasbench(*args, env=env, timeout=300)
+    assert failed.returncode == 3, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 18 requests failed") and "--resume" in last
+    assert "Traceback" not in failed.stderr
+
+    resumed = biasbench(*args, "--resume", env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "18 already stored, 18 to run" in resumed.stderr
