@@ -182,14 +182,18 @@ def tasks(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORM
 
 @app.command()
 def models(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORMAT_HELP)):
-    """List model aliases."""
-    from biasbench.models.registry import ALIASES
+    """List model aliases, and the backends other installed packages add."""
+    from biasbench.models.registry import ALIASES, PLUGIN_GROUP, plugin_backends
 
     rows = []
     for alias in ALIASES.values():
         needs = ", ".join(filter(None, ["CUDA GPU" if alias.needs_gpu else "", alias.needs])) or "-"
         rows.append({"alias": alias.name, "model": alias.model, "backend": alias.backend, "needs": needs,
                      "description": alias.description})
+    for name, entry_point in plugin_backends().items():
+        source = f"{entry_point.dist.name} {entry_point.dist.version}" if entry_point.dist else "a package"
+        rows.append({"alias": f"{name}:<model>", "model": "<model>", "backend": f"plugin:{name}", "needs": "-",
+                     "description": f"{entry_point.value}, from {source} ({PLUGIN_GROUP} entry point)"})
     print_listing(rows, fmt, whole_columns=2)
 
 
