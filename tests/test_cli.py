@@ -93,6 +93,24 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == f"biasbench {__version__}"
 
 
+def test_version_license_and_citation_agree():
+    import tomllib
+
+    import yaml
+
+    from biasbench import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert project["version"] == __version__ == citation["version"]
+    assert project["license"] == citation["license"] == "Apache-2.0"
+    assert citation["cff-version"] == "1.2.0" and citation["authors"] and citation["title"]
+    license_text = (root / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text
+
+
 def test_no_command_shows_the_help():
     result = biasbench()
     assert result.returncode == 0 and "Commands" in result.stdout + result.stderr
