@@ -385,7 +385,7 @@ def load_plugin_backend(choice: ModelChoice, **options):
 
 def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
     """The backend with a LoRA adapter: hf (checked against the base, merged, adapter hash in the
-    fingerprint: biasbench/finetune/adapter.py) or vllm (its own LoRA support)."""
+    fingerprint: biasbench/models/lora.py) or vllm (its own LoRA support)."""
     if choice.text_only:
         from biasbench.models.text_control import TextOnlyBackend
 
@@ -396,6 +396,6 @@ def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
     if choice.backend != "hf":
         raise BiasbenchError(f"--adapter applies to transformers (hf) and vllm: models; {choice.name} runs on the "
                              f"{choice.backend} backend")
-    from biasbench.finetune.adapter import apply_adapter
+    from biasbench.models.lora import apply_adapter
 
     return apply_adapter(load_backend(choice, **kwargs), adapter)
