@@ -220,11 +220,11 @@ def _error(message: str) -> None:
     console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
 
 
-def _interrupted(what_is_kept: str) -> None:
+def _interrupted(what_is_kept: str = "") -> None:
     """Ctrl-C: say what was kept, then leave at once with 130. Threads still waiting on a
     network reply (the OpenAI backend's workers) are not waited for: everything finished is
     already committed to the run's SQLite store."""
-    console.print(Text(f"Interrupted. {what_is_kept}", style="yellow"), highlight=False)
+    console.print(Text(f"Interrupted. {what_is_kept}".strip(), style="yellow"), highlight=False)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(EXIT_INTERRUPTED)
@@ -269,7 +269,7 @@ def _run(argv: list[str] | None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        _interrupted("Nothing more was written.")
+        _interrupted()
     except usage_errors as exc:
         if exc.__class__.__name__ == "NoArgsIsHelpError":  # `biasbench` alone: the help, as asked
             exc.show()

@@ -67,9 +67,22 @@ def test_usage_errors_are_one_line_and_exit_2(args, expected):
     (["run", "--model", "tiny-qwen2audio", "--shard", "5/2"], "--shard"),
     (["run", "--model", "tiny-qwen2audio", "--task", "no-such-task.yaml"], "no-such-task.yaml"),
     (["voices", "list", "no-such-pool"], "no-such-pool"),
+    (["run", "--model", "openai:gpt-4o-audio-preview", "--data-source", "local", "--limit", "1"], "OPENAI_API_KEY"),
+    (["run", "--model", "first-option:x"], "unknown model 'first-option:x'"),
+    (["compare", "no-run-a", "no-run-b"], "no-run-a"),
+    (["finetune", "sft", "no-such-config.yaml"], "no-such-config.yaml"),
 ])
-def test_refusals_of_bad_input_are_one_line_and_exit_2(args, expected):
-    assert_one_line_error(biasbench(*args), expected)
+def test_refusals_of_bad_input_are_one_line_and_exit_2(args, expected, tmp_path):
+    env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    result = biasbench(*args, env=env, cwd=tmp_path)
+    assert_one_line_error(result, expected)
+
+
+def test_an_extra_in_an_error_message_keeps_its_brackets(tmp_path):
+    """Rich markup once ate `[vllm]`, leaving "pip install 'biasbench'"."""
+    result = biasbench("run", "--model", "vllm:some/model", "--task", "mmlu", "--data-source", "local",
+                       "--limit", "1", "--output-dir", str(tmp_path))
+    assert_one_line_error(result, "pip install 'biasbench[vllm]'")
 
 
 def test_refusals_that_name_a_file(tmp_path):
