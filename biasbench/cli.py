@@ -144,6 +144,7 @@ def run(
             result = run_benchmark(options, console)
     except KeyboardInterrupt:
         _interrupted("Every finished batch is stored; rerun the same command with --resume to continue.")
+        raise typer.Exit(EXIT_INTERRUPTED)
     print((result.run_dir / "summary.md").read_text(encoding="utf-8"))  # plain: tables must not wrap
     if report and result.has_voice_groups:
         from biasbench.report import build_report
@@ -221,13 +222,23 @@ def _error(message: str) -> None:
 
 
 def _interrupted(what_is_kept: str = "") -> None:
-    """Ctrl-C: say what was kept, then leave at once with 130. Threads still waiting on a
-    network reply (the OpenAI backend's workers) are not waited for: everything finished is
-    already committed to the run's SQLite store."""
+    """Ctrl-C: say what was kept, then exit with 130 without delay."""
     console.print(Text(f"Interrupted. {what_is_kept}".strip(), style="yellow"), highlight=False)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
+    _exit_now_if_threads_would_hold_it(EXIT_INTERRUPTED)
+
+
+def _exit_now_if_threads_would_hold_it(code: int) -> None:
+    """A normal exit joins every worker thread first, and a thread blocked on a network reply
+    (the OpenAI backend waiting out a hung request) holds it for up to its timeout. Then leave
+    at once: everything finished is already committed to the run's SQLite store. Without such
+    threads the exit stays normal, so atexit clean-up (e.g. Ray's shutdown) still runs."""
+    import threading
+
+    waiting = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if waiting:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _usage_error_line(exc) -> str:
@@ -270,6 +281,7 @@ def _run(argv: list[str] | None) -> int:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
+        return EXIT_INTERRUPTED
     except usage_errors as exc:
         if exc.__class__.__name__ == "NoArgsIsHelpError":  # `biasbench` alone: the help, as asked
             exc.show()
