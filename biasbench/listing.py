@@ -1,7 +1,7 @@
 """Listings (`models`, `tasks`, `voices list`) as a table, CSV or JSON.
 
-A table goes to a terminal; piped, the same rows come out as plain tab-separated text, so
-`grep`/`cut` work and nothing is ever truncated or wrapped. Cells are plain strings: Rich
+A table goes to a terminal (or, when it would not fit, one block per row); piped, the same
+rows come out as plain tab-separated text, so `grep`/`cut` work. Nothing is ever truncated. Cells are plain strings: Rich
 markup is never interpreted in them (a `[vllm]` extra stays as written).
 """
 
@@ -45,14 +45,24 @@ def _plain(value) -> str:
 
 
 def _rich_table(rows: list[dict], columns: list[str], title: str | None, whole_columns: int) -> None:
+    """A table when every cell fits on one line in the terminal; else one block per row
+    (its id, then `column: value` lines), so a narrow terminal cuts nothing."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*columns, title=Text(title) if title else None)
-    for column, name in zip(table.columns, columns[:whole_columns]):  # the others wrap around these
-        column.no_wrap = True
-        column.min_width = max([len(name)] + [len(_plain(r[name])) for r in rows])
+    console = Console()
+    widths = [max([len(name)] + [len(_plain(row[name])) for row in rows]) for name in columns]
+    if sum(widths) + 3 * len(columns) + 1 <= console.width:
+        table = Table(*columns, title=Text(title) if title else None)
+        for row in rows:
+            table.add_row(*(Text(_plain(row[c])) for c in columns))
+        console.print(table)
+        return
+    if title:
+        console.print(Text(title, style="bold"))
+    whole = columns[:whole_columns]
     for row in rows:
-        table.add_row(*(Text(_plain(row[c])) for c in columns))
-    Console(soft_wrap=False).print(table)
+        console.print(Text("  ".join(_plain(row[c]) for c in whole), style="bold"), soft_wrap=True)
+        for name in columns[whole_columns:]:
+            console.print(Text(f"    {name}: {_plain(row[name])}"))
