@@ -63,11 +63,11 @@ def resolve_base_model(spec: str) -> BaseModelRef:
 def materialize(model: str) -> str:
     """builtin:tiny-* -> the local folder of the tiny model (built on first use); else unchanged."""
     if model == "builtin:tiny-qwen2audio":
-        from biasbench.models.tiny import tiny_qwen2audio_path
+        from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
         return str(tiny_qwen2audio_path())
     if model.startswith("builtin:tiny-"):
-        from biasbench.models.tiny_families import BUILDERS, tiny_family_path
+        from biasbench.models.tiny.families import BUILDERS, tiny_family_path
 
         family = model.removeprefix("builtin:tiny-")
         if family in BUILDERS:

@@ -174,11 +174,11 @@ def load_backend(choice: ModelChoice, *, dtype: str = "auto", device: str = "aut
 
         return simulated_backend(model)
     if model == "builtin:tiny-qwen2audio":
-        from biasbench.models.tiny import tiny_qwen2audio_path
+        from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
         model = str(tiny_qwen2audio_path())
     elif model.startswith("builtin:tiny-"):  # the other speech-LM families' tiny models
-        from biasbench.models.tiny_families import BUILDERS, tiny_family_path
+        from biasbench.models.tiny.families import BUILDERS, tiny_family_path
 
         if model.removeprefix("builtin:tiny-") in BUILDERS:
             model = str(tiny_family_path(model.removeprefix("builtin:tiny-")))
@@ -312,11 +312,11 @@ def _is_whisper(model: str, revision: str | None) -> bool:
 
 def _cascade_part_path(model: str) -> str:
     if model == "builtin:tiny-whisper":
-        from biasbench.models.tiny_controls import tiny_whisper_path
+        from biasbench.models.tiny.controls import tiny_whisper_path
 
         return str(tiny_whisper_path())
     if model == "builtin:tiny-qwen2-text":
-        from biasbench.models.tiny_controls import tiny_text_llm_path
+        from biasbench.models.tiny.controls import tiny_text_llm_path
 
         return str(tiny_text_llm_path())
     return model
