@@ -69,7 +69,7 @@ def main() -> None:
     import torch
 
     from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
-    from biasbench.models.tiny import tiny_qwen2audio_path
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
     model = args.model or str(tiny_qwen2audio_path())
     backend = HFQwen2AudioBackend(model)

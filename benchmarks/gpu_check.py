@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from biasbench.models.tiny import tiny_qwen2audio_path
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
     start = time.monotonic()
     deadline = start + args.budget_s

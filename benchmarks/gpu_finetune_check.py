@@ -96,7 +96,7 @@ def build_model(dry_run: bool):
     from transformers import AutoProcessor, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     from biasbench.finetune.adapter import BaseModelRef
-    from biasbench.models.tiny import tiny_qwen2audio_path
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
     tiny = tiny_qwen2audio_path()
     processor = AutoProcessor.from_pretrained(tiny)

@@ -1,33 +1,56 @@
 """The one entry point: `biasbench run | tasks | voices | models ...`.
 
-Problems the user can fix (BiasbenchError) are printed as one clear message with exit
-code 2; anything else is a bug and keeps its traceback.
+Exit codes: 0 success; 2 a problem the user can fix (BiasbenchError, or a usage error such
+as an unknown option), printed as one line without a traceback; 3 a run that finished but
+left requests unanswered (rerun with --resume); 130 interrupted (Ctrl-C). Anything else is a
+bug and keeps its traceback.
+
+Start-up stays fast (`--help` well under half a second): this module and the sub-apps import
+nothing heavy (pandas, numpy, torch) at module level; each command imports what it needs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 from biasbench.export import export_command
 from biasbench.finetune.cli import compare_command, finetune_app
 from biasbench.leaderboard import leaderboard_app
-from biasbench.merge import merge_command
+from biasbench.listing import FORMAT_HELP, ListFormat, print_listing
 from biasbench.plan import plan_command
 from biasbench.report.cli import report_command
 from biasbench.voices.cli import voices_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+EXIT_USAGE = 2
+EXIT_FAILED_REQUESTS = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Measure demographic bias in speech language models.")
 console = Console(stderr=True, soft_wrap=True)  # long paths and messages stay on one line
-out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from biasbench import __version__
+
+        print(f"biasbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Measure demographic bias in speech language models."""
 
 
 # Each stage keeps its own sub-commands beside its code.
@@ -35,11 +58,14 @@ app.add_typer(voices_app, name="voices")
 app.add_typer(leaderboard_app, name="leaderboard")
 app.command("report")(report_command)
 app.command("export")(export_command)
-app.command("merge")(merge_command)  # sharded runs: biasbench/merge.py
 app.command("plan")(plan_command)  # requests, clips and cost before running: biasbench/plan.py
 app.add_typer(finetune_app, name="finetune")
 app.command("compare")(compare_command)
 
+# Help is click's plain layout, not Rich panels: it never cuts a flag name at 80 columns or
+# when piped, and a `[ray]` in a help text is printed as written (Rich read it as markup).
+for _group in app.registered_groups:
+    _group.typer_instance.rich_markup_mode = None
 
 @app.command()
 def run(
@@ -50,7 +76,7 @@ def run(
     run_id: Optional[str] = typer.Option(None, help="name of the run directory (default: derived from its inputs)"),
     resume: bool = typer.Option(False, "--resume", help="continue a stopped run; stored answers are kept"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="use only the first N sampled items"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="requests per model call"),
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     revision: Optional[str] = typer.Option(None, help="model revision (branch, tag or commit)"),
@@ -72,7 +98,9 @@ def run(
         help="with no GPU or no hub, run the tiny local model instead, labelled as a pipeline check"),
     long_audio: str = typer.Option("skip", help="clips over the model's limit: skip (recorded) or truncate"),
     seed: int = typer.Option(0, help="generation seed"),
-    tts_workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="parallel synthesis workers (default: all cores)"),
+    tts_workers: Optional[int] = typer.Option(None, "--tts-workers", min=1, hidden=True),  # old name of --workers
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.md/.html with the full statistics"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: run only shard i of n, into "
@@ -81,8 +109,8 @@ def run(
                                  "and merge them (pip install 'biasbench[ray]')"),
     address: Optional[str] = typer.Option(None, "--address", help="ray: cluster address (auto: join a running "
                                           "cluster; default: start a local one)"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="ray: number of shards/model replicas "
-                                          "(default: GPUs, else CPUs, of the cluster)"),
+    replicas: Optional[int] = typer.Option(None, "--replicas", min=1, help="ray: number of shards/model "
+                                           "replicas (default: GPUs, else CPUs, of the cluster)"),
     include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Speak every item of TASK with every voice of POOL, ask MODEL, store and summarise."""
@@ -97,7 +125,7 @@ def run(
 
     shard_spec = parse_shard(shard)
     if executor == "ray" and shard_spec is not None:
-        raise BiasbenchError("--executor ray makes its own shards (--workers); leave out --shard")
+        raise BiasbenchError("--executor ray makes its own shards (--replicas); leave out --shard")
     options = RunOptions(task=task, model=model, pool=pool, output_dir=output_dir, run_id=run_id, resume=resume,
                          limit=limit, batch_size=batch_size, dtype=dtype, device=device, revision=revision,
                          base_url=base_url, quantization=quantization, adapter=adapter,
@@ -108,20 +136,33 @@ def run(
                                            enable_prefix_caching=prefix_caching),
                          allow_unbalanced=allow_unbalanced,
                          offline_fallback=offline_fallback, long_audio=long_audio, seed=seed,
-                         tts_workers=tts_workers, progress=progress, shard=shard_spec)
+                         tts_workers=workers or tts_workers, progress=progress, shard=shard_spec)
     try:
         if executor == "ray":
             from biasbench.ray_executor import run_with_ray
 
-            result = run_with_ray(options, console, address=address, workers=workers)
+            result = run_with_ray(options, console, address=address, workers=replicas)
         else:
             result = run_benchmark(options, console)
     except KeyboardInterrupt:
-        console.print("[yellow]Interrupted. Every finished batch is stored; rerun the same command with "
-                      "--resume to continue.[/]")
-        raise typer.Exit(130)
+        _interrupted("Every finished batch is stored; rerun the same command with --resume to continue.")
+        raise typer.Exit(EXIT_INTERRUPTED)
     print(closing_lines(result, report))  # plain print: a pipe or a log gets the same words
-    console.print(f"\nRun directory: {result.run_dir}  ({result.n_new} new responses, {result.n_total} in all)")
+    console.print(f"\nRun directory: {result.run_dir}  ({result.n_new} new responses, {result.n_total} in all)",
+                  markup=False)
+    _exit_if_requests_failed(result.run_dir)
+
+
+def _exit_if_requests_failed(run_dir: Path) -> None:
+    """A run that left requests unanswered is not a success: exit 3 and say how to finish it."""
+    import json
+
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    failed = manifest.get("n_failed_requests") or 0
+    if failed:
+        _error(f"{failed} requests failed and were not stored; rerun the same command with --resume "
+               "to retry them.")
+        raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
 def closing_lines(result, report: bool) -> str:
@@ -144,28 +185,47 @@ def closing_lines(result, report: bool) -> str:
 
 
 @app.command()
-def tasks(include_path: Optional[list[Path]] = include_path_option()):
+def tasks(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORMAT_HELP),
+          include_path: Optional[list[Path]] = include_path_option()):
     """List the tasks: your --include-path folders', then the shipped ones."""
     from biasbench.config import load_task_config
     from biasbench.tasks.loader import available_tasks
 
-    table = Table("task", "output type", "description")
+    rows = []
     for name, path in available_tasks().items():
         config = load_task_config(path)
-        table.add_row(name, config.output_type, config.description)
-    out.print(table)
+        rows.append({"task": name, "output_type": config.output_type, "description": config.description})
+    print_listing(rows, fmt)
 
 
 @app.command()
-def models():
-    """List model aliases."""
-    from biasbench.models.registry import ALIASES
+def models(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORMAT_HELP)):
+    """List model aliases, and the backends other installed packages add."""
+    from biasbench.models.registry import ALIASES, PLUGIN_GROUP, plugin_backends
 
-    table = Table("alias", "model", "backend", "needs", "description")
+    rows = []
     for alias in ALIASES.values():
         needs = ", ".join(filter(None, ["CUDA GPU" if alias.needs_gpu else "", alias.needs])) or "-"
-        table.add_row(alias.name, alias.model, alias.backend, needs, alias.description)
-    out.print(table)
+        rows.append({"alias": alias.name, "model": alias.model, "backend": alias.backend, "needs": needs,
+                     "description": alias.description})
+    for name, entry_point in plugin_backends().items():
+        source = f"{entry_point.dist.name} {entry_point.dist.version}" if entry_point.dist else "a package"
+        rows.append({"alias": f"{name}:<model>", "model": "<model>", "backend": f"plugin:{name}", "needs": "-",
+                     "description": f"{entry_point.value}, from {source} ({PLUGIN_GROUP} entry point)"})
+    print_listing(rows, fmt, whole_columns=2)
+
+
+@app.command()
+def merge(
+    shard_dirs: list[Path] = typer.Argument(..., help="the n shard directories (<run_id>-shard-<i>-of-<n>)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the merged run directory to write"),
+):
+    """Merge the shard directories of one sharded run into one run directory (biasbench/merge.py)."""
+    from biasbench.merge import merge_shards
+
+    result = merge_shards(shard_dirs, output)
+    console.print(f"Merged {result['n_shards']} shards, {result['n_responses']} responses -> {output}",
+                  markup=False)
 
 
 def _check_choice(flag: str, value: str, allowed: list[str]) -> None:
@@ -173,23 +233,79 @@ def _check_choice(flag: str, value: str, allowed: list[str]) -> None:
         raise BiasbenchError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except BiasbenchError as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
+def _error(message: str) -> None:
+    """One line on stderr; the message is plain text (a `[vllm]` in it is kept, not read as markup)."""
+    console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
 
-        if isinstance(exc, click.ClickException):
+
+def _interrupted(what_is_kept: str = "") -> None:
+    """Ctrl-C: say what was kept, then exit with 130 without delay."""
+    console.print(Text(f"Interrupted. {what_is_kept}".strip(), style="yellow"), highlight=False)
+    _exit_now_if_threads_would_hold_it(EXIT_INTERRUPTED)
+
+
+def _exit_now_if_threads_would_hold_it(code: int) -> None:
+    """A normal exit joins every worker thread first, and a thread blocked on a network reply
+    (the OpenAI backend waiting out a hung request) holds it for up to its timeout. Then leave
+    at once: everything finished is already committed to the run's SQLite store. Without such
+    threads the exit stays normal, so atexit clean-up (e.g. Ray's shutdown) still runs."""
+    import threading
+
+    waiting = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if waiting:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _usage_error_line(exc) -> str:
+    """click's message plus the command's help hint, on one line."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
+def _usage_error_types() -> tuple[type, ...]:
+    """typer >= 0.29 raises the click exceptions it bundles, which are not click's own."""
+    types: list[type] = []
+    try:
+        from typer._click.exceptions import ClickException as BundledClickException
+
+        types.append(BundledClickException)
+    except ImportError:
+        pass
+    import click
+
+    types.append(click.ClickException)
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: run the app and exit with its code (see the module docstring)."""
+    sys.exit(_run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
+    usage_errors = _usage_error_types()
+    try:
+        code = app(args=argv, prog_name="biasbench", standalone_mode=False)
+    except BiasbenchError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
+        return EXIT_INTERRUPTED
+    except usage_errors as exc:
+        if exc.__class__.__name__ == "NoArgsIsHelpError":  # `biasbench` alone: the help, as asked
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+            return 0
+        _error(_usage_error_line(exc))
+        return EXIT_USAGE
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`biasbench merge SHARD_DIR... --output RUN_DIR`: n shard directories -> one run directory.
+"""`biasbench merge SHARD_DIR... --output RUN_DIR` (the command is in cli.py): n shard directories -> one run directory.
 
 Checked before anything is written: every directory is a shard of the same run (same
 identity_hash, same plan, same n), each index 0..n-1 is given exactly once, every shard is
@@ -14,23 +14,11 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
-import typer
-from rich.console import Console
-
 from biasbench.errors import BiasbenchError
 from biasbench.shard import keys_hash, plan_key, read_planned, shard_dir_name, shard_of
 from biasbench.store import _COLUMNS, RunDir, utc_now
 
 _SHOW = 20  # how many missing/duplicated requests a message names
-
-
-def merge_command(
-    shard_dirs: list[Path] = typer.Argument(..., help="the n shard directories (<run_id>-shard-<i>-of-<n>)"),
-    output: Path = typer.Option(..., "--output", "-o", help="the merged run directory to write"),
-):
-    """Merge the shard directories of one sharded run into one run directory."""
-    result = merge_shards(shard_dirs, output)
-    Console(stderr=True).print(f"Merged {result['n_shards']} shards, {result['n_responses']} responses -> {output}")
 
 
 def merge_shards(shard_dirs: list[Path], output: Path) -> dict:

@@ -284,7 +284,7 @@ def test_hf_whisper_backend_on_tiny_random_whisper(biasbench_cache):
     pytest.importorskip("transformers")
     from biasbench.models.asr_hf_whisper import HFWhisperBackend, is_whisper_checkpoint
     from biasbench.models.registry import load_backend, resolve_model
-    from biasbench.models.tiny_controls import tiny_whisper_path
+    from biasbench.models.tiny.controls import tiny_whisper_path
 
     choice = resolve_model("tiny-whisper")
     assert choice.pipeline_check

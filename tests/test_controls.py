@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 from biasbench.models.cascade import CascadeBackend, transcript_prompt  # noqa: E402
 from biasbench.models.registry import load_backend, resolve_model  # noqa: E402
 from biasbench.models.text_control import TextOnlyBackend  # noqa: E402
-from biasbench.models.tiny_controls import (  # noqa: E402
+from biasbench.models.tiny.controls import (  # noqa: E402
     TINY_WHISPER_NAME,
     build_tiny_whisper,
     tiny_text_llm_path,

@@ -126,7 +126,7 @@ def build_tiny_short(path: Path, seed: int = 0, hidden: int = 64) -> Path:
         WhisperFeatureExtractor,
     )
 
-    from biasbench.models.tiny import tiny_qwen2audio_path
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
     source = tiny_qwen2audio_path()
     full = AutoProcessor.from_pretrained(source)

@@ -27,7 +27,7 @@ pytest.importorskip("transformers")
 from biasbench.models.families import FAMILIES, backend_for_model_type  # noqa: E402
 from biasbench.models.hf_audio_lm import HFAudioLMBackend, quantization_config  # noqa: E402
 from biasbench.models.registry import ALIASES, load_backend, resolve_model  # noqa: E402
-from biasbench.models.tiny_families import (  # noqa: E402
+from biasbench.models.tiny.families import (  # noqa: E402
     BUILDERS,
     OPTIONAL_BUILDERS,
     build_tiny_text_lm,
@@ -184,7 +184,7 @@ def test_audio_longer_than_the_limit_raises(backends, family):
 
 
 def test_fingerprints_differ_between_families(backends, biasbench_cache, monkeypatch):
-    from biasbench.models.tiny import tiny_qwen2audio_path
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
     monkeypatch.setenv("BIASBENCH_CACHE", str(biasbench_cache))  # where the Qwen2-Audio tests keep theirs
     qwen2audio = load_backend(resolve_model(f"hf:{tiny_qwen2audio_path()}"))

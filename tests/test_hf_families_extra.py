@@ -30,7 +30,7 @@ pytest.importorskip("transformers")
 from biasbench.models.families import FAMILIES, backend_for_model_type  # noqa: E402
 from biasbench.models.hf_audio_lm import HFAudioLMBackend  # noqa: E402
 from biasbench.models.registry import ALIASES, load_backend, resolve_model  # noqa: E402
-from biasbench.models.tiny_families import OPTIONAL_BUILDERS, tiny_family_name, tiny_family_path  # noqa: E402
+from biasbench.models.tiny.families import OPTIONAL_BUILDERS, tiny_family_name, tiny_family_path  # noqa: E402
 
 from conftest import LETTERS, PROMPT, gen, mc  # noqa: E402
 

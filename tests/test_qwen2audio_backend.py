@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend  # noqa: E402
-from biasbench.models.tiny import TINY_NAME, build_tiny_qwen2audio, tiny_qwen2audio_path  # noqa: E402
+from biasbench.models.tiny.qwen2audio import TINY_NAME, build_tiny_qwen2audio, tiny_qwen2audio_path  # noqa: E402
 
 from conftest import LETTERS, PROMPT, clip, mc  # noqa: E402
 from conftest import gen as _gen  # noqa: E402

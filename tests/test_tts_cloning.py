@@ -136,9 +136,11 @@ def test_voices_check_and_list_name_the_unusable_references(tmp_path):
     assert "1 voice(s) cannot be cloned" in checked.output
     assert "voice 'lost': field 'reference_clip': file not found" in checked.output
     assert "voice 'good'" not in checked.output
-    listed = CliRunner().invoke(app, ["voices", "list", str(path)], env={"COLUMNS": "400"})
+    listed = CliRunner().invoke(app, ["voices", "list", str(path), "--format", "json"])
     assert listed.exit_code == 0
-    assert "refs/lost.wav (unusable)" in listed.output and "refs/good.wav" in listed.output
+    rows = {row["id"]: row for row in json.loads(listed.output)}
+    assert rows["lost"]["reference_clip"].endswith("refs/lost.wav") and rows["lost"]["reference_usable"] == "no"
+    assert rows["good"]["reference_clip"].endswith("refs/good.wav") and rows["good"]["reference_usable"] == "yes"
     assert "reference_sha256" not in listed.output  # derived params are not the voice's YAML params
 
 

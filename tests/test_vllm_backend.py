@@ -122,7 +122,7 @@ def test_misc_helpers(tmp_path):
 def hf_tiny(biasbench_cache):
     pytest.importorskip("transformers")
     from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
-    from biasbench.models.tiny_controls import tiny_qwen2audio_wide_path
+    from biasbench.models.tiny.controls import tiny_qwen2audio_wide_path
 
     return HFQwen2AudioBackend(str(tiny_qwen2audio_wide_path()), dtype="float32", device="cpu", local_files_only=True)
 
@@ -180,7 +180,7 @@ def _assert_same_answers(vllm_backend, hf_backend, atol: float):
 def test_vllm_greedy_answers_equal_transformers_on_cpu(vllm_env, hf_tiny):
     if not _on_cpu_platform():
         pytest.skip("vLLM here is not the CPU build (the gpu test covers it)")
-    from biasbench.models.tiny_controls import tiny_qwen2audio_wide_path
+    from biasbench.models.tiny.controls import tiny_qwen2audio_wide_path
 
     choice = resolve_model(f"vllm:{tiny_qwen2audio_wide_path()}")
     backend = load_backend(choice, dtype="float32",
@@ -203,7 +203,7 @@ def test_vllm_greedy_answers_equal_transformers_on_gpu(vllm_env, biasbench_cache
     if _on_cpu_platform():
         pytest.skip("vLLM here is the CPU build")
     from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
-    from biasbench.models.tiny_controls import tiny_qwen2audio_wide_path
+    from biasbench.models.tiny.controls import tiny_qwen2audio_wide_path
 
     path = str(tiny_qwen2audio_wide_path())
     hf = HFQwen2AudioBackend(path, dtype="float32", device="cuda", local_files_only=True)
@@ -217,7 +217,7 @@ def test_data_parallel_ranks_give_the_same_answers_in_order(vllm_env, biasbench_
     """Two engines in worker processes, the batch split between them, answers back in order."""
     if not _on_cpu_platform():
         pytest.skip("the CPU build runs this check; on GPUs it needs two free devices")
-    from biasbench.models.tiny_controls import tiny_qwen2audio_wide_path
+    from biasbench.models.tiny.controls import tiny_qwen2audio_wide_path
 
     path = str(tiny_qwen2audio_wide_path())
     options = dict(dtype="float32", max_model_len=2048, enforce_eager=True, local_files_only=True)

@@ -35,7 +35,7 @@ from scipy import stats
 from ._data import Voices, design_problem, drop_empty_voices, reduce_to_voices, require_columns
 from .effects import cohens_d, cohens_h, odds_ratio, risk_difference
 from .multitest import correct_pvalues
-from .permutation import (CONDITIONS_ON, EXACT_MAX, arrangements, critical_value, monte_carlo_se, null_statistics,
+from .permutation import (CONDITIONS_ON, EXACT_MAX, arrangements, critical_value, null_statistics,
                           permutation_pvalue, stat_range, voice_strata)
 from .rates import group_summary
 from .results import GapResult, PairGap, TestResult

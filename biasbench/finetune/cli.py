@@ -78,7 +78,7 @@ def mine_command(
 
     pairs, info = mine_pairs(run_dir, mode=mode, max_pairs_per_item=max_pairs_per_item, anchor_ratio=anchor_ratio)
     write_pairs(pairs, output)
-    console.print(json.dumps(info, indent=2))
+    console.print(json.dumps(info, indent=2), markup=False)
     print(output)
 
 
@@ -87,7 +87,7 @@ def compare_command(
     run_b: Path = typer.Argument(..., help="run after it (e.g. biasbench run --adapter ...)"),
     outcome: Optional[str] = typer.Option(None, help="outcome column (default: correct, else value)"),
     n_boot: int = typer.Option(1000, min=100, help="bootstrap replicates"),
-    n_perm: int = typer.Option(2000, min=100, help="permutations"),
+    n_perm: int = typer.Option(2000, "--n-permutations", "--n-perm", min=100, help="permutations"),
     seed: int = typer.Option(0),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plain data here"),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="also write the report here"),

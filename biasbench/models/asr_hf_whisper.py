@@ -4,7 +4,7 @@ The transcription itself is the cascade control's `WhisperASR` (biasbench/models
 `WhisperForConditionalGeneration` + `WhisperProcessor`, one padded batch per call, greedy,
 language forced to English. This wrapper only makes it answer the runner directly, for the
 `transcribe` task type (ASR fairness). Offline, the same code runs on the tiny random Whisper of
-biasbench/models/tiny_controls.py (alias `tiny-whisper`): a pipeline check, its text is noise.
+biasbench/models/tiny/controls.py (alias `tiny-whisper`): a pipeline check, its text is noise.
 """
 
 from __future__ import annotations

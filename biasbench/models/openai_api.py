@@ -1,8 +1,12 @@
 """GPT-4o audio models, and any OpenAI-compatible chat-completions server (e.g. `vllm serve`).
 
-Plain HTTP from the standard library (no SDK): one POST per request to
-`<base_url>/chat/completions`, a bounded thread pool per batch, and retries done here so
-they are visible, counted and tested:
+Requests go through the official `openai` client (`pip install 'biasbench[openai]'`): it
+owns the HTTP layer (connection pool, proxies, timeouts, auth headers, base_url for
+compatible servers) and gives typed errors. Retries are NOT left to the client
+(`max_retries=0`): they are done here so that they are counted in `usage()`, follow the
+rules below, and stop at once on Ctrl-C (the client's own retry loop sleeps through an
+interrupt). One POST per request to `<base_url>/chat/completions`, a bounded thread pool
+per batch:
 
 * retried, with exponential backoff and full jitter: 429 (honouring `retry-after-ms` /
   `retry-after`), 408, 5xx, timeouts, connection errors, and bodies that are not the JSON
@@ -28,17 +32,13 @@ import logging
 import math
 import os
 import random
-import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from http.client import HTTPException
 from typing import Any
 from urllib.parse import urlparse
 
@@ -146,7 +146,8 @@ class OpenAIAudioBackend:
         self._slots = threading.BoundedSemaphore(self.max_concurrency)  # across concurrent batches too
         self._lock = threading.Lock()
         self._random = random.Random()
-        self._opener = urllib.request.build_opener()  # honours HTTP(S)_PROXY like every urllib client
+        self._stop = threading.Event()  # set on Ctrl-C: waiting retries give up at once
+        self._client = _openai_client(key, self.base_url, self.timeout_s)
         self._top_logprobs: int | None = _TOP_LOGPROBS_STEPS[0]  # None: the server gives no logprobs
         self._reported_models: list[str] = []
         self._system_fingerprints: list[str] = []
@@ -206,10 +207,17 @@ class OpenAIAudioBackend:
         if not requests:
             return []
         start = time.perf_counter()
+        self._stop.clear()
         workers = min(self.max_concurrency, len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai")
+        try:
             # map() keeps the input order whatever order the answers arrive in.
             responses = list(pool.map(lambda r: self._answer_safely(r, scoring), requests))
+        except BaseException:  # Ctrl-C: queued requests are dropped, waiting retries end now
+            self._stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         share = (time.perf_counter() - start) / len(requests)
         for response in responses:
             response.latency_s = share
@@ -248,7 +256,8 @@ class OpenAIAudioBackend:
                 self._counts["retries"] += 1
             log.info("request %s: %s; retry %d/%d in %.2fs", request.request_id, outcome.error, retries,
                      self.max_retries, wait)
-            time.sleep(wait)
+            if self._stop.wait(wait):
+                return Response(request.request_id, "", error=f"{outcome.error} (interrupted before a retry)")
 
     def _body(self, request: Request, content: list[dict], scoring: bool, top_logprobs: int | None) -> dict:
         body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}],
@@ -290,28 +299,24 @@ class OpenAIAudioBackend:
         return outcome
 
     def _post_once(self, body: dict) -> _Outcome:
-        payload = json.dumps(body).encode("utf-8")
-        http_request = urllib.request.Request(self._endpoint, data=payload, method="POST", headers={
-            "Content-Type": "application/json", "Accept": "application/json",
-            "Authorization": f"Bearer {self._key.reveal()}", "User-Agent": "biasbench"})
+        import openai
+
         with self._slots:
             with self._lock:
                 self._counts["http_calls"] += 1
             try:
-                with self._opener.open(http_request, timeout=self.timeout_s) as reply:
-                    raw = reply.read()
-            except urllib.error.HTTPError as exc:
-                return self._http_error(exc)
-            except (TimeoutError, socket.timeout):
+                # The raw reply: parsed here, so a server's extra or missing fields (vLLM) and
+                # malformed JSON are handled the same way for every server.
+                reply = self._client.chat.completions.with_raw_response.create(**body)
+                raw = reply.http_response.content
+            except openai.APITimeoutError:
                 return _Outcome(error=f"timed out after {self.timeout_s:g}s", retryable=True)
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                    return _Outcome(error=f"timed out after {self.timeout_s:g}s", retryable=True)
-                return _Outcome(error=self._redact(f"connection error: {exc.reason}"),
-                                retryable=not isinstance(exc.reason, ssl.SSLCertVerificationError))
-            except (HTTPException, OSError) as exc:  # reset, refused, incomplete read, bad status line
-                return _Outcome(error=self._redact(f"connection error: {type(exc).__name__}: {exc}"),
-                                retryable=True)
+            except openai.APIConnectionError as exc:
+                cause = _root_cause(exc)
+                return _Outcome(error=self._redact(f"connection error: {type(cause).__name__}: {cause}"),
+                                retryable=not isinstance(cause, ssl.SSLCertVerificationError))
+            except openai.APIStatusError as exc:
+                return self._status_error(exc.status_code, exc.response.headers, exc.response.content)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -322,12 +327,8 @@ class OpenAIAudioBackend:
                                                f"{_snippet(raw)!r}"), retryable=True)
         return _Outcome(data=data)
 
-    def _http_error(self, exc: urllib.error.HTTPError) -> _Outcome:
-        status, headers = exc.code, exc.headers
-        try:
-            raw = exc.read()
-        except (OSError, HTTPException):
-            raw = b""
+    def _status_error(self, status: int, headers, raw: bytes) -> _Outcome:
+        """Classify a 4xx/5xx reply: retry or not, how long to wait, logprobs refused."""
         message = _error_message(raw)
         error = self._redact(f"HTTP {status} from {_host(self.base_url)}: {message}")
         should_retry = (headers.get("x-should-retry") or "").lower() if headers else ""
@@ -432,6 +433,27 @@ def wav_base64(audio: np.ndarray, sampling_rate: int) -> str:
         wav.setframerate(int(sampling_rate))
         wav.writeframes(pcm.tobytes())
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _openai_client(key: str, base_url: str, timeout_s: float):
+    """The official client, without its own retries (done by the backend, see the docstring)."""
+    try:
+        import openai
+    except ImportError as exc:
+        raise BiasbenchError("the openai: backend needs the openai package: pip install 'biasbench[openai]'") \
+            from exc
+    return openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0,
+                         default_headers={"User-Agent": "biasbench"})
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a connection error (refused, reset, certificate...)."""
+    for _ in range(20):  # a bound, in case a library ever chains an exception to itself
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 def _user_content(request: Request) -> list[dict]:

@@ -6,6 +6,10 @@ or a local directory. Controls and engines wrap those (see the end of this file)
 `text:<model>` (the same model, items as plain text, no audio), `cascade:<asr>+<llm>` (Whisper
 then a text LLM), `vllm:<alias, hub id or path>` (vLLM's offline engine). Backends are
 imported only when chosen, so `biasbench --help` never loads torch.
+
+Other packages add backends without editing biasbench: an entry point in the group
+`biasbench.backends` named NAME makes `--model NAME:<model>` call its factory (see
+`load_plugin_backend` and the README's "Adding a model").
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from biasbench.errors import BiasbenchError
 from biasbench.models.aliases import ALIASES, ModelAlias
 
 OPENAI_PREFIX = "openai:"
+PLUGIN_GROUP = "biasbench.backends"
+PLUGIN_BACKEND = "plugin:"  # ModelChoice.backend of a plugin: "plugin:<entry point name>"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 
 PIPELINE_CHECK_ALIAS = "tiny-qwen2audio"
@@ -44,6 +50,9 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
     control = _resolve_control(spec, offline_fallback)  # text:, cascade:, vllm: (end of file)
     if control is not None:
         return control
+    plugin = _resolve_plugin(spec)
+    if plugin is not None:
+        return plugin
     if spec.startswith("hf:"):
         return ModelChoice(spec, spec, "hf", spec[3:], pipeline_check=False)
     if spec.startswith(OPENAI_PREFIX):
@@ -120,8 +129,9 @@ def _weights_reachable(hub_id: str) -> bool:
 def _unknown_alias_message(spec: str) -> str:
     near = difflib.get_close_matches(spec, ALIASES, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    plugins = "".join(f", {name}:<model>" for name in plugin_backends())
     return (f"unknown model {spec!r}.{hint} Known aliases: {', '.join(ALIASES)}; "
-            "or give hf:<hub id or path>, openai:<model name>, vllm:<alias, hub id or path>, "
+            f"or give hf:<hub id or path>, openai:<model name>, vllm:<alias, hub id or path>{plugins}, "
             "text:<model> (text control), cascade:<asr>+<llm> (ASR cascade control), or a local model directory.")
 
 
@@ -150,6 +160,10 @@ def load_backend(choice: ModelChoice, *, dtype: str = "auto", device: str = "aut
     if choice.backend == "cascade":
         return _load_cascade(choice, dtype=dtype, device=device, revision=revision,
                              trust_remote_code=trust_remote_code)
+    if choice.backend.startswith(PLUGIN_BACKEND):
+        return load_plugin_backend(choice, dtype=dtype, device=device, revision=revision,
+                                   trust_remote_code=trust_remote_code, base_url=base_url,
+                                   quantization=quantization)
     if choice.backend == "openai":
         from biasbench.models.openai_api import OpenAIAudioBackend
 
@@ -160,11 +174,11 @@ def load_backend(choice: ModelChoice, *, dtype: str = "auto", device: str = "aut
 
         return simulated_backend(model)
     if model == "builtin:tiny-qwen2audio":
-        from biasbench.models.tiny import tiny_qwen2audio_path
+        from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
         model = str(tiny_qwen2audio_path())
     elif model.startswith("builtin:tiny-"):  # the other speech-LM families' tiny models
-        from biasbench.models.tiny_families import BUILDERS, tiny_family_path
+        from biasbench.models.tiny.families import BUILDERS, tiny_family_path
 
         if model.removeprefix("builtin:tiny-") in BUILDERS:
             model = str(tiny_family_path(model.removeprefix("builtin:tiny-")))
@@ -304,11 +318,11 @@ def _is_whisper(model: str, revision: str | None) -> bool:
 
 def _cascade_part_path(model: str) -> str:
     if model == "builtin:tiny-whisper":
-        from biasbench.models.tiny_controls import tiny_whisper_path
+        from biasbench.models.tiny.controls import tiny_whisper_path
 
         return str(tiny_whisper_path())
     if model == "builtin:tiny-qwen2-text":
-        from biasbench.models.tiny_controls import tiny_text_llm_path
+        from biasbench.models.tiny.controls import tiny_text_llm_path
 
         return str(tiny_text_llm_path())
     return model
@@ -324,12 +338,60 @@ def _load_cascade(choice: ModelChoice, *, dtype: str, device: str, revision: str
     return CascadeBackend(asr, llm, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
+# ---------------------------------------------------------------- backends from other packages
+
+# Prefixes biasbench itself reads: a plugin cannot take them over.
+_BUILTIN_PREFIXES = ("hf", "openai", "text", "cascade", "vllm")
+# What the runner calls on every backend (biasbench/models/base.py: ModelBackend).
+_BACKEND_METHODS = ("fingerprint", "score_choices", "generate")
+
+
+def plugin_backends() -> dict:
+    """Entry points of the group `biasbench.backends` from installed packages, by name."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in _BUILTIN_PREFIXES}
+
+
+def _resolve_plugin(spec: str) -> ModelChoice | None:
+    """`NAME:<model>` where NAME is a plugin's entry point; None for anything else."""
+    name, colon, model = spec.partition(":")
+    if not colon or name in _BUILTIN_PREFIXES or name not in plugin_backends():
+        return None
+    if not model.strip():
+        raise BiasbenchError(f"give the model after '{name}:', e.g. {name}:<model name>")
+    return ModelChoice(spec, spec, PLUGIN_BACKEND + name, model.strip(), pipeline_check=False)
+
+
+def load_plugin_backend(choice: ModelChoice, **options):
+    """Call the plugin's factory: `factory(model, *, dtype, device, revision, trust_remote_code,
+    base_url, quantization)`; it returns a ModelBackend (biasbench/models/base.py)."""
+    name = choice.backend.removeprefix(PLUGIN_BACKEND)
+    entry_point = plugin_backends().get(name)
+    if entry_point is None:
+        raise BiasbenchError(f"no installed package provides the {PLUGIN_GROUP} entry point {name!r}")
+    where = f"the {PLUGIN_GROUP} entry point {name!r} ({entry_point.value}" + (
+        f", from {entry_point.dist.name} {entry_point.dist.version})" if entry_point.dist else ")")
+    try:
+        factory = entry_point.load()
+    except Exception as exc:  # the plugin's own import failed: name it, not biasbench
+        raise BiasbenchError(f"{where} could not be imported: {type(exc).__name__}: {exc}") from exc
+    backend = factory(choice.model, **options)
+    missing = [m for m in _BACKEND_METHODS if not callable(getattr(backend, m, None))]
+    if not hasattr(backend, "max_audio_seconds"):
+        missing.append("max_audio_seconds")
+    if missing:
+        raise BiasbenchError(f"{where} returned {type(backend).__name__}, which lacks {', '.join(missing)} "
+                             "(see biasbench/models/base.py: ModelBackend)")
+    return backend
+
+
 # ---------------------------------------------------------------- LoRA adapters (biasbench finetune)
 
 
 def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
     """The backend with a LoRA adapter: hf (checked against the base, merged, adapter hash in the
-    fingerprint: biasbench/finetune/adapter.py) or vllm (its own LoRA support)."""
+    fingerprint: biasbench/models/lora.py) or vllm (its own LoRA support)."""
     if choice.text_only:
         from biasbench.models.text_control import TextOnlyBackend
 
@@ -340,6 +402,6 @@ def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
     if choice.backend != "hf":
         raise BiasbenchError(f"--adapter applies to transformers (hf) and vllm: models; {choice.name} runs on the "
                              f"{choice.backend} backend")
-    from biasbench.finetune.adapter import apply_adapter
+    from biasbench.models.lora import apply_adapter
 
     return apply_adapter(load_backend(choice, **kwargs), adapter)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from biasbench.errors import ConfigError
+from biasbench.tasks.scoring import normalise_answer  # one way only: scoring knows no lexicon
 
 
 @dataclass
@@ -30,9 +31,20 @@ class Lexicon:
         return sorted(set(self.phrases.values()))
 
 
-def load_lexicon(path: Path) -> Lexicon:
-    from biasbench.tasks.scoring import normalise_answer
+def category_phrases(config, task_path) -> dict[str, str]:
+    """Normalised phrase -> category, from the YAML's `categories` and its `lexicon` CSV."""
+    from biasbench.config import task_file
 
+    phrases = {}
+    if config.lexicon:
+        phrases.update(load_lexicon(task_file(task_path, config.lexicon, "lexicon")).phrases)
+    for category, names in (config.categories or {}).items():
+        for name in [category, *names]:
+            phrases[normalise_answer(name)] = category
+    return phrases
+
+
+def load_lexicon(path: Path) -> Lexicon:
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")

@@ -36,6 +36,26 @@ class Item:
         return tuple(LETTERS[: len(self.choices)])
 
 
+def make_scorer(config: TaskConfig, task_path: Path):
+    """A function (item, response_text, option_logprobs) -> Scored for this task's output type.
+    Here, beside the task, so that scoring (text rules) and lexicon (phrase tables) need not
+    import each other."""
+    from biasbench.tasks import scoring
+
+    if config.output_type == "multiple_choice":
+        return lambda item, text, logprobs: scoring.score_multiple_choice(text, logprobs, item.letters,
+                                                                          item.choices, item.target)
+    if config.output_type == "generate_numeric":
+        low, high = config.numeric.min, config.numeric.max
+        return lambda item, text, logprobs: scoring.score_numeric(text, low, high)
+    if config.output_type == "transcribe":
+        return lambda item, text, logprobs: scoring.score_transcript(text, item.reference)
+    from biasbench.tasks.lexicon import category_phrases
+
+    phrases = category_phrases(config, task_path)
+    return lambda item, text, logprobs: scoring.score_categorical(text, phrases)
+
+
 @dataclass
 class Task:
     config: TaskConfig
@@ -46,8 +66,6 @@ class Task:
     @functools.cached_property
     def scorer(self):
         """(item, response text, option log-probs) -> Scored, for this task's output type."""
-        from biasbench.tasks.scoring import make_scorer
-
         return make_scorer(self.config, self.path)
 
     @property

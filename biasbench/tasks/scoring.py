@@ -277,34 +277,3 @@ def score_transcript(text: str, reference: str) -> Scored:
         return Scored(normalise_transcript(text)[:200], REFUSAL)
     errors = transcript_errors(reference, text or "")
     return Scored(normalise_transcript(text), VALID, value=errors.wer, cer=errors.cer)
-
-
-# --------------------------------------------------------------- per task
-
-
-def make_scorer(config, task_path):
-    """A function (item, response_text, option_logprobs) -> Scored for this task's output type."""
-    if config.output_type == "multiple_choice":
-        return lambda item, text, logprobs: score_multiple_choice(text, logprobs, item.letters, item.choices,
-                                                                  item.target)
-    if config.output_type == "generate_numeric":
-        low, high = config.numeric.min, config.numeric.max
-        return lambda item, text, logprobs: score_numeric(text, low, high)
-    if config.output_type == "transcribe":
-        return lambda item, text, logprobs: score_transcript(text, item.reference)
-    phrases = category_phrases(config, task_path)
-    return lambda item, text, logprobs: score_categorical(text, phrases)
-
-
-def category_phrases(config, task_path) -> dict[str, str]:
-    """Normalised phrase -> category, from the YAML's `categories` and its `lexicon` CSV."""
-    from biasbench.config import task_file
-    from biasbench.tasks.lexicon import load_lexicon
-
-    phrases = {}
-    if config.lexicon:
-        phrases.update(load_lexicon(task_file(task_path, config.lexicon, "lexicon")).phrases)
-    for category, names in (config.categories or {}).items():
-        for name in [category, *names]:
-            phrases[normalise_answer(name)] = category
-    return phrases

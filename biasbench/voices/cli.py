@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from biasbench.cli_options import include_path_option
+from biasbench.listing import FORMAT_HELP, ListFormat, print_listing
 
 voices_app = typer.Typer(no_args_is_help=True,
                          help="Voice pools: list, check balance, preview; TTS backends and catalogues.")
@@ -32,22 +33,24 @@ PREVIEW_TEXTS = (
 
 @voices_app.command("list")
 def voices_list(pool: str = typer.Argument("espeak-default"),
+                fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORMAT_HELP),
                 include_path: Optional[list[Path]] = include_path_option()):
     """Show the voices of a pool with their labels and where the labels come from."""
     from biasbench.voices.pool import load_pool
 
     loaded, path = load_pool(pool, allow_unbalanced=True)
     cloning = any(v.reference_clip for v in loaded.voices)
-    columns = ["id", "gender", "ethnicity", "accent", "label source", "tts"] + (["reference clip"] if cloning else [])
-    table = Table(*columns, title=f"{loaded.pool} ({path})")
+    rows = []
     for v in loaded.voices:
         # The YAML's params only: what the loader derives from a reference clip is shown apart.
-        row = [v.id, v.gender, v.ethnicity, v.accent, v.label_source, f"{v.tts.backend} {v.tts.model_extra or {}}"]
+        params = " ".join(f"{k}={value}" for k, value in (v.tts.model_extra or {}).items())
+        row = {"id": v.id, "gender": v.gender, "ethnicity": v.ethnicity, "accent": v.accent,
+               "label_source": v.label_source, "tts": f"{v.tts.backend} {params}".strip()}
         if cloning:
-            problem = reference_problem(v)
-            row.append(f"{v.reference_clip}" + (" [red](unusable)[/]" if problem else ""))
-        table.add_row(*row)
-    out.print(table)
+            row["reference_clip"] = str(v.reference_clip or "")
+            row["reference_usable"] = "no" if reference_problem(v) else "yes"
+        rows.append(row)
+    print_listing(rows, fmt, title=f"{loaded.pool} ({path})")
 
 
 def reference_problem(voice) -> str | None:
@@ -69,11 +72,13 @@ def voices_check(pool: str = typer.Argument("espeak-default"),
         table.add_row(gender, ethnicity, str(n))
     out.print(table)
     problems = [problem for v in loaded.voices if (problem := reference_problem(v))]
+    # The problems are printed without markup: their file names and extras keep their brackets.
     if problems:
-        console.print(f"[red]{len(problems)} voice(s) cannot be cloned[/] (their clips would fail):\n  "
-                      + "\n  ".join(problems))
+        console.print(f"[red]{len(problems)} voice(s) cannot be cloned[/] (their clips would fail):")
+        console.print("  " + "\n  ".join(problems), markup=False)
     if not report.balanced:
-        console.print("[red]unbalanced:[/]\n  " + "\n  ".join(report.problems))
+        console.print("[red]unbalanced:[/]")
+        console.print("  " + "\n  ".join(report.problems), markup=False)
     if problems or not report.balanced:
         raise typer.Exit(1)
     out.print("balanced")
@@ -138,7 +143,7 @@ def write_preview(pool_name: str, out_dir: Path, texts=None, n: int = 3, cache=N
 @voices_app.command("preview")
 def voices_preview(
     pool: str = typer.Argument(..., help="pool name from voices/ or a YAML path"),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the WAV clips"),
+    out_dir: Path = typer.Option(..., "--output-dir", "--out", "-o", help="folder for the WAV clips"),
     text: Optional[list[str]] = typer.Option(None, "--text", "-t",
                                              help="text to speak (repeatable); default: built-in sentences"),
     n: int = typer.Option(3, "--n", min=1, help="clips per voice"),
@@ -152,7 +157,7 @@ def voices_preview(
     if result.failures:
         console.print(f"[red]{len(result.failures)} clips failed:[/]")
         for voice_id, spoken, message in result.failures[:20]:
-            console.print(f"  {voice_id}: {message}", highlight=False)
+            console.print(f"  {voice_id}: {message}", highlight=False, markup=False)
         raise typer.Exit(1)
 
 
@@ -164,7 +169,7 @@ def voices_qc(
     pool: str = typer.Argument(..., help="pool name from voices/ or a YAML path"),
     asr: str = typer.Option("whisper-tiny-en", "--asr", help="reference ASR: whisper-tiny-en, whisper-base (offline), "
                             "or any ASR model spec (hf:<whisper checkpoint>)"),
-    out_file: Path = typer.Option(Path("voice_qc.csv"), "--out", "-o",
+    out_file: Path = typer.Option(Path("voice_qc.csv"), "--output", "--out", "-o",
                                   help="CSV to write (a .json with the details goes beside it)"),
     z_threshold: float = typer.Option(3.0, "--z", help="flag robust z-scores beyond this within the pool"),
     wer_threshold: float = typer.Option(0.5, "--max-wer", help="flag voices whose ASR round-trip WER is above this"),
@@ -201,16 +206,17 @@ def voices_qc(
 
 
 @voices_app.command("backends")
-def voices_backends():
+def voices_backends(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORMAT_HELP)):
     """List the TTS backends and whether each is installed here."""
     from biasbench.tts.registry import backend_status, known_backends
 
-    table = Table("backend", "installed", "network", "version / how to install")
+    rows = []
     for name in known_backends():
         status = backend_status(name)
-        table.add_row(name, "yes" if status.installed else "[red]no[/]",
-                      "offline" if status.offline else "needs internet", status.detail)
-    out.print(table)
+        rows.append({"backend": name, "installed": "yes" if status.installed else "no",
+                     "network": "offline" if status.offline else "needs internet",
+                     "version / how to install": status.detail})
+    print_listing(rows, fmt)
 
 
 @voices_app.command("catalogue")

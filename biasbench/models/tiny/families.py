@@ -1,6 +1,6 @@
 """Tiny, randomly initialised speech LMs of the other supported families, built offline.
 
-Like `tiny.py` (Qwen2-Audio), each uses the family's REAL classes (model, processor,
+Like `qwen2audio.py` (Qwen2-Audio), each uses the family's REAL classes (model, processor,
 feature extractor) with shrunk widths and a byte-level BPE tokenizer trained locally on a
 few sentences, so it reloads through the same code path as the hub checkpoint. The audio
 front ends keep their real settings (16 kHz, 128 mel bins, 30 s Whisper windows), so length
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from biasbench.models.tiny import _CORPUS, OPTION_LETTERS, qwen2_pre_tokenizer
+from biasbench.models.tiny.qwen2audio import _CORPUS, OPTION_LETTERS, qwen2_pre_tokenizer
 from biasbench.paths import cached_model
 
 _VOCAB_SIZE = 512
@@ -562,7 +562,7 @@ def tiny_family_name(family: str) -> str:
 def tiny_family_path(family: str) -> Path:
     """`cache_dir()/models/tiny-<family>-v1`, built on first use (atomic rename into place)."""
     if family == "qwen2_audio":
-        from biasbench.models.tiny import tiny_qwen2audio_path
+        from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
 
         return tiny_qwen2audio_path()
     if family not in BUILDERS:

@@ -6,7 +6,7 @@
 - `tiny-qwen2-text`: `Qwen2ForCausalLM` + `Qwen2Tokenizer` with a Qwen2 chat template, the
   text-LLM half.
 
-Like `tiny.py`, these are the REAL classes saved with `save_pretrained`, so they reload through
+Like `qwen2audio.py`, these are the REAL classes saved with `save_pretrained`, so they reload through
 `from_pretrained` exactly like `openai/whisper-large-v3` and `Qwen/Qwen2-7B-Instruct` do. Only the
 widths are tiny; the Whisper front end keeps the real 30 s window. Their outputs are noise.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from biasbench.paths import cached_model
 
-# Bump a suffix whenever its build below changes. The text LLM reuses tiny.py's tokenizer, so its
-# folder name also carries tiny.py's version (a change there rebuilds it too).
+# Bump a suffix whenever its build below changes. The text LLM reuses qwen2audio.py's tokenizer, so its
+# folder name also carries qwen2audio.py's version (a change there rebuilds it too).
 TINY_WHISPER_NAME = "tiny-whisper-v2"
 TINY_TEXT_LLM_VERSION = "v1"
 
@@ -134,12 +134,12 @@ def build_tiny_whisper(path, seed: int = 0) -> Path:
 
 
 def build_tiny_text_llm(path, seed: int = 0, hidden_size: int = 64, num_heads: int = 4) -> Path:
-    """Tiny `Qwen2ForCausalLM` with the tiny Qwen2 tokenizer of `tiny.py` (so "A" and " A" are
+    """Tiny `Qwen2ForCausalLM` with the tiny Qwen2 tokenizer of `qwen2audio.py` (so "A" and " A" are
     single tokens) and Qwen2-Instruct's text chat template, saved into `path`."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from biasbench.models.tiny import _train_tokenizer
+    from biasbench.models.tiny.qwen2audio import _train_tokenizer
 
     path = Path(path)
     tokenizer = _train_tokenizer()
@@ -173,7 +173,7 @@ def tiny_whisper_path() -> Path:
 
 
 def tiny_text_llm_name() -> str:
-    from biasbench.models.tiny import TINY_NAME
+    from biasbench.models.tiny.qwen2audio import TINY_NAME
 
     return f"tiny-qwen2-text-{TINY_TEXT_LLM_VERSION}-tok-{TINY_NAME}"
 
@@ -188,13 +188,13 @@ TINY_QWEN2AUDIO_VLLM_VERSION = "v1"
 
 
 def build_tiny_qwen2audio_wide(path, seed: int = 0) -> Path:
-    """`tiny.py`'s tiny Qwen2-Audio (same tokenizer, processor, chat template and generation
+    """`qwen2audio.py`'s tiny Qwen2-Audio (same tokenizer, processor, chat template and generation
     config) with a text model of head dimension 32 (hidden 128, 4 heads, 2 KV heads): vLLM's
     CPU attention kernels need a head dimension of at least 32; the default tiny has 16."""
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
-    from biasbench.models.tiny import _build_model, _build_processor, _train_tokenizer
+    from biasbench.models.tiny.qwen2audio import _build_model, _build_processor, _train_tokenizer
 
     path = Path(path)
     tokenizer = _train_tokenizer()
@@ -227,6 +227,6 @@ def _hub_weight_names(weights: Path) -> None:
 
 
 def tiny_qwen2audio_wide_path() -> Path:
-    from biasbench.models.tiny import TINY_NAME
+    from biasbench.models.tiny.qwen2audio import TINY_NAME
 
     return cached_model(f"tiny-qwen2audio-wide-{TINY_QWEN2AUDIO_VLLM_VERSION}-{TINY_NAME}", build_tiny_qwen2audio_wide)
