@@ -191,6 +191,35 @@ def voices_qc(
         console.print(f"[red]{len(result.meta['synthesis_failures'])} QC clips could not be made[/] (see {paths['json']})")
 
 
+# -- building a pool from a speech corpus -------------------------------------------------
+
+
+@voices_app.command("build")
+def voices_build(
+    recipe: Path = typer.Argument(..., help="recipe YAML (voices/recipes/*.yaml or your own)"),
+    out_file: Path = typer.Option(..., "--out", "-o", help="pool YAML to write; reference clips go to "
+                                  "<stem>-references/ beside it, the selection log to <stem>.build.json"),
+    per_cell: int = typer.Option(5, "--per-cell", min=1, help="speakers per gender x ethnicity cell"),
+    seed: int = typer.Option(0, "--seed", help="seed of the speaker order within each cell"),
+    allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced",
+                                          help="keep cells with fewer than --per-cell speakers (not empty ones)"),
+    clone: bool = typer.Option(False, "--clone", help="also clone two sentences per speaker with the recipe's "
+                               "cloning backend and refuse speakers whose clone fidelity is below the threshold"),
+    asr: str = typer.Option("whisper-tiny-en", "--asr", help="ASR for the round-trip transcript gate"),
+):
+    """Pick speakers per cell from a corpus (deterministic, under quality gates), cut their reference
+    clips and write a cloning pool with each voice's provenance. See voices/README.md."""
+    from biasbench.voices.build import build_pool
+
+    result = build_pool(recipe, out_file, per_cell=per_cell, seed=seed, allow_unbalanced=allow_unbalanced,
+                        clone=clone, asr=asr, progress=lambda message: console.print(message, highlight=False))
+    table = Table("cell", "chosen", "rejected", title=f"{result.out} ({len(result.pool['voices'])} voices)")
+    for cell, entry in result.log.items():
+        table.add_row(cell, ", ".join(entry["chosen"]), str(len(entry["rejected"])))
+    out.print(table)
+    out.print(f"wrote {result.out}, clips in {result.clips_dir}, log in {result.out.with_suffix('.build.json')}")
+
+
 # -- engines and catalogues --------------------------------------------------------------
 
 
