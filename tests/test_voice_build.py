@@ -10,10 +10,11 @@ import soundfile as sf
 
 from biasbench.config import load_voice_pool
 from biasbench.errors import BiasbenchError, ConfigError
-from biasbench.voices.build import build_pool, candidate_order, snr_db, trim_silence
+from biasbench.voices.build import build_pool, candidate_order, trim_silence
+from biasbench.voices.qc import snr_db
 from biasbench.voices.recipe import load_corpus, load_recipe
-from tests.conftest import requires_espeak
-from tests.corpus_fixture import RECIPE, SPEAKERS, build_corpus, speak, write_recipe
+from conftest import requires_espeak
+from corpus_fixture import RECIPE, SPEAKERS, build_corpus, speak, write_recipe
 
 pytestmark = requires_espeak
 ONE_PER_CELL = SPEAKERS[0::2]
@@ -107,6 +108,7 @@ def test_candidate_order_is_seeded_and_independent_of_input_order():
 # ------------------------------------------------------------------ building
 
 
+@pytest.mark.slow  # speaker embeddings and Whisper on every candidate
 def test_build_writes_pool_with_provenance_and_is_deterministic(tmp_path, asr):
     path = make(tmp_path)
     out = tmp_path / "pools" / "fixture-pool.yaml"
@@ -124,12 +126,36 @@ def test_build_writes_pool_with_provenance_and_is_deterministic(tmp_path, asr):
     assert voice.provenance.label_sources["accent"] == "corpus_metadata"
     assert 4 <= sf.info(clip).duration <= 10
     assert (out.with_suffix(".build.json")).is_file()
-    first = out.read_text()
-    build_pool(path, out, per_cell=1, seed=0, asr_backend=asr)
-    assert out.read_text() == first and result.clips_dir.is_dir()
+    assert result.clips_dir.is_dir()
+
+    # Same recipe and seed, natural speech this time: the same speakers, now their own recordings.
+    natural = build_pool(path, out.with_name("natural.yaml"), per_cell=1, seed=0, natural=True, asr_backend=asr)
+    assert [v["provenance"] for v in natural.pool["voices"]] == [v.provenance.model_dump() for v in pool.voices]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    check_natural_pool(out.with_name("natural.yaml"))
 
 
+def check_natural_pool(path):
+    from biasbench.config import load_task_config
+    from biasbench.tts.recorded import RecordedBackend
+    from biasbench.voices.pool import load_pool
+    from corpus_fixture import SENTENCES
+
+    pool, _ = load_pool(str(path), allow_unbalanced=True)
+    voice = pool.voices[0]
+    assert voice.tts.backend == "recorded" and voice.tts.params["recordings_sha256"]
+    audio, rate = RecordedBackend().synthesize(SENTENCES[1].upper(), voice.tts.params)  # matched after normalising
+    row = [r for r in open(voice.tts.params["recordings_path"]).read().splitlines() if SENTENCES[1] in r][0]
+    clip, _ = sf.read(path.parent / "natural-recordings" / row.split(",")[-3])
+    assert rate == 16000 and np.allclose(audio, clip, atol=1e-4)
+    with pytest.raises(BiasbenchError, match="did not record"):
+        RecordedBackend().synthesize("A sentence nobody read.", voice.tts.params)
+    task = load_task_config(path.parent / "natural-recordings" / "asr.yaml")
+    assert task.output_type == "transcribe" and task.dataset.local.path == "sentences.csv"
+    assert len(open(path.parent / "natural-recordings" / "sentences.csv").read().splitlines()) == 1 + len(SENTENCES)
+
+
+@pytest.mark.slow  # speaker embeddings and Whisper on every candidate
 def test_short_cells_are_named_and_nothing_is_written(tmp_path, asr):
     path = make(tmp_path, speakers=ONE_PER_CELL[:5])  # no male/east_asian speaker
     out = tmp_path / "pools" / "p.yaml"
@@ -139,6 +165,7 @@ def test_short_cells_are_named_and_nothing_is_written(tmp_path, asr):
     assert not [p for p in (tmp_path / "pools").iterdir()]
 
 
+@pytest.mark.slow  # speaker embeddings and Whisper on every candidate
 def test_unreadable_short_and_two_speaker_audio_are_rejected_by_speaker(tmp_path, asr):
     corpus = tmp_path / "corpus" / "audio"
     corpus.mkdir(parents=True)
@@ -169,8 +196,25 @@ def test_unreadable_short_and_two_speaker_audio_are_rejected_by_speaker(tmp_path
     assert "rejected spk92: more than one speaker?" in message
 
 
+@pytest.mark.slow  # speaker embeddings and Whisper on every candidate
 def test_clone_gate_refuses_low_fidelity(tmp_path, asr):
     path = make(tmp_path, speakers=ONE_PER_CELL[:1],
                 recipe=RECIPE.replace("min_clone_fidelity: 0.5", "min_clone_fidelity: 0.99"))
     with pytest.raises(BiasbenchError, match=r"rejected spk01: clone fidelity 0\.\d\d < 0.99"):
         build_pool(path, tmp_path / "p.yaml", per_cell=1, clone=True, asr_backend=asr, allow_unbalanced=True)
+
+
+def test_shipped_recipes_validate_and_say_what_their_labels_mean():
+    from conftest import PROJECT
+
+    recipes = sorted((PROJECT / "voices" / "recipes").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"fair-speech", "edacc", "afrispeech-200", "l2-arctic", "vctk", "coraal"}
+    for path in recipes:
+        text = path.read_text()
+        assert "WHAT THE LABELS MEAN" in text and "UNVERIFIED" in text.upper(), path
+        if "licence: \"REPLACE" in text:  # the user must state the licence they accepted
+            with pytest.raises(ConfigError, match="corpus.licence"):
+                load_recipe(path)
+        else:
+            assert load_recipe(path).label_notes
+

@@ -56,6 +56,12 @@ def _f5_tts() -> TTSBackend:
     return F5Backend()
 
 
+def _recorded() -> TTSBackend:
+    from biasbench.tts.recorded import RecordedBackend
+
+    return RecordedBackend()
+
+
 def _standin_clone() -> TTSBackend:
     from biasbench.tts.standin_clone import StandinCloneBackend
 
@@ -79,11 +85,12 @@ BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "f5-tts": _f5_tts,
     "maskgct": _maskgct,
     "standin-clone": _standin_clone,
+    "recorded": _recorded,
 }
 
 #: Backends that need no network once installed (f5-tts, maskgct: once their checkpoints are
 #: downloaded, or given as local paths).
-OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts", "maskgct", "standin-clone")
+OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts", "maskgct", "standin-clone", "recorded")
 
 #: Zero-shot cloning backends: the pool loader passes each voice's reference clip and
 #: transcript to them as params (biasbench.tts.reference). standin-clone is a test stand-in

@@ -47,7 +47,7 @@ from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL
 from biasbench.voices import speaker
 from biasbench.voices.pool import ETHNICITIES, GENDERS
-from biasbench.voices.qc import FRAME_S, SILENCE_DBFS, _frame_dbfs
+from biasbench.voices.qc import FRAME_S, SILENCE_DBFS, _frame_dbfs, snr_db
 from biasbench.voices.recipe import Corpus, Recipe, load_corpus, load_recipe
 
 PAUSE_S = 0.3
@@ -93,15 +93,6 @@ def trim_silence(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     size = int(round(FRAME_S * sr))
     edge = int(EDGE_S * sr)
     return audio[max(0, loud[0] * size - edge): min(len(audio), (loud[-1] + 1) * size + edge)]
-
-
-def snr_db(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
-    """A blind SNR estimate: the 95th minus the 10th percentile of 20 ms frame levels (dB), frames
-    floored at -100 dBFS (digital silence), so a clean recording scores high and a noisy one low."""
-    levels = np.maximum(_frame_dbfs(audio, sr), -100.0)
-    if levels.size < 10:
-        return float("nan")
-    return float(np.percentile(levels, 95) - np.percentile(levels, 10))
 
 
 def cut_reference(candidate: Candidate, corpus: Corpus, gates) -> str | None:
@@ -278,9 +269,13 @@ def voice_entry(corpus: Corpus, candidate: Candidate, clip_rel: str, sha: str) -
 
 
 def build_pool(recipe_path: Path, out: Path, *, per_cell: int = 5, seed: int = 0, allow_unbalanced: bool = False,
-               clone: bool = False, asr: str = "whisper-tiny-en", asr_backend=None, clone_backend=None,
-               progress=None) -> BuildResult:
-    """Build the pool YAML `out` and its reference clips (`<out stem>-references/`) from a recipe."""
+               clone: bool = False, natural: bool = False, asr: str = "whisper-tiny-en", asr_backend=None,
+               clone_backend=None, progress=None) -> BuildResult:
+    """Build the pool YAML `out` and its reference clips (`<out stem>-references/`) from a recipe.
+
+    `natural`: the voices are the speakers' own recordings (`backend: recorded`, no TTS), and an
+    ASR-fairness task over the sentences every chosen speaker read is written beside the pool
+    (natural.py)."""
     recipe_path, out = Path(recipe_path), Path(out)
     if per_cell < 1:
         raise BiasbenchError(f"--per-cell must be at least 1, got {per_cell}")
@@ -292,6 +287,8 @@ def build_pool(recipe_path: Path, out: Path, *, per_cell: int = 5, seed: int = 0
         from biasbench.models.registry import load_backend, resolve_model
 
         asr_backend = load_backend(resolve_model(asr), device="auto")
+    if clone and natural:
+        raise BiasbenchError("--natural uses the speakers' own recordings; it cannot be combined with --clone")
     if clone and clone_backend is None:
         from biasbench.tts.registry import get_tts_backend
 
@@ -311,7 +308,12 @@ def build_pool(recipe_path: Path, out: Path, *, per_cell: int = 5, seed: int = 0
                                                 "rejected": [{"speaker_id": s, "reason": r} for s, r in rejected]}
         _check_cells(cells, log, per_cell, allow_unbalanced)
         pool = _write_clips_and_pool(corpus, cells, work, out, per_cell, seed, clone)
-        document = {"recipe": str(recipe_path), "per_cell": per_cell, "seed": seed, "clone": clone,
+        if natural:
+            from biasbench.voices.natural import write_natural
+
+            pool = write_natural(corpus, cells, pool, work, out)
+        _write_pool_yaml(pool, work / out.name)
+        document = {"recipe": str(recipe_path), "per_cell": per_cell, "seed": seed, "clone": clone, "natural": natural,
                     "gates": recipe.gates.model_dump(), "speaker_encoder": speaker.fingerprint(),
                     "asr": asr_backend.fingerprint() if hasattr(asr_backend, "fingerprint") else asr,
                     "cells": log}
@@ -354,29 +356,36 @@ def _write_clips_and_pool(corpus: Corpus, cells, work: Path, out: Path, per_cell
                    f"licence {recipe.corpus.licence}), {per_cell} per cell, seed {seed}"
                    + (", clone fidelity checked" if clone else "") + ". Labels: " + recipe.label_notes.strip()
                    + (f" Channel confound: {recipe.channel_confound.strip()}" if recipe.channel_confound else ""))
-    pool = {"pool": out.stem, "description": description, "loudness_target": -23.0, "voices": voices}
+    return {"pool": out.stem, "description": description, "loudness_target": -23.0, "voices": voices}
+
+
+def _write_pool_yaml(pool: dict, path: Path) -> None:
     VoicePool.model_validate(pool)  # the loader's schema: a pool that would not load is never written
-    (work / out.name).write_text(yaml.safe_dump(pool, sort_keys=False, allow_unicode=True, width=110),
-                                 encoding="utf-8")
-    return pool
+    path.write_text(yaml.safe_dump(pool, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
 
 
 def _move_into_place(work: Path, out: Path) -> Path:
-    """Replace `<out>`, `<out stem>-references/` and `<out stem>.build.json` with the new ones; the
-    old clips folder is renamed aside first and removed only after the new YAML is in place."""
-    clips_dir = out.parent / f"{out.stem}-references"
-    old = None
-    if clips_dir.exists():
-        old = work / "previous-references"
-        os.replace(clips_dir, old)
+    """Replace `<out>` and everything built beside it (`<out stem>-references/`, `<out stem>.build.json`,
+    with --natural the recordings, sentences and task) with the new ones. Old files are renamed aside
+    first, the YAML moves last, and the old files are removed only once everything is in place."""
+    os.replace(work / "build.json", work / f"{out.stem}.build.json")
+    names = sorted(p.name for p in work.iterdir() if p.name != out.name and not p.name.startswith("."))
+    aside = work / ".previous"
+    aside.mkdir()
+    moved_aside, placed = [], []
     try:
-        os.replace(work / clips_dir.name, clips_dir)
-        os.replace(work / "build.json", out.with_suffix(".build.json"))
-        os.replace(work / out.name, out)
+        for name in names + [out.name]:
+            if (out.parent / name).exists():
+                os.replace(out.parent / name, aside / name)
+                moved_aside.append(name)
+        for name in names + [out.name]:
+            os.replace(work / name, out.parent / name)
+            placed.append(name)
     except OSError:
-        if old is not None and not clips_dir.exists():
-            os.replace(old, clips_dir)
+        for name in placed:
+            shutil.rmtree(out.parent / name, ignore_errors=True) if (out.parent / name).is_dir() \
+                else (out.parent / name).unlink(missing_ok=True)
+        for name in moved_aside:
+            os.replace(aside / name, out.parent / name)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return clips_dir
+    return out.parent / f"{out.stem}-references"
