@@ -24,7 +24,10 @@ from biasbench.paths import search_dirs
 #: the pool and task files every run reads); the same safe subset of YAML either way.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-LabelSource = Literal["self_reported", "vendor_metadata", "proxy"]
+#: Where a voice's demographic labels come from, strongest first: the speaker said so; a corpus's
+#: metadata says so (its collectors' record, not necessarily the speaker's own words); a TTS
+#: vendor says so; or a guess (an accent or locale standing in for ethnicity).
+LabelSource = Literal["self_reported", "corpus_metadata", "vendor_metadata", "proxy"]
 
 
 class _Strict(BaseModel):
@@ -263,8 +266,25 @@ class ConsentSpec(_Strict):
     scope: str = Field("", description="what the speaker agreed to, e.g. 'voice cloning for bias research'")
 
 
+class VoiceProvenance(_Strict):
+    """Where a voice built from a speech corpus (`biasbench voices build`) comes from."""
+
+    corpus: str = Field(description="corpus name, and its hub id or folder")
+    revision: str = Field("", description="hub revision (commit) of the corpus; empty for a local folder")
+    speaker_id: str
+    utterance_ids: list[str] = Field(min_length=1, description="the corpus utterances joined into the reference clip")
+    licence: str
+    clip_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    recipe: str = ""
+    label_sources: dict[str, LabelSource] = Field(default_factory=dict,
+                                                  description="per label (gender, ethnicity, ...) where it comes from")
+    labels_raw: dict[str, str] = Field(default_factory=dict, description="the corpus's own values of the labels")
+    first_language: str = ""
+    measures: dict[str, float] = Field(default_factory=dict, description="quality gates' measures of the clip")
+
+
 #: Optional voice-cloning fields, left out of dumps (and so of pool hashes) when unset.
-_CLONING_FIELDS = ("reference_clip", "reference_text", "consent")
+_CLONING_FIELDS = ("reference_clip", "reference_text", "consent", "provenance")
 
 
 class VoiceSpec(_Strict):
@@ -280,6 +300,7 @@ class VoiceSpec(_Strict):
     reference_clip: str | None = Field(None, description="reference recording, relative to the pool YAML")
     reference_text: str | None = Field(None, description="exact transcript of reference_clip")
     consent: ConsentSpec | None = None
+    provenance: VoiceProvenance | None = None
 
     @field_validator("gender", "ethnicity")
     @classmethod

@@ -52,6 +52,7 @@ TTS_LICENCE_NOTES = {
 }
 LABEL_SOURCE_NOTES = {
     "self_reported": "the speaker chose the label themselves",
+    "corpus_metadata": "a speech corpus's metadata (its collectors' record; not necessarily the speaker's own words)",
     "vendor_metadata": "the TTS vendor's voice catalogue",
     "proxy": "a PROXY assigned by the pool's author (e.g. from an accent or locale), not anyone's identity",
 }

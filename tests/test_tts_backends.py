@@ -239,7 +239,8 @@ def test_missing_python_engine_says_how_to_install(monkeypatch, name, module, co
 
 def test_registry_lists_every_backend_and_imports_engines_lazily():
     assert registry.known_backends()[0] == "espeak-ng"
-    assert set(registry.known_backends()) == {"espeak-ng", "flite", "festival", "piper", "kokoro", "edge-tts", "f5-tts", "maskgct"}
+    assert set(registry.known_backends()) == {"espeak-ng", "flite", "festival", "piper", "kokoro", "edge-tts", "f5-tts", "maskgct",
+                                              "standin-clone", "recorded"}
     for name in registry.known_backends():
         assert registry.get_tts_backend(name).name == name
     code = (

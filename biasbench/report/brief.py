@@ -13,6 +13,8 @@ PROXY_NOTE = ("The voices' demographic labels are proxies (label_source: proxy),
               "about people of these groups.")
 LABEL_SOURCES = {"self_reported": "self-reported by the speakers",
                  "vendor_metadata": "the voice vendor's metadata (not self-reported)",
+                 "corpus_metadata": "the speech corpus's speaker metadata (see each voice's provenance for what the "
+                                    "corpus recorded: an accent or first language is not an ethnicity)",
                  "proxy": "PROXIES assigned by biasbench (e.g. an accent standing in for an ethnicity)"}
 
 

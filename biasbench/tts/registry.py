@@ -56,6 +56,18 @@ def _f5_tts() -> TTSBackend:
     return F5Backend()
 
 
+def _recorded() -> TTSBackend:
+    from biasbench.tts.recorded import RecordedBackend
+
+    return RecordedBackend()
+
+
+def _standin_clone() -> TTSBackend:
+    from biasbench.tts.standin_clone import StandinCloneBackend
+
+    return StandinCloneBackend()
+
+
 def _maskgct() -> TTSBackend:
     from biasbench.tts.maskgct import MaskGCTBackend
 
@@ -72,15 +84,18 @@ BACKENDS: dict[str, Callable[[], TTSBackend]] = {
     "edge-tts": _edge_tts,
     "f5-tts": _f5_tts,
     "maskgct": _maskgct,
+    "standin-clone": _standin_clone,
+    "recorded": _recorded,
 }
 
 #: Backends that need no network once installed (f5-tts, maskgct: once their checkpoints are
 #: downloaded, or given as local paths).
-OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts", "maskgct")
+OFFLINE_BACKENDS = ("espeak-ng", "flite", "festival", "piper", "kokoro", "f5-tts", "maskgct", "standin-clone", "recorded")
 
 #: Zero-shot cloning backends: the pool loader passes each voice's reference clip and
-#: transcript to them as params (biasbench.tts.reference).
-CLONING_BACKENDS = ("f5-tts", "maskgct")
+#: transcript to them as params (biasbench.tts.reference). standin-clone is a test stand-in
+#: (biasbench.tts.standin_clone), not a cloning engine.
+CLONING_BACKENDS = ("f5-tts", "maskgct", "standin-clone")
 
 
 def known_backends() -> list[str]:

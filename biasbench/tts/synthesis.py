@@ -70,7 +70,7 @@ class SynthesisJob:
 
 #: Params that say where an input lies -> the param that says what it is. Only the second
 #: enters the cache key, so a pool folder moved or shared between machines keeps its clips.
-LOCATED_BY_CONTENT = {"reference_audio": "reference_sha256"}
+LOCATED_BY_CONTENT = {"reference_audio": "reference_sha256", "recordings_path": "recordings_sha256"}
 
 
 def job_key(cache: AudioCache, job: SynthesisJob, backend_version: str) -> str:

@@ -181,17 +181,25 @@ def voices_qc(
              "adds classifier_label/_share/_agrees; a gender classifier (labels female/male, woman/man, f/m) "
              "is compared with each voice's gender label and a mismatch is flagged; other labels (e.g. accent) "
              "are only reported, never mapped to ethnicity"),
+    speaker_embeddings: Optional[bool] = typer.Option(
+        None, "--speaker/--no-speaker",
+        help="speaker embeddings (resemblyzer): clone fidelity of cloning voices and each voice's nearest other "
+             "voice (default: on when resemblyzer is installed)"),
     workers: Optional[int] = typer.Option(None, help="parallel synthesis workers (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     include_path: Optional[list[Path]] = include_path_option(),
 ):
     """Measure every voice of POOL (ASR round-trip WER/CER, speaking rate, duration, loudness,
-    clipping, silence; optionally an audio classifier's gender/accent label) on fixed sentences
-    and flag outliers; writes voice_qc.csv."""
+    clipping, silence, pitch, SNR; clone fidelity and nearest voice by speaker embeddings; optionally
+    an audio classifier's gender/accent label) on fixed sentences and flag outliers; writes voice_qc.csv."""
+    from biasbench.voices import speaker
     from biasbench.voices.qc import QC_SENTENCES, run_qc, write_qc
 
+    if speaker_embeddings is None:
+        speaker_embeddings = speaker.available()
     result = run_qc(pool, asr=asr, sentences=QC_SENTENCES[:n_sentences], workers=workers, progress=progress,
-                    z_threshold=z_threshold, wer_threshold=wer_threshold, classifier=classifier)
+                    z_threshold=z_threshold, wer_threshold=wer_threshold, classifier=classifier,
+                    speaker_embeddings=speaker_embeddings)
     paths = write_qc(result, out_file)
     # Plain text, not a rich table: nine columns must not be squeezed into the terminal's width.
     print(f"voice QC: {result.meta['pool']} (ASR {asr}" + (f", classifier {classifier})" if classifier else ")"))
@@ -200,6 +208,37 @@ def voices_qc(
     out.print(f"{len(flagged)} of {len(result.table)} voices flagged; wrote {paths['csv']} and {paths['json']}")
     if result.meta["synthesis_failures"]:
         console.print(f"[red]{len(result.meta['synthesis_failures'])} QC clips could not be made[/] (see {paths['json']})")
+
+
+# -- building a pool from a speech corpus -------------------------------------------------
+
+
+@voices_app.command("build")
+def voices_build(
+    recipe: Path = typer.Argument(..., help="recipe YAML (voices/recipes/*.yaml or your own)"),
+    out_file: Path = typer.Option(..., "--out", "-o", help="pool YAML to write; reference clips go to "
+                                  "<stem>-references/ beside it, the selection log to <stem>.build.json"),
+    per_cell: int = typer.Option(5, "--per-cell", min=1, help="speakers per gender x ethnicity cell"),
+    seed: int = typer.Option(0, "--seed", help="seed of the speaker order within each cell"),
+    allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced",
+                                          help="keep cells with fewer than --per-cell speakers (not empty ones)"),
+    clone: bool = typer.Option(False, "--clone", help="also clone two sentences per speaker with the recipe's "
+                               "cloning backend and refuse speakers whose clone fidelity is below the threshold"),
+    natural: bool = typer.Option(False, "--natural", help="voices are the speakers' own recordings (no TTS); "
+                                 "also writes <stem>-recordings/asr.yaml, asr_fairness over the sentences they all read"),
+    asr: str = typer.Option("whisper-tiny-en", "--asr", help="ASR for the round-trip transcript gate"),
+):
+    """Pick speakers per cell from a corpus (deterministic, under quality gates), cut their reference
+    clips and write a cloning pool with each voice's provenance. See voices/README.md."""
+    from biasbench.voices.build import build_pool
+
+    result = build_pool(recipe, out_file, per_cell=per_cell, seed=seed, allow_unbalanced=allow_unbalanced,
+                        clone=clone, natural=natural, asr=asr, progress=lambda message: console.print(message, highlight=False))
+    table = Table("cell", "chosen", "rejected", title=f"{result.out} ({len(result.pool['voices'])} voices)")
+    for cell, entry in result.log.items():
+        table.add_row(cell, ", ".join(entry["chosen"]), str(len(entry["rejected"])))
+    out.print(table)
+    out.print(f"wrote {result.out}, clips in {result.clips_dir}, log in {result.out.with_suffix('.build.json')}")
 
 
 # -- engines and catalogues --------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from biasbench.config import VoicePool, find_yaml, load_voice_pool, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.paths import shipped_dir, yaml_files
+from biasbench.tts.recorded import attach_recordings
 from biasbench.tts.reference import attach_references
 from biasbench.tts.registry import CLONING_BACKENDS
 
@@ -69,6 +70,7 @@ def load_pool(name_or_path: str, *, allow_unbalanced: bool = False) -> tuple[Voi
     # Cloning voices: their reference clip (resolved against the pool file, content-hashed)
     # and transcript become backend params; an unusable clip fails only that voice's clips.
     attach_references(pool, path, CLONING_BACKENDS)
+    attach_recordings(pool, path)  # natural-speech voices (backend: recorded): their recordings table
     report = check_balance(pool)
     if not report.balanced and not allow_unbalanced:
         raise BiasbenchError(f"voice pool {path} is unbalanced:\n  " + "\n  ".join(report.problems)

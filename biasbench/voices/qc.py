@@ -14,6 +14,9 @@ a run would), and each voice gets one row of `voice_qc.csv`:
 | `clipping_ratio` | share of samples at full scale | abs(sample) >= 0.999, pooled |
 | `silence_ratio` | share of silent frames | 20 ms frames with RMS below -50 dBFS, pooled |
 | `classifier_label`, `classifier_share`, `classifier_agrees` | optional, with `--classifier MODEL` | an audio classifier's majority label over the voice's QC clips, the share of clips with it, and for a gender classifier `yes`/`no` (agrees with the pool's `gender`), else empty: see `biasbench.voices.classify`. Accent is not ethnicity: accent (any non-gender) labels are only reported, never compared with the pool or mapped to ethnicity |
+| `pitch_hz` | median pitch | median fundamental frequency over voiced 40 ms frames of all the voice's clips (biasbench.tts.pitch: autocorrelation, 60-400 Hz) |
+| `snr_db` | SNR estimate | 95th minus 10th percentile of 20 ms frame levels over the voice's clips in a row (frames floored at -100 dBFS) |
+| `clone_fidelity`, `nearest_voice`, `nearest_similarity` | with `--speaker` (on when resemblyzer is installed) | speaker-embedding cosine of the voice's QC clips (mean embedding) with its reference clip, cloning voices only, else empty; the most similar other voice of the pool and that similarity (biasbench.voices.speaker). Flagged: `clone_fidelity_below_0.75`, `same_cell_voice_<id>(sim=..)` above 0.92. The .json adds mean similarity within and between cells, ethnicities and genders: clones collapsing into one timbre show as between-group similarity close to within-group |
 | `flags` | outliers | `;`-separated, empty when none (below) |
 
 A voice is flagged when a measure is an outlier within its pool: robust z-score
@@ -42,10 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL, loudness_lufs
+from biasbench.tts.pitch import median_pitch_hz
 from biasbench.voices.classify import (
     CLASSIFIER_COLUMNS,
     classify_clips,
@@ -68,7 +73,14 @@ QC_SENTENCES = (
 )
 
 QC_COLUMNS = ["voice_id", "wer", "cer", "speaking_rate", "duration_s", "loudness_lufs", "clipping_ratio",
-              "silence_ratio", "flags"]
+              "silence_ratio", "pitch_hz", "snr_db", "flags"]
+#: Columns read_qc requires (tables written before pitch_hz and snr_db existed still read; the
+#: newer columns are then NaN).
+REQUIRED_COLUMNS = ["voice_id", "wer", "cer", "speaking_rate", "duration_s", "loudness_lufs", "clipping_ratio",
+                    "silence_ratio", "flags"]
+#: With speaker embeddings (run_qc's `speaker_embeddings`), before `flags`: the voice's clone
+#: fidelity (cloning voices only, else empty), and the most similar other voice of the pool.
+SPEAKER_COLUMNS = ["clone_fidelity", "nearest_voice", "nearest_similarity"]
 #: With a classifier (run_qc's `classifier`), CLASSIFIER_COLUMNS go in before `flags` (qc_columns).
 #: Measures tested for outliers within the pool, and the smallest MAD used for each.
 MAD_FLOOR = {"wer": 0.02, "cer": 0.01, "speaking_rate": 0.1, "loudness_lufs": 0.5}
@@ -79,9 +91,11 @@ MAX_SILENCE = 0.6
 DEFAULT_ASR = "whisper-tiny-en"
 
 
-def qc_columns(with_classifier: bool = False) -> list[str]:
-    """The QC table's columns: QC_COLUMNS, with CLASSIFIER_COLUMNS before `flags` when a classifier ran."""
-    return QC_COLUMNS[:-1] + CLASSIFIER_COLUMNS + ["flags"] if with_classifier else list(QC_COLUMNS)
+def qc_columns(with_classifier: bool = False, with_speaker: bool = False) -> list[str]:
+    """The QC table's columns: QC_COLUMNS, with SPEAKER_COLUMNS and CLASSIFIER_COLUMNS before `flags`
+    when speaker embeddings and a classifier ran."""
+    return (QC_COLUMNS[:-1] + (SPEAKER_COLUMNS if with_speaker else []) + (CLASSIFIER_COLUMNS if with_classifier else [])
+            + ["flags"])
 
 
 @dataclass
@@ -107,6 +121,15 @@ def speech_seconds(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Seconds from the first to the last non-silent 20 ms frame (0 for an all-silent clip)."""
     loud = np.flatnonzero(_frame_dbfs(audio, sr) >= SILENCE_DBFS)
     return 0.0 if loud.size == 0 else (loud[-1] - loud[0] + 1) * FRAME_S
+
+
+def snr_db(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """A blind SNR estimate: the 95th minus the 10th percentile of 20 ms frame levels (dB), frames
+    floored at -100 dBFS (digital silence), so a clean recording scores high and a noisy one low."""
+    levels = np.maximum(_frame_dbfs(audio, sr), -100.0)
+    if levels.size < 10:
+        return float("nan")
+    return float(np.percentile(levels, 95) - np.percentile(levels, 10))
 
 
 def clip_measures(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict:
@@ -180,13 +203,15 @@ def voice_table(clips: pd.DataFrame, audio_by_voice: dict[str, list[np.ndarray]]
             "loudness_lufs": loudness_lufs(joined, sr),
             "clipping_ratio": group["n_clipped"].sum() / max(1, group["n_samples"].sum()),
             "silence_ratio": group["n_silent_frames"].sum() / max(1, group["n_frames"].sum()),
+            "pitch_hz": median_pitch_hz(joined, sr) if joined.size else float("nan"),
+            "snr_db": snr_db(joined, sr) if joined.size else float("nan"),
         })
     return pd.DataFrame(rows)
 
 
 def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=None, workers: int | None = None,
            progress: bool = False, z_threshold: float = 3.0, wer_threshold: float = 0.5, backend=None,
-           classifier=None) -> QCResult:
+           classifier=None, speaker_embeddings: bool = False) -> QCResult:
     """Speak `sentences` with every voice of `pool`, transcribe them with `asr`, measure, flag.
 
     `pool`: a pool name or YAML path (balance is not required: QC is how you fix a pool).
@@ -255,8 +280,13 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
         verdicts = voice_verdicts(clips, {v.id: v.gender for v in loaded.voices}, classifier.gender_mapping)
         table = table.merge(verdicts, on="voice_id", how="left").fillna({"classifier_label": "",
                                                                           "classifier_agrees": ""})
+    speaker_meta = None
+    if speaker_embeddings:
+        table, speaker_meta = _with_speaker_columns(table, loaded, audio_by_voice)
     table["flags"] = flag_outliers(table.fillna({"clipping_ratio": 0.0, "silence_ratio": 0.0}),
                                    z_threshold=z_threshold, wer_threshold=wer_threshold)
+    if speaker_embeddings:
+        table["flags"] = _speaker_flags(table, loaded)
     table.loc[table["voice_id"].isin(missing), "flags"] = "no_clips"
     fingerprint = backend.fingerprint() if hasattr(backend, "fingerprint") else {}
     meta = {"pool": loaded.pool, "pool_path": str(path), "asr": asr, "asr_fingerprint": fingerprint,
@@ -265,8 +295,56 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
             "thresholds": {"z": z_threshold, "wer": wer_threshold, "mad_floor": MAD_FLOOR,
                            "clipping": MAX_CLIPPING, "silence": MAX_SILENCE, "clip_level": CLIP_LEVEL,
                            "silence_dbfs": SILENCE_DBFS},
-            "synthesis_failures": failures, "classifier": _classifier_meta(classifier)}
-    return QCResult(table=table[qc_columns(classifier is not None)], clips=clips, meta=meta)
+            "synthesis_failures": failures, "classifier": _classifier_meta(classifier),
+            "speaker_embeddings": speaker_meta}
+    return QCResult(table=table[qc_columns(classifier is not None, speaker_embeddings)], clips=clips, meta=meta)
+
+
+def _with_speaker_columns(table: pd.DataFrame, pool, audio_by_voice) -> tuple[pd.DataFrame, dict]:
+    """SPEAKER_COLUMNS from speaker embeddings (biasbench.voices.speaker): each voice's mean embedding
+    over its QC clips; a cloning voice's clone fidelity against its reference clip; the nearest
+    other voice. The meta adds mean similarities within and between cells (collapse check)."""
+    from biasbench.tts.synthesis import to_harness_audio
+    from biasbench.voices import speaker
+
+    voices = {v.id: v for v in pool.voices}
+    means, fidelity = {}, {}
+    for voice_id, clips in audio_by_voice.items():
+        means[voice_id] = speaker.mean_embedding([speaker.embed(c) for c in clips])
+        reference = voices[voice_id].tts.params.get("reference_audio")
+        if reference and "reference_error" not in voices[voice_id].tts.params:
+            audio, rate = sf.read(reference, dtype="float32", always_2d=True)
+            fidelity[voice_id] = float(means[voice_id] @ speaker.embed(to_harness_audio(audio, rate)))
+    nearest = speaker.nearest_voices(means)
+    table = table.copy()
+    table["clone_fidelity"] = table["voice_id"].map(fidelity).astype(float)
+    table["nearest_voice"] = table["voice_id"].map(lambda v: nearest.get(v, ("", 0))[0]).fillna("")
+    table["nearest_similarity"] = table["voice_id"].map(lambda v: nearest.get(v, ("", np.nan))[1]).astype(float)
+    cells = {v: f"{voices[v].gender}/{voices[v].ethnicity}" for v in means}
+    meta = {**speaker.fingerprint(), "min_clone_fidelity": speaker.MIN_CLONE_FIDELITY,
+            "max_same_cell_similarity": speaker.MAX_SAME_CELL_SIMILARITY,
+            "by_cell": speaker.group_similarity(means, cells),
+            "by_ethnicity": speaker.group_similarity(means, {v: voices[v].ethnicity for v in means}),
+            "by_gender": speaker.group_similarity(means, {v: voices[v].gender for v in means})}
+    return table, meta
+
+
+def _speaker_flags(table: pd.DataFrame, pool) -> pd.Series:
+    """Adds `clone_fidelity_below_X` and `same_cell_voice_<id>(sim=..)` to each voice's flags."""
+    from biasbench.voices.speaker import MAX_SAME_CELL_SIMILARITY, MIN_CLONE_FIDELITY
+
+    cell = {v.id: (v.gender, v.ethnicity) for v in pool.voices}
+    flags = []
+    for row in table.itertuples(index=False):
+        extra = []
+        if np.isfinite(row.clone_fidelity) and row.clone_fidelity < MIN_CLONE_FIDELITY:
+            extra.append(f"clone_fidelity_below_{MIN_CLONE_FIDELITY:g}")
+        if (row.nearest_voice and np.isfinite(row.nearest_similarity)
+                and row.nearest_similarity > MAX_SAME_CELL_SIMILARITY
+                and cell.get(row.nearest_voice) == cell.get(row.voice_id)):
+            extra.append(f"same_cell_voice_{row.nearest_voice}(sim={row.nearest_similarity:.2f})")
+        flags.append(";".join([f for f in [row.flags, *extra] if f]))
+    return pd.Series(flags, index=table.index, dtype=object)
 
 
 def _classifier_meta(classifier) -> dict | None:
@@ -297,14 +375,22 @@ def read_qc(path: Path) -> pd.DataFrame:
         raise BiasbenchError(f"voice QC file {path} not found (make one with `biasbench voices qc POOL`)")
     # Only empty cells are missing: a classifier label such as "NA" (North America) stays text.
     table = pd.read_csv(path, dtype={"flags": str}, keep_default_na=False, na_values=[""])
-    missing = [c for c in QC_COLUMNS if c not in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise BiasbenchError(f"{path} is not a voice QC table: it lacks the columns {missing}")
+    for column in QC_COLUMNS:  # columns added later (pitch_hz, snr_db): NaN in older tables
+        if column not in table.columns:
+            table.insert(len(table.columns) - 1, column, np.nan)
     if table["voice_id"].duplicated().any():
         raise BiasbenchError(f"{path}: voice ids repeat; expected one row per voice")
     for column in QC_COLUMNS[1:-1]:  # numeric, whatever the CSV made of them (a column of zeros reads as int)
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     table["flags"] = table["flags"].fillna("").astype(str)
+    for column in ("clone_fidelity", "nearest_similarity"):  # the optional speaker columns
+        if column in table.columns:
+            table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    if "nearest_voice" in table.columns:
+        table["nearest_voice"] = table["nearest_voice"].fillna("").astype(str)
     if "classifier_share" in table.columns:  # the optional classifier columns (classify.py)
         table["classifier_share"] = pd.to_numeric(table["classifier_share"], errors="coerce").astype(float)
     for column in ("classifier_label", "classifier_agrees"):
