@@ -171,7 +171,8 @@ def test_shipped_board_holds_real_rows_and_is_documented():
         assert row["pipeline_check"] == "false" and "proxy" in row["label_sources"], row["run_id"]
         assert row["schema_version"] == str(lb.LEADERBOARD_SCHEMA) and row["identity_hash"]
         assert row["gender_p_corrected"] != "" and row["unit"] == "proportion (0-1)"
-    assert {r["model"] for r in rows} >= {"tiny.en"}
+    assert {r["model"] for r in rows} >= {"whisper-tiny-en"}
+    assert all(r["revision"].startswith("sha256:") and r["precision"] == "int8" for r in rows)  # weights identified
     schema = (PROJECT / "leaderboard" / "SCHEMA.md").read_text()
     for column in lb.COLUMNS:
         assert f"`{column}`" in schema, column

@@ -35,9 +35,12 @@ def run_brief(run: Run) -> dict:
         "task": m["task"]["task"], "task_description": dig(m, "task.config.description") or "",
         "output_type": m["task"]["config"]["output_type"],
         "model": m["model"]["name"], "requested": m["model"].get("requested"), "backend": m["model"]["backend"],
-        "precision": fingerprint.get("dtype") or "not recorded",
+        "precision": fingerprint.get("dtype") or fingerprint.get("compute_type") or "not recorded",
         "quantisation": fingerprint.get("quantization") or "none",
-        "revision": fingerprint.get("revision") or _option(m, "revision") or "not recorded",
+        # a hub revision when there is one, else the weights' own checksum (packaged models)
+        "revision": (fingerprint.get("revision") or _option(m, "revision")
+                     or (f"sha256:{fingerprint['model_sha256'][:12]}" if fingerprint.get("model_sha256") else None)
+                     or "not recorded"),
         "adapter": fingerprint.get("adapter") or "none", "device": fingerprint.get("device") or "not recorded",
         "pool": m["pool"]["pool"], "pool_voices": m["pool"].get("n_voices"), "label_sources": sources,
         "label_sources_text": [f"{s}: {LABEL_SOURCES.get(s, 'unknown source')}" for s in sources],
