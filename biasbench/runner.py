@@ -232,8 +232,11 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
     too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
     unspoken = [p for p in pending if p.condition == "audio" and p.audio_key is None]
     if too_long and options.long_audio == "skip":
-        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long])
+        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long], supersedes=SYNTHESIS_FAILED)
     store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
+    # A slot answered by an earlier run (or a placeholder left beside its retry's answer by an
+    # older biasbench) keeps only its answer: one row per planned request, never two.
+    store.drop_superseded(SYNTHESIS_FAILED)
     skip = {id(p) for p in unspoken} | ({id(p) for p in too_long} if options.long_audio == "skip" else set())
     todo = sorted((p for p in pending if id(p) not in skip), key=lambda p: p.audio_seconds or 0.0)
     n_new = _answer_in_batches(todo, backend, task, settings, options, store, cache, failures)
@@ -259,7 +262,8 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
                 upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache)
             # One transaction per batch, committed before the next batch is answered: a killed
             # run loses at most the batch in flight, and a resumed one skips every stored key.
-            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures))
+            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures),
+                               supersedes=SYNTHESIS_FAILED)
             bar.update(len(batch))
     return n_new
 

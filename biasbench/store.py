@@ -74,6 +74,18 @@ _INSERT = (f"INSERT OR IGNORE INTO responses ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
 
+#: A response's slot: what one planned request answers, whatever its audio turned out to be.
+_SLOT = ("item_id", "voice_id", "condition", "sample_index")
+_DELETE_PLACEHOLDER = ("DELETE FROM responses WHERE status = ? AND "
+                       + " AND ".join(f"{c} = ?" for c in _SLOT) + " AND request_key != ?")
+_DROP_SUPERSEDED = ("DELETE FROM responses AS p WHERE p.status = ? AND EXISTS (SELECT 1 FROM responses AS r "
+                    "WHERE r.status != ? AND " + " AND ".join(f"r.{c} = p.{c}" for c in _SLOT) + ")")
+
+
+def _slot(response: StoredResponse) -> tuple:
+    return tuple(getattr(response, column) for column in _SLOT)
+
+
 def _row(response: StoredResponse, now: str) -> tuple:
     """The response's values in _COLUMNS order. Plain attribute reads: dataclasses.asdict
     deep-copies every field and once cost more than the SQLite write itself."""
@@ -120,8 +132,13 @@ class ResponseStore:
     def done_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
 
-    def add(self, responses: list[StoredResponse]) -> int:
-        """Store a batch atomically; returns how many were new."""
+    def add(self, responses: list[StoredResponse], supersedes: str | None = None) -> int:
+        """Store a batch atomically; returns how many were new.
+
+        `supersedes`: a placeholder status (e.g. synthesis_failed) whose rows for the same
+        (item, voice, condition, sample) these responses replace, in the same transaction. A
+        placeholder's key differs from its retry's (no audio then, audio now), so without this
+        a retried slot would hold two rows."""
         if not responses:
             return 0
         now = utc_now()
@@ -129,6 +146,18 @@ class ResponseStore:
         with self.db:  # one transaction: the whole batch or nothing
             before = self.db.total_changes
             self.db.executemany(_INSERT, rows)
+            added = self.db.total_changes - before
+            if supersedes is not None:
+                self.db.executemany(_DELETE_PLACEHOLDER, [(supersedes, *_slot(r), r.request_key)
+                                                          for r in responses if r.status != supersedes])
+            return added
+
+    def drop_superseded(self, placeholder: str) -> int:
+        """Delete placeholder rows whose slot also holds a real answer (stores written before
+        `add(supersedes=...)` existed); returns how many went."""
+        with self.db:
+            before = self.db.total_changes
+            self.db.execute(_DROP_SUPERSEDED, (placeholder, placeholder))
             return self.db.total_changes - before
 
     def count(self) -> int:
