@@ -130,6 +130,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     cache = AudioCache(options.audio_cache)
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
+    if synthesis.repaired:
+        console.print(f"{synthesis.repaired} damaged clips in the audio cache were synthesised again.")
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
     manifest["plan"] = plan_info  # sharding: what merge checks completeness against
     run_dir = _open_run_dir(options, manifest)
@@ -381,6 +383,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
         "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
                                                            "sample": task.config.sample.seed},
         "synthesis": {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
+                      "repaired": synthesis.repaired,
                       "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e}
                                    for j, e in synthesis.failures[:50]]},
         "versions": _versions(), "platform": platform.platform(), "python": platform.python_version(),
