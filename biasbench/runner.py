@@ -26,7 +26,7 @@ from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
-from biasbench.models.registry import ModelChoice, load_backend, resolve_model
+from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import project_root
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
 from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, utc_now
@@ -195,7 +195,7 @@ def _attach_audio(p: Planned, synthesis, cache: AudioCache) -> None:
 def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
     """Everything that can change this answer. Same key <=> the stored answer is reusable."""
     return stable_hash({
-        "model": manifest["model"]["fingerprint"],
+        "model": manifest["model"]["identity"],
         "settings": manifest["generation"],
         "scoring": manifest["task"]["scoring"],
         "item": p.item.item_id,
@@ -367,9 +367,11 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
     model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
              "pipeline_check": choice.pipeline_check, "note": choice.note,
              "fingerprint": backend.fingerprint()}
+    # Identity follows content, not location: a local model moved elsewhere is the same run.
+    model["identity"] = identity_fingerprint(model["fingerprint"])
     task_info = {**task.fingerprint(), "scoring": task.config.scoring, "config": task.config.model_dump()}
     identity = {"task": task_info["items_hash"], "task_config": task_info["config_hash"], "pool": pool["hash"],
-                "model": model["fingerprint"], "generation": asdict(settings), "long_audio": options.long_audio}
+                "model": model["identity"], "generation": asdict(settings), "long_audio": options.long_audio}
     identity_hash = stable_hash(identity)
     # Model specs like cascade:a+b or hf:org/name become safe directory names.
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", choice.name).strip("_")
