@@ -21,6 +21,7 @@ from biasbench.leaderboard import leaderboard_app
 from biasbench.merge import merge_command
 from biasbench.plan import plan_command
 from biasbench.report.cli import report_command
+from biasbench.salvage import salvage_command
 from biasbench.voices.cli import voices_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -36,6 +37,7 @@ app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("merge")(merge_command)  # sharded runs: biasbench/merge.py
 app.command("plan")(plan_command)  # requests, clips and cost before running: biasbench/plan.py
+app.command("salvage")(salvage_command)  # a damaged responses.sqlite: biasbench/salvage.py
 app.add_typer(finetune_app, name="finetune")
 app.command("compare")(compare_command)
 

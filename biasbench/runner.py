@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +30,7 @@ from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import project_root
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
-from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, utc_now
+from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, utc_now
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
@@ -110,6 +111,13 @@ class RunResult:
 
 def run(options: RunOptions, console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True)
+    with ExitStack() as cleanup:  # releases the run directory's lock however the run ends
+        return _run(options, console, cleanup)
+
+
+def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult:
+    check_run_id(options.run_id)
+    check_output_dir(options.output_dir)  # before anything slow: a bad folder fails in a second
     task = load_task(options.task, data_source=options.data_source, limit=options.limit)
     pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
@@ -128,13 +136,17 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     plan_info = plan_record(plan, check_shard(options.shard))
     plan = select_shard(plan, options.shard)
     cache = AudioCache(options.audio_cache)
+    manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings)
+    manifest["plan"] = plan_info  # sharding: what merge checks completeness against
+    # Claimed before synthesis: a second process on this run, or a store that cannot be read,
+    # is refused before any slow work, and never sends a request twice.
+    run_dir = _open_run_dir(options, manifest)
+    cleanup.callback(run_dir.unlock)
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
+    manifest["synthesis"] = _synthesis_record(synthesis)
     if synthesis.repaired:
         console.print(f"{synthesis.repaired} damaged clips in the audio cache were synthesised again.")
-    manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
-    manifest["plan"] = plan_info  # sharding: what merge checks completeness against
-    run_dir = _open_run_dir(options, manifest)
     if options.shard:
         write_planned(run_dir.path, plan)  # lets merge name exactly what a shard is missing
     for p in plan:
@@ -210,7 +222,18 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
 
 
 def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
+    """The run's directory, locked for this process, its manifest written and its store readable."""
     run_dir = RunDir(Path(options.output_dir) / shard_dir_name(manifest["run_id"], options.shard))
+    run_dir.lock()
+    try:
+        _claim(run_dir, options, manifest)
+    except BaseException:
+        run_dir.unlock()
+        raise
+    return run_dir
+
+
+def _claim(run_dir: RunDir, options: RunOptions, manifest: dict) -> None:
     if run_dir.exists():
         old = run_dir.read_manifest()
         if old.get("identity_hash") != manifest["identity_hash"]:
@@ -219,10 +242,14 @@ def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
         if not options.resume:
             raise BiasbenchError(f"{run_dir.path} already exists. Pass --resume to continue or re-export "
                                  "it (stored answers are kept and never re-run), or choose another --run-id.")
+        if not run_dir.store_path.exists():
+            raise BiasbenchError(f"{run_dir.store_path} is missing, though {run_dir.manifest_path} says this run "
+                                 "was started: its answers would all be asked again. Restore the file, or remove "
+                                 f"{run_dir.path} to start the run afresh.")
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
         manifest["resumed_at"] = old.get("resumed_at", []) + [utc_now()]
+    run_dir.open_store().close()  # before the manifest: a run with a manifest but no store lost it
     run_dir.create(manifest)
-    return run_dir
 
 
 # ---------------------------------------------------------------- answering
@@ -361,8 +388,7 @@ def _plain(value):
     return str(value)
 
 
-def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings,
-              synthesis) -> dict:
+def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings) -> dict:
     """Everything needed to redo the run. `identity_hash` covers what makes answers differ."""
     model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
              "pipeline_check": choice.pipeline_check, "note": choice.note,
@@ -384,12 +410,14 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
         "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),
         "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
                                                            "sample": task.config.sample.seed},
-        "synthesis": {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
-                      "repaired": synthesis.repaired,
-                      "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e}
-                                   for j, e in synthesis.failures[:50]]},
         "versions": _versions(), "platform": platform.platform(), "python": platform.python_version(),
     }
+
+
+def _synthesis_record(synthesis) -> dict:
+    return {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
+            "repaired": synthesis.repaired,
+            "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e} for j, e in synthesis.failures[:50]]}
 
 
 def _versions() -> dict:

@@ -2,7 +2,14 @@
 confined data paths and redacted credentials. The same faults through the console script are
 in test_faults.py and test_bad_inputs.py."""
 
+import os
+
+import pytest
+
+from biasbench.errors import BiasbenchError
 from biasbench.models.registry import identity_fingerprint
+from biasbench.salvage import salvage
+from biasbench.store import ResponseStore, RunDir, StoredResponse, check_output_dir, check_run_id
 
 
 def test_identity_follows_a_local_models_content_not_its_folder():
@@ -20,3 +27,62 @@ def test_identity_follows_a_local_models_content_not_its_folder():
 def test_identity_of_a_hub_model_is_its_fingerprint_unchanged():
     fingerprint = {"backend": "hf", "model": "Qwen/Qwen2-Audio-7B-Instruct", "revision": "abc", "local_sha256": None}
     assert identity_fingerprint(fingerprint) == fingerprint
+
+
+# ---------------------------------------------------------------- run directory, store
+
+
+def test_a_second_holder_of_a_run_directory_is_refused_until_the_first_lets_go(tmp_path):
+    first, second = RunDir(tmp_path / "run"), RunDir(tmp_path / "run")
+    first.lock()
+    with pytest.raises(BiasbenchError, match=rf"in use by another biasbench process \(pid {os.getpid()}\)"):
+        second.lock()
+    first.unlock()
+    second.lock()  # released: the next one gets it
+    second.unlock()
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "..", ".hidden", "", "x" * 129, "a\nb", "/abs"])
+def test_run_ids_that_are_not_one_folder_name_are_refused(run_id):
+    with pytest.raises(BiasbenchError, match="--run-id"):
+        check_run_id(run_id)
+
+
+def test_an_output_dir_that_cannot_hold_runs_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad, why in [(tmp_path / "file", "is a file"), (tmp_path / "file" / "below", "cannot be written")]:
+        with pytest.raises(BiasbenchError, match=why):
+            check_output_dir(bad)
+    check_output_dir(tmp_path / "new" / "runs")  # made on the way
+    assert (tmp_path / "new" / "runs").is_dir() and not list((tmp_path / "new" / "runs").iterdir())
+
+
+def _store_with(path, n):
+    store = ResponseStore(path)
+    store.add([StoredResponse(f"k{i}", f"i{i}", "v", "audio", 0, "p", None, None, 0, "x" * 500, None, "A", "A",
+                              "valid", 1.0, None, None, None) for i in range(n)])
+    store.close()
+
+
+def test_a_damaged_store_is_named_and_salvage_keeps_every_readable_row(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    _store_with(run.store_path, 200)
+    data = bytearray(run.store_path.read_bytes())
+    data[4096 * 5: 4096 * 6] = b"\xff" * 4096  # one page of rows
+    run.store_path.write_bytes(bytes(data))
+    with pytest.raises(BiasbenchError, match="is damaged .*biasbench salvage"):
+        run.open_store()
+    saved, lost, aside = salvage(run.path)
+    assert aside.is_file() and aside.read_bytes() == bytes(data)  # the damaged file is kept as it was
+    keys = run.open_store().done_keys()
+    assert len(keys) == saved and 150 <= saved < 200  # the damaged page's rows only are lost
+
+
+def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.store_path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(BiasbenchError, match="cannot be read at all"):
+        salvage(run.path)
+    assert run.store_path.read_bytes() == b"not a database at all" * 100
