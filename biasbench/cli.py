@@ -68,6 +68,8 @@ def run(
                                         help="vllm: reuse the shared text prompt's KV cache"),
     data_source: str = typer.Option("auto", help="auto (hub if reachable), hf or local"),
     allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced", help="run a pool whose cells differ"),
+    allow_data_outside_task: bool = typer.Option(False, "--allow-data-outside-task",
+                                                 help="read a task's local data file from outside its folder"),
     offline_fallback: bool = typer.Option(
         False, "--offline-fallback",
         help="with no GPU or no hub, run the tiny local model instead, labelled as a pipeline check"),
@@ -106,7 +108,7 @@ def run(
                                            data_parallel_size=data_parallel_size, max_model_len=max_model_len,
                                            gpu_memory_utilization=gpu_memory_utilization,
                                            enable_prefix_caching=prefix_caching),
-                         allow_unbalanced=allow_unbalanced,
+                         allow_unbalanced=allow_unbalanced, allow_data_outside_task=allow_data_outside_task,
                          offline_fallback=offline_fallback, long_audio=long_audio, seed=seed,
                          tts_workers=tts_workers, progress=progress, shard=shard_spec)
     try:

@@ -29,6 +29,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import project_root
+from biasbench.redact import redact_credentials
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
 from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, utc_now
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
@@ -64,6 +65,7 @@ class RunOptions:
     vllm_options: dict = field(default_factory=dict)  # vllm: tensor/data parallel sizes, max_model_len ...
     data_source: str = "auto"
     allow_unbalanced: bool = False
+    allow_data_outside_task: bool = False  # read a task's local data from outside its folder tree
     offline_fallback: bool = False
     long_audio: str = "skip"  # skip: record as audio_too_long; truncate: send the first max seconds
     seed: int = 0
@@ -118,7 +120,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult:
     check_run_id(options.run_id)
     check_output_dir(options.output_dir)  # before anything slow: a bad folder fails in a second
-    task = load_task(options.task, data_source=options.data_source, limit=options.limit)
+    task = load_task(options.task, data_source=options.data_source, limit=options.limit,
+                     allow_data_outside=options.allow_data_outside_task)
     pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
     if choice.pipeline_check:
@@ -406,7 +409,8 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
         "schema_version": SCHEMA_VERSION,
         "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": _git_commit()},
-        "command": " ".join(sys.argv), "options": {k: str(v) for k, v in asdict(options).items()},
+        "command": redact_credentials(" ".join(sys.argv)),
+        "options": {k: redact_credentials(str(v)) for k, v in asdict(options).items()},
         "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),
         "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
                                                            "sample": task.config.sample.seed},

@@ -2,14 +2,18 @@
 confined data paths and redacted credentials. The same faults through the console script are
 in test_faults.py and test_bad_inputs.py."""
 
+import json
 import os
 
 import pytest
 
-from biasbench.errors import BiasbenchError
+from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.models.registry import identity_fingerprint
+from biasbench.redact import redact_credentials
 from biasbench.salvage import salvage
 from biasbench.store import ResponseStore, RunDir, StoredResponse, check_output_dir, check_run_id
+from biasbench.tasks.loader import load_task
+from conftest import write
 
 
 def test_identity_follows_a_local_models_content_not_its_folder():
@@ -86,3 +90,50 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
     with pytest.raises(BiasbenchError, match="cannot be read at all"):
         salvage(run.path)
     assert run.store_path.read_bytes() == b"not a database at all" * 100
+
+
+@pytest.mark.parametrize("url, kept", [
+    ("http://user:S3CRET@host:8000/v1", "http://user:<redacted>@host:8000/v1"),
+    ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://:<redacted>@h/v1 --model x"),
+    ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=1"),
+    ("https://h/v1?token=S3CRET", "https://h/v1?token=<redacted>"),
+    ("http://user@host/v1", "http://user@host/v1"),  # no password: nothing to hide
+])
+def test_credentials_inside_urls_are_redacted(url, kept):
+    assert redact_credentials(url) == kept and "S3CRET" not in redact_credentials(url)
+
+
+# ---------------------------------------------------------------- task data paths
+
+TOY_DATA = 'item_id,question\nq1,"What is 1?"\nq2,"What is 2?"\n'
+
+
+def toy_task(folder, data_path, **extra):
+    lines = ["task: toy", f"dataset: {{local: {{path: {json.dumps(data_path)}}}}}", 'doc_to_text: "{{ question }}"',
+             "output_type: generate_categorical", "categories: {safe: [fine]}"] + [f"{k}: {v}" for k, v in extra.items()]
+    return write(folder / "toy.yaml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_task_data_outside_the_tasks_folder_needs_the_explicit_flag(tmp_path, how):
+    secret = write(tmp_path / "private" / "secrets.csv", 'item_id,question\nq1,"the password is hunter2"\n')
+    if how == "symlink":
+        (tmp_path / "tasks").mkdir()
+        (tmp_path / "tasks" / "innocent.csv").symlink_to(secret)
+    data_path = {"dotdot": "../private/secrets.csv", "absolute": str(secret), "symlink": "innocent.csv"}[how]
+    task_path = toy_task(tmp_path / "tasks", data_path)
+    with pytest.raises(ConfigError, match="dataset.local.path.*leads outside.*--allow-data-outside-task"):
+        load_task(str(task_path))
+    assert "hunter2" in load_task(str(task_path), allow_data_outside=True).items[0].spoken_text
+
+
+def test_task_data_in_a_subfolder_of_the_task_is_read(tmp_path):
+    write(tmp_path / "tasks" / "data" / "toy.csv", TOY_DATA)
+    assert len(load_task(str(toy_task(tmp_path / "tasks", "data/toy.csv"))).items) == 2
+
+
+def test_a_lexicon_outside_the_tasks_folder_is_refused(tmp_path):
+    write(tmp_path / "tasks" / "toy.csv", TOY_DATA)
+    write(tmp_path / "lex.csv", "phrase,category\nfine,safe\n")
+    with pytest.raises(ConfigError, match="lexicon.*leads outside"):
+        load_task(str(toy_task(tmp_path / "tasks", "toy.csv", lexicon="../lex.csv")))

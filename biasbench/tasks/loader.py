@@ -13,7 +13,7 @@ from biasbench.config import TaskConfig, find_yaml, load_task_config, stable_has
 from biasbench.errors import ConfigError
 from biasbench.paths import project_root
 from biasbench.tasks.sampling import stratified_sample
-from biasbench.tasks.sources import choose_source, load_rows
+from biasbench.tasks.sources import choose_source, confined_path, load_rows
 from biasbench.tasks.templates import render
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -81,11 +81,14 @@ def find_task(name_or_path: str) -> Path:
     return find_yaml(name_or_path, available_tasks(), "task")
 
 
-def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None) -> Task:
+def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None,
+              allow_data_outside: bool = False) -> Task:
     path = find_task(name_or_path)
     config = load_task_config(path)
+    if config.lexicon:
+        confined_path(config.lexicon, path, "lexicon")
     source = choose_source(config.dataset, data_source, path)
-    rows = _with_item_ids(load_rows(config.dataset, source, path), config, path)
+    rows = _with_item_ids(load_rows(config.dataset, source, path, allow_outside=allow_data_outside), config, path)
     rows = stratified_sample(rows, config.sample)
     records = rows.to_dict("records")
     items = [build_item(config, row, path) for row in records]

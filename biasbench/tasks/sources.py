@@ -9,6 +9,7 @@ import pandas as pd
 from biasbench.config import DatasetSpec, HFSource, LocalSource
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.hub import hub_reachable
+from biasbench.paths import project_root
 
 
 def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
@@ -26,10 +27,25 @@ def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
     return "local"
 
 
-def load_rows(spec: DatasetSpec, source: str, task_path: Path) -> pd.DataFrame:
+def load_rows(spec: DatasetSpec, source: str, task_path: Path, *, allow_outside: bool = False) -> pd.DataFrame:
+    """The source's rows. A local file must lie in the task file's folder tree or the shipped
+    tasks/ folder unless `allow_outside` (the user's explicit flag): a task file is user input,
+    and one pointing at ../private/secrets.json would have that file spoken to the model."""
     if source == "hf":
         return _load_hf(spec.hf)
-    return _load_local(spec.local, task_path)
+    return _load_local(spec.local, task_path, allow_outside)
+
+
+def confined_path(relative: str, task_path: Path, field: str, allow_outside: bool = False) -> Path:
+    """`relative` resolved against the task file's folder (symlinks followed), refused when it
+    leads outside that folder's tree and the shipped tasks/ folder."""
+    folder = Path(task_path).parent.resolve()
+    path = (folder / relative).resolve()
+    shipped = (project_root() / "tasks").resolve()
+    if allow_outside or path.is_relative_to(folder) or path.is_relative_to(shipped):
+        return path
+    raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the file "
+                      "there, or pass --allow-data-outside-task to read it anyway")
 
 
 def _load_hf(spec: HFSource) -> pd.DataFrame:
@@ -44,8 +60,8 @@ def _load_hf(spec: HFSource) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def _load_local(spec: LocalSource, task_path: Path) -> pd.DataFrame:
-    path = (Path(task_path).parent / spec.path).resolve()
+def _load_local(spec: LocalSource, task_path: Path, allow_outside: bool) -> pd.DataFrame:
+    path = confined_path(spec.path, task_path, "dataset.local.path", allow_outside)
     if not path.is_file():
         raise ConfigError(task_path, "dataset.local.path", f"data file {path} not found")
     try:
