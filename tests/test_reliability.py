@@ -3,6 +3,8 @@ confined data paths and redacted credentials. The same faults through the consol
 in test_faults.py and test_bad_inputs.py."""
 
 import json
+import re
+import time
 import os
 
 import pytest
@@ -13,6 +15,7 @@ from biasbench.redact import redact_credentials
 from biasbench.salvage import salvage
 from biasbench.store import ResponseStore, RunDir, StoredResponse, check_output_dir, check_run_id
 from biasbench.tasks.loader import load_task
+from biasbench.tasks.templates import render
 from conftest import write
 
 
@@ -137,3 +140,34 @@ def test_a_lexicon_outside_the_tasks_folder_is_refused(tmp_path):
     write(tmp_path / "lex.csv", "phrase,category\nfine,safe\n")
     with pytest.raises(ConfigError, match="lexicon.*leads outside"):
         load_task(str(toy_task(tmp_path / "tasks", "toy.csv", lexicon="../lex.csv")))
+
+
+# ---------------------------------------------------------------- bounded templates
+
+
+@pytest.mark.parametrize("template, why", [
+    ("{{ (9 ** 99999999) % 7 }}", "bits"),
+    ("{{ range(10**7)|list|length }}", "range of 10,000,000"),
+    ("{{ 'x' * 3000000000 }}", "3,000,000,000 long"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+     "joined string"),
+    ("{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}", "longer than 1 s"),
+    ("{{ '%999999999d' % 1 }}", "formatted field"),
+    ("{{ '{:>{}}'.format(1, 10**9) }}", "width taken from an argument"),
+    ("{{ 'x'.center(10**9) }}", "str.center"),
+    ("{{ 'x'|center(10**9) }}", "center filter"),
+    ("{{ ('a' * 99999).replace('a', 'b' * 99999) }}", "str.replace"),
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "RecursionError"),
+    ("{{ 10.0 ** 100000 }}", "OverflowError"),
+])
+def test_a_costly_template_is_a_clear_error_within_a_second(template, why):
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=f"t.yaml, field 'doc_to_text'.*{re.escape(why)}"):
+        render(template, {"question": "Q?"}, path="t.yaml", field="doc_to_text", item_id="q1")
+    assert time.monotonic() - started < 1.5
+
+
+def test_ordinary_template_arithmetic_and_formatting_still_work():
+    text = render("{{ question }} {{ 'x' ~ 'y' }} {{ 2 ** 10 }} {{ '%5.2f' % 3.14159 }} {{ '{:,}'.format(120000) }} "
+                  "{% for i in range(3) %}{{ letters[i] }}{% endfor %}", {"question": "Q?"}, path="t", field="f")
+    assert text == "Q? xy 1024  3.14 120,000 ABC"
