@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from biasbench.config import load_voice_pool, read_yaml
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.models.registry import identity_fingerprint
 from biasbench.redact import redact_credentials
@@ -171,3 +172,32 @@ def test_ordinary_template_arithmetic_and_formatting_still_work():
     text = render("{{ question }} {{ 'x' ~ 'y' }} {{ 2 ** 10 }} {{ '%5.2f' % 3.14159 }} {{ '{:,}'.format(120000) }} "
                   "{% for i in range(3) %}{{ letters[i] }}{% endfor %}", {"question": "Q?"}, path="t", field="f")
     assert text == "Q? xy 1024  3.14 120,000 ABC"
+
+
+# ---------------------------------------------------------------- YAML and pools
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    pool = write(tmp_path / "pool.yaml", BOMB + "pool: p\nvoices:\n  - {id: v, gender: female, ethnicity: black, "
+                 "accent: x, label_source: proxy, tts: {backend: espeak-ng, voice: en-us, extra: *i}}\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"pool.yaml: its aliases .* expand to [\d,]+ values"):
+        read_yaml(pool)
+    assert time.monotonic() - started < 1
+
+
+def test_ordinary_aliases_are_still_read(tmp_path):
+    data = read_yaml(write(tmp_path / "t.yaml", "base: &b {x: 1}\nother: *b\n"))
+    assert data == {"base": {"x": 1}, "other": {"x": 1}}
+
+
+@pytest.mark.parametrize("value, why", [("{deep: {er: 1}}", "plain string, number"), ("[1, 2]", "got a list"),
+                                        ("'" + "x" * 1001 + "'", "1,001 characters")])
+def test_tts_params_are_plain_values(tmp_path, value, why):
+    pool = write(tmp_path / "pool.yaml", "pool: p\nvoices:\n  - {id: v, gender: female, ethnicity: black, "
+                 f"accent: x, label_source: proxy, tts: {{backend: espeak-ng, voice: en-us, pitch: {value}}}}}\n")
+    with pytest.raises(ConfigError, match=f"voices.0.tts.*'pitch'.*{why}"):
+        load_voice_pool(pool)
