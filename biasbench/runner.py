@@ -37,7 +37,7 @@ from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
-from biasbench.voices.pool import DEFAULT_POOL, load_pool, pool_fingerprint
+from biasbench.voices.pool import DEFAULT_POOL, engine_problems, load_pool, pool_fingerprint
 
 SYNTHESIS_FAILED = "synthesis_failed"
 PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny random model or a simulation answered, not a real speech "
@@ -123,6 +123,9 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     task = load_task(options.task, data_source=options.data_source, limit=options.limit,
                      allow_data_outside=options.allow_data_outside_task)
     pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
+    unspeakable = engine_problems(pool)
+    if unspeakable:  # every clip of such a voice would fail, after a whole run: refuse now
+        raise BiasbenchError(f"voice pool {pool_path}: " + "; ".join(unspeakable))
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
     if choice.pipeline_check:
         console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))

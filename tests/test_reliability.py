@@ -17,7 +17,8 @@ from biasbench.salvage import salvage
 from biasbench.store import ResponseStore, RunDir, StoredResponse, check_output_dir, check_run_id
 from biasbench.tasks.loader import load_task
 from biasbench.tasks.templates import render
-from conftest import write
+from biasbench.voices.pool import engine_problems
+from conftest import PROJECT, requires_espeak, write
 
 
 def test_identity_follows_a_local_models_content_not_its_folder():
@@ -201,3 +202,15 @@ def test_tts_params_are_plain_values(tmp_path, value, why):
                  f"accent: x, label_source: proxy, tts: {{backend: espeak-ng, voice: en-us, pitch: {value}}}}}\n")
     with pytest.raises(ConfigError, match=f"voices.0.tts.*'pitch'.*{why}"):
         load_voice_pool(pool)
+
+
+@requires_espeak
+def test_a_pool_naming_a_voice_or_variant_espeak_lacks_is_named_before_any_work(tmp_path):
+    shipped = (PROJECT / "voices" / "espeak-default.yaml").read_text()
+    bad = shipped.replace("voice: en-029, variant: f1", "voice: en-029, variant: f9", 1)
+    bad = bad.replace("voice: en-029, variant: f2", "voice: en-xx, variant: f2", 1)
+    pool = load_voice_pool(write(tmp_path / "bad.yaml", bad))
+    variant, voice = engine_problems(pool)
+    assert variant == "voice 'espeak-f-black-1': espeak-ng param 'variant': 'f9' is not installed"
+    assert voice.startswith("voice 'espeak-f-black-2': espeak-ng has no voice 'en-xx'")
+    assert engine_problems(load_voice_pool(PROJECT / "voices" / "espeak-default.yaml")) == []

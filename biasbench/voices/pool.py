@@ -75,6 +75,26 @@ def load_pool(name_or_path: str, *, allow_unbalanced: bool = False) -> tuple[Voi
     return pool, path
 
 
+def engine_problems(pool: VoicePool) -> list[str]:
+    """Voices their engine cannot speak as the pool asks (unknown voice or variant), named.
+    Engines that can tell (a `voice_problem(params)` method) are asked once per voice; an engine
+    that is not installed is left to synthesis, which names it."""
+    from biasbench.tts.registry import get_tts_backend
+
+    problems, backends = [], {}
+    for voice in pool.voices:
+        try:
+            if voice.tts.backend not in backends:  # one instance per engine: it caches its voice list
+                backends[voice.tts.backend] = get_tts_backend(voice.tts.backend)
+            backend = backends[voice.tts.backend]
+            problem = backend.voice_problem(voice.tts.params) if hasattr(backend, "voice_problem") else None
+        except BiasbenchError:
+            continue
+        if problem:
+            problems.append(f"voice {voice.id!r}: {problem}")
+    return problems
+
+
 def pool_fingerprint(pool: VoicePool, path: Path) -> dict:
     return {
         "pool": pool.pool,
