@@ -281,7 +281,7 @@ def read_yaml(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, f"not valid UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"malformed YAML: {exc}") from None
+        raise ConfigError(path, None, f"malformed YAML: {' '.join(str(exc).split())}") from None  # one line
     except RecursionError:
         raise ConfigError(path, None, "nested too deeply to be a task or voice pool") from None
     if not isinstance(data, dict):
@@ -372,7 +372,7 @@ def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
         else:
             problem = f"{err['msg']} (got {err.get('input')!r})"
         lines.append(f"field '{field}': {problem}")
-    return "invalid " + model.__name__ + ":\n  " + "\n  ".join(lines)
+    return "invalid " + model.__name__ + ": " + "; ".join(lines)  # one line: the field to fix comes first
 
 
 def find_yaml(name_or_path: str, known: dict[str, Path], kind: str) -> Path:

@@ -245,17 +245,26 @@ def _claim(run_dir: RunDir, options: RunOptions, manifest: dict) -> None:
         if old.get("identity_hash") != manifest["identity_hash"]:
             raise BiasbenchError(f"{run_dir.path} holds a run with a different task, pool, model or "
                                  "settings; choose another --run-id or --output-dir (nothing was changed).")
-        if not options.resume:
-            raise BiasbenchError(f"{run_dir.path} already exists. Pass --resume to continue or re-export "
-                                 "it (stored answers are kept and never re-run), or choose another --run-id.")
         if not run_dir.store_path.exists():
             raise BiasbenchError(f"{run_dir.store_path} is missing, though {run_dir.manifest_path} says this run "
                                  "was started: its answers would all be asked again. Restore the file, or remove "
                                  f"{run_dir.path} to start the run afresh.")
+        # A run stopped before its first answer (a fault in synthesis, say) has nothing to protect.
+        if not options.resume and _stored_count(run_dir):
+            raise BiasbenchError(f"{run_dir.path} already exists. Pass --resume to continue or re-export "
+                                 "it (stored answers are kept and never re-run), or choose another --run-id.")
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
         manifest["resumed_at"] = old.get("resumed_at", []) + [utc_now()]
     run_dir.open_store().close()  # before the manifest: a run with a manifest but no store lost it
     run_dir.create(manifest)
+
+
+def _stored_count(run_dir: RunDir) -> int:
+    store = run_dir.open_store()
+    try:
+        return store.count()
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- answering

@@ -86,9 +86,13 @@ def engine_problems(pool: VoicePool) -> list[str]:
         try:
             if voice.tts.backend not in backends:  # one instance per engine: it caches its voice list
                 backends[voice.tts.backend] = get_tts_backend(voice.tts.backend)
-            backend = backends[voice.tts.backend]
+        except BiasbenchError as err:  # an unknown engine name
+            problems.append(f"voice {voice.id!r}: {err}")
+            continue
+        backend = backends[voice.tts.backend]
+        try:
             problem = backend.voice_problem(voice.tts.params) if hasattr(backend, "voice_problem") else None
-        except BiasbenchError:
+        except BiasbenchError:  # the engine is not installed: synthesis says so, naming it
             continue
         if problem:
             problems.append(f"voice {voice.id!r}: {problem}")
