@@ -69,8 +69,8 @@ def load_pool(name_or_path: str, *, allow_unbalanced: bool = False) -> tuple[Voi
     attach_references(pool, path, CLONING_BACKENDS)
     report = check_balance(pool)
     if not report.balanced and not allow_unbalanced:
-        raise BiasbenchError(f"voice pool {path} is unbalanced:\n  " + "\n  ".join(report.problems)
-                             + "\nFix the pool, or pass --allow-unbalanced to run it anyway "
+        raise BiasbenchError(f"voice pool {path} is unbalanced: " + "; ".join(report.problems)
+                             + ". Fix the pool, or pass --allow-unbalanced to run it anyway "
                              "(group comparisons will then be less trustworthy).")
     return pool, path
 
