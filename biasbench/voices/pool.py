@@ -79,18 +79,20 @@ def engine_problems(pool: VoicePool) -> list[str]:
     """Voices their engine cannot speak as the pool asks (unknown voice or variant), named.
     Engines that can tell (a `voice_problem(params)` method) are asked once per voice; an engine
     that is not installed is left to synthesis, which names it."""
-    from biasbench.tts.registry import get_tts_backend
+    from biasbench.tts.registry import get_tts_backend, known_backends
 
     problems, backends = [], {}
     for voice in pool.voices:
+        if voice.tts.backend not in known_backends():
+            try:
+                get_tts_backend(voice.tts.backend)  # raises the message naming the known engines
+            except BiasbenchError as err:
+                problems.append(f"voice {voice.id!r}: {err}")
+            continue
         try:
             if voice.tts.backend not in backends:  # one instance per engine: it caches its voice list
                 backends[voice.tts.backend] = get_tts_backend(voice.tts.backend)
-        except BiasbenchError as err:  # an unknown engine name
-            problems.append(f"voice {voice.id!r}: {err}")
-            continue
-        backend = backends[voice.tts.backend]
-        try:
+            backend = backends[voice.tts.backend]
             problem = backend.voice_problem(voice.tts.params) if hasattr(backend, "voice_problem") else None
         except BiasbenchError:  # the engine is not installed: synthesis says so, naming it
             continue
