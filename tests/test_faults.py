@@ -95,3 +95,33 @@ def test_damaged_clips_are_made_again_counted_and_answered_as_before(faults, ref
     assert "3 damaged clips in the audio cache were synthesised again" in result.stderr
     assert faults.manifest("damaged-again")["synthesis"]["repaired"] == 3
     assert differences(faults.stored("damaged-again"), reference) == []
+
+
+@pytest.fixture
+def api():
+    from test_openai_backend import FakeOpenAI  # the loopback server of the OpenAI backend's tests
+
+    fake = FakeOpenAI()
+    fake.thread.start()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+def test_api_errors_then_resume_match_an_uninterrupted_run_and_never_pay_twice(faults, api):
+    """Refused, malformed and empty replies store nothing for their requests; --resume asks
+    exactly those again and ends with what a run without faults stores."""
+    model = ["--model", "openai:fake-audio", "--base-url", api.url, "--limit", "1"]
+    faults.fresh_audio_cache("cache")
+    assert faults.run("api-reference", *model).returncode == 0
+    bad_request = ("status", 400, {}, {"error": {"message": "bad request", "type": "invalid_request_error"}})
+    api.script.extend([bad_request, ("raw", b"{not json"), ("raw", b"{}"), bad_request, ("raw", b"")])
+    first = faults.run("api-faults", *model)
+    stored = len(faults.stored("api-faults"))
+    assert first.returncode == 0 and "requests failed and were not stored" in first.stderr
+    assert 0 < stored < 18 and faults.manifest("api-faults")["complete"] is False
+    before = len(api.calls)
+    assert faults.run("api-faults", *model, "--resume").returncode == 0
+    assert len(api.calls) - before == 18 - stored  # only what was not stored is asked (and paid) again
+    assert faults.manifest("api-faults")["complete"] is True
+    assert differences(faults.stored("api-faults"), faults.stored("api-reference")) == []
