@@ -28,6 +28,7 @@ from biasbench.leaderboard import leaderboard_app
 from biasbench.listing import FORMAT_HELP, ListFormat, print_listing
 from biasbench.plan import plan_command
 from biasbench.report.cli import report_command
+from biasbench.salvage import salvage_command
 from biasbench.voices.cli import voices_app
 
 EXIT_USAGE = 2
@@ -59,6 +60,7 @@ app.add_typer(leaderboard_app, name="leaderboard")
 app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("plan")(plan_command)  # requests, clips and cost before running: biasbench/plan.py
+app.command("salvage")(salvage_command)  # a damaged responses.sqlite: biasbench/salvage.py
 app.add_typer(finetune_app, name="finetune")
 app.command("compare")(compare_command)
 
@@ -93,6 +95,8 @@ def run(
                                         help="vllm: reuse the shared text prompt's KV cache"),
     data_source: str = typer.Option("auto", help="auto (hub if reachable), hf or local"),
     allow_unbalanced: bool = typer.Option(False, "--allow-unbalanced", help="run a pool whose cells differ"),
+    allow_data_outside_task: bool = typer.Option(False, "--allow-data-outside-task",
+                                                 help="read a task's local data file from outside its folder"),
     offline_fallback: bool = typer.Option(
         False, "--offline-fallback",
         help="with no GPU or no hub, run the tiny local model instead, labelled as a pipeline check"),
@@ -134,7 +138,7 @@ def run(
                                            data_parallel_size=data_parallel_size, max_model_len=max_model_len,
                                            gpu_memory_utilization=gpu_memory_utilization,
                                            enable_prefix_caching=prefix_caching),
-                         allow_unbalanced=allow_unbalanced,
+                         allow_unbalanced=allow_unbalanced, allow_data_outside_task=allow_data_outside_task,
                          offline_fallback=offline_fallback, long_audio=long_audio, seed=seed,
                          tts_workers=workers or tts_workers, progress=progress, shard=shard_spec)
     try:

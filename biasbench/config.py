@@ -239,6 +239,9 @@ class TaskConfig(_Strict):
 # --------------------------------------------------------------------------- voices
 
 
+MAX_TTS_PARAM_CHARS = 1_000
+
+
 class TTSSpec(BaseModel):
     """`backend` picks the engine; every other key is that engine's voice parameter."""
 
@@ -247,6 +250,18 @@ class TTSSpec(BaseModel):
     # Params the loader derives from other fields (a cloning voice's resolved reference clip
     # and its sha256: biasbench.tts.reference). Private: never dumped, so never in pool hashes.
     _attached: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_are_plain_values(self):
+        # Engine params are names and numbers: nested values have no use, and would let a pool
+        # smuggle arbitrary structure into cache keys and hashes.
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                raise ValueError(f"TTS param {name!r} must be a plain string, number or true/false, "
+                                 f"got a {type(value).__name__}")
+            if isinstance(value, str) and len(value) > MAX_TTS_PARAM_CHARS:
+                raise ValueError(f"TTS param {name!r} is {len(value):,} characters; at most {MAX_TTS_PARAM_CHARS}")
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -345,14 +360,55 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(path, None, "file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
+        data = _load_bounded(path.read_text(encoding="utf-8"), path)
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, f"not valid UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"malformed YAML: {exc}") from None
+        raise ConfigError(path, None, f"malformed YAML: {' '.join(str(exc).split())}") from None  # one line
+    except RecursionError:
+        raise ConfigError(path, None, "nested too deeply to be a task or voice pool") from None
     if not isinstance(data, dict):
         raise ConfigError(path, None, f"expected a mapping of keys, got {type(data).__name__}")
     return data
+
+
+#: Values a task or pool file may hold once its aliases are expanded. A real file has a few
+#: thousand; an alias bomb (each level `[*a, *a, ...]` of the one before) has billions, which
+#: safe_load builds as shared references but every later step (validation, hashing) expands.
+MAX_YAML_VALUES = 100_000
+
+
+def _load_bounded(text: str, path: Path):
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_YAML_VALUES values."""
+    loader = SAFE_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(path, None, f"its aliases (&name / *name) expand to {size:,} values; at most "
+                              f"{MAX_YAML_VALUES:,} are accepted (an alias bomb?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict[int, int]) -> int:
+    """Values under `node` with every alias expanded; each shared node is counted once per use
+    but visited once (memoised by identity), so this is fast however large the expansion."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_YAML_VALUES + 1  # a node met again inside itself: a recursive alias
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, sizes) for v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
 def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -439,9 +495,13 @@ def _find_include(path: Path, base_name) -> Path:
     raise ConfigError(path, "include", f"{base_name!r} not found; looked in " + ", ".join(str(c.parent) for c in tried))
 
 
-def task_file(task_path: Path, relative: str, field: str) -> Path:
+def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = False) -> Path:
     """A file a task names (data, lexicon), relative to the task YAML, else to the files it
-    includes, else to the task folders: `data/mmlu_redux/...` works from a task anywhere."""
+    includes, else to the task folders: `data/mmlu_redux/...` works from a task anywhere.
+
+    A task file is user input, so the file must lie inside the folder it was found from
+    (`../private/secrets.json` is refused), unless `allow_outside` (the user's explicit
+    --allow-data-outside-task)."""
     task_path = Path(task_path).resolve()
     folders, seen = [task_path.parent], {task_path}
     current = task_path
@@ -453,8 +513,13 @@ def task_file(task_path: Path, relative: str, field: str) -> Path:
         folders.append(current.parent)
     folders += search_dirs("tasks")
     for folder in dict.fromkeys(folders):
-        if (folder / relative).is_file():
-            return (folder / relative).resolve()
+        candidate = (folder / relative).resolve()  # symlinks followed: a link out of the tree is outside
+        if not candidate.is_file():
+            continue
+        if allow_outside or candidate.is_relative_to(folder.resolve()):
+            return candidate
+        raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the file "
+                          "there, or pass --allow-data-outside-task to read it anyway")
     raise ConfigError(task_path, field, f"file {relative!r} not found; looked in "
                       + ", ".join(str(f) for f in dict.fromkeys(folders)))
 
@@ -488,7 +553,7 @@ def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
         else:
             problem = f"{err['msg']} (got {err.get('input')!r})"
         lines.append(f"field '{field}': {problem}")
-    return "invalid " + model.__name__ + ":\n  " + "\n  ".join(lines)
+    return "invalid " + model.__name__ + ": " + "; ".join(lines)  # one line: the field to fix comes first
 
 
 def find_yaml(name_or_path: str, known: dict[str, Path], kind: str) -> Path:

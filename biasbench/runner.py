@@ -11,6 +11,7 @@ import platform
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -25,16 +26,17 @@ from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request
-from biasbench.models.registry import ModelChoice, load_backend, resolve_model
+from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import checkout_commit
+from biasbench.redact import redact_credentials
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
-from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, utc_now
+from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, utc_now
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
-from biasbench.voices.pool import DEFAULT_POOL, load_pool, pool_fingerprint
+from biasbench.voices.pool import DEFAULT_POOL, engine_problems, load_pool, pool_fingerprint
 
 SYNTHESIS_FAILED = "synthesis_failed"
 PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny random model or a simulation answered, not a real speech "
@@ -62,6 +64,7 @@ class RunOptions:
     vllm_options: dict = field(default_factory=dict)  # vllm: tensor/data parallel sizes, max_model_len ...
     data_source: str = "auto"
     allow_unbalanced: bool = False
+    allow_data_outside_task: bool = False  # read a task's local data from outside its folder tree
     offline_fallback: bool = False
     long_audio: str = "skip"  # skip: record as audio_too_long; truncate: send the first max seconds
     seed: int = 0
@@ -109,8 +112,19 @@ class RunResult:
 
 def run(options: RunOptions, console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True)
-    task = load_task(options.task, data_source=options.data_source, limit=options.limit)
+    with ExitStack() as cleanup:  # releases the run directory's lock however the run ends
+        return _run(options, console, cleanup)
+
+
+def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult:
+    check_run_id(options.run_id)
+    check_output_dir(options.output_dir)  # before anything slow: a bad folder fails in a second
+    task = load_task(options.task, data_source=options.data_source, limit=options.limit,
+                     allow_data_outside=options.allow_data_outside_task)
     pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
+    unspeakable = engine_problems(pool)
+    if unspeakable:  # every clip of such a voice would fail, after a whole run: refuse now
+        raise BiasbenchError(f"voice pool {pool_path}: " + "; ".join(unspeakable))
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
     if choice.pipeline_check:
         console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))
@@ -127,11 +141,17 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
     plan_info = plan_record(plan, check_shard(options.shard))
     plan = select_shard(plan, options.shard)
     cache = AudioCache(options.audio_cache)
+    manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings)
+    manifest["plan"] = plan_info  # sharding: what merge checks completeness against
+    # Claimed before synthesis: a second process on this run, or a store that cannot be read,
+    # is refused before any slow work, and never sends a request twice.
+    run_dir = _open_run_dir(options, manifest)
+    cleanup.callback(run_dir.unlock)
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
-    manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings, synthesis)
-    manifest["plan"] = plan_info  # sharding: what merge checks completeness against
-    run_dir = _open_run_dir(options, manifest)
+    manifest["synthesis"] = _synthesis_record(synthesis)
+    if synthesis.repaired:
+        console.print(f"{synthesis.repaired} damaged clips in the audio cache were synthesised again.")
     if options.shard:
         write_planned(run_dir.path, plan)  # lets merge name exactly what a shard is missing
     for p in plan:
@@ -193,7 +213,7 @@ def _attach_audio(p: Planned, synthesis, cache: AudioCache) -> None:
 def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
     """Everything that can change this answer. Same key <=> the stored answer is reusable."""
     return stable_hash({
-        "model": manifest["model"]["fingerprint"],
+        "model": manifest["model"]["identity"],
         "settings": manifest["generation"],
         "scoring": manifest["task"]["scoring"],
         "item": p.item.item_id,
@@ -208,19 +228,43 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
 
 
 def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
+    """The run's directory, locked for this process, its manifest written and its store readable."""
     run_dir = RunDir(Path(options.output_dir) / shard_dir_name(manifest["run_id"], options.shard))
+    run_dir.lock()
+    try:
+        _claim(run_dir, options, manifest)
+    except BaseException:
+        run_dir.unlock()
+        raise
+    return run_dir
+
+
+def _claim(run_dir: RunDir, options: RunOptions, manifest: dict) -> None:
     if run_dir.exists():
         old = run_dir.read_manifest()
         if old.get("identity_hash") != manifest["identity_hash"]:
             raise BiasbenchError(f"{run_dir.path} holds a run with a different task, pool, model or "
                                  "settings; choose another --run-id or --output-dir (nothing was changed).")
-        if not options.resume:
+        if not run_dir.store_path.exists():
+            raise BiasbenchError(f"{run_dir.store_path} is missing, though {run_dir.manifest_path} says this run "
+                                 "was started: its answers would all be asked again. Restore the file, or remove "
+                                 f"{run_dir.path} to start the run afresh.")
+        # A run stopped before its first answer (a fault in synthesis, say) has nothing to protect.
+        if not options.resume and _stored_count(run_dir):
             raise BiasbenchError(f"{run_dir.path} already exists. Pass --resume to continue or re-export "
                                  "it (stored answers are kept and never re-run), or choose another --run-id.")
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
         manifest["resumed_at"] = old.get("resumed_at", []) + [utc_now()]
+    run_dir.open_store().close()  # before the manifest: a run with a manifest but no store lost it
     run_dir.create(manifest)
-    return run_dir
+
+
+def _stored_count(run_dir: RunDir) -> int:
+    store = run_dir.open_store()
+    try:
+        return store.count()
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- answering
@@ -232,8 +276,11 @@ def _answer_all(pending: list[Planned], backend, task: Task, settings, options: 
     too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
     unspoken = [p for p in pending if p.condition == "audio" and p.audio_key is None]
     if too_long and options.long_audio == "skip":
-        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long])
+        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long], supersedes=SYNTHESIS_FAILED)
     store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
+    # A slot answered by an earlier run (or a placeholder left beside its retry's answer by an
+    # older biasbench) keeps only its answer: one row per planned request, never two.
+    store.drop_superseded(SYNTHESIS_FAILED)
     skip = {id(p) for p in unspoken} | ({id(p) for p in too_long} if options.long_audio == "skip" else set())
     todo = sorted((p for p in pending if id(p) not in skip), key=lambda p: p.audio_seconds or 0.0)
     n_new = _answer_in_batches(todo, backend, task, settings, options, store, cache, failures)
@@ -259,7 +306,8 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
                 upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache)
             # One transaction per batch, committed before the next batch is answered: a killed
             # run loses at most the batch in flight, and a resumed one skips every stored key.
-            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures))
+            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures),
+                               supersedes=SYNTHESIS_FAILED)
             bar.update(len(batch))
     return n_new
 
@@ -355,15 +403,16 @@ def _plain(value):
     return str(value)
 
 
-def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings,
-              synthesis) -> dict:
+def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings) -> dict:
     """Everything needed to redo the run. `identity_hash` covers what makes answers differ."""
     model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
              "pipeline_check": choice.pipeline_check, "note": choice.note,
              "fingerprint": backend.fingerprint()}
+    # Identity follows content, not location: a local model moved elsewhere is the same run.
+    model["identity"] = identity_fingerprint(model["fingerprint"])
     task_info = {**task.fingerprint(), "scoring": task.config.scoring, "config": task.config.model_dump()}
     identity = {"task": task_info["items_hash"], "task_config": task_info["config_hash"], "pool": pool["hash"],
-                "model": model["fingerprint"], "generation": asdict(settings), "long_audio": options.long_audio}
+                "model": model["identity"], "generation": asdict(settings), "long_audio": options.long_audio}
     identity_hash = stable_hash(identity)
     # Model specs like cascade:a+b or hf:org/name become safe directory names.
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", choice.name).strip("_")
@@ -372,15 +421,19 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),
         "schema_version": SCHEMA_VERSION,
         "harness": {"name": "biasbench", "version": biasbench.__version__, "git_commit": checkout_commit()},
-        "command": " ".join(sys.argv), "options": {k: str(v) for k, v in asdict(options).items()},
+        "command": redact_credentials(" ".join(sys.argv)),
+        "options": {k: redact_credentials(str(v)) for k, v in asdict(options).items()},
         "task": task_info, "pool": pool, "model": model, "generation": asdict(settings),
         "long_audio_policy": options.long_audio, "seeds": {"generation": options.seed,
                                                            "sample": task.config.sample.seed},
-        "synthesis": {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
-                      "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e}
-                                   for j, e in synthesis.failures[:50]]},
         "versions": _versions(), "platform": platform.platform(), "python": platform.python_version(),
     }
+
+
+def _synthesis_record(synthesis) -> dict:
+    return {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
+            "repaired": synthesis.repaired,
+            "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e} for j, e in synthesis.failures[:50]]}
 
 
 def _versions() -> dict:

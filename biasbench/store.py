@@ -14,7 +14,10 @@ run fills them in.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -84,6 +87,18 @@ PROMPT_COLUMNS = ("spoken_text", "text_prompt")
 _PROMPTS_TABLE = "CREATE TABLE IF NOT EXISTS prompts (prompt_hash TEXT PRIMARY KEY, spoken_text TEXT, text_prompt TEXT)"
 
 
+#: A response's slot: what one planned request answers, whatever its audio turned out to be.
+_SLOT = ("item_id", "voice_id", "condition", "sample_index")
+_DELETE_PLACEHOLDER = ("DELETE FROM responses WHERE status = ? AND "
+                       + " AND ".join(f"{c} = ?" for c in _SLOT) + " AND request_key != ?")
+_DROP_SUPERSEDED = ("DELETE FROM responses AS p WHERE p.status = ? AND EXISTS (SELECT 1 FROM responses AS r "
+                    "WHERE r.status != ? AND " + " AND ".join(f"r.{c} = p.{c}" for c in _SLOT) + ")")
+
+
+def _slot(response: StoredResponse) -> tuple:
+    return tuple(getattr(response, column) for column in _SLOT)
+
+
 def _row(response: StoredResponse, now: str) -> tuple:
     """The response's values in _COLUMNS order. Plain attribute reads: dataclasses.asdict
     deep-copies every field and once cost more than the SQLite write itself."""
@@ -95,12 +110,45 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: A run id names a folder under --output-dir: one plain name, never a path.
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+def check_run_id(run_id: str | None) -> None:
+    if run_id is not None and (not _RUN_ID_RE.match(run_id) or ".." in run_id):
+        raise BiasbenchError(f"--run-id {run_id!r} must be one folder name: letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit, at most 128 characters, no '..'")
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail at once when runs cannot be written under `path` (not after hours of synthesis)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BiasbenchError(f"--output-dir {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".biasbench-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BiasbenchError(f"--output-dir {path} cannot be written: {exc.strerror or exc}") from None
+
+
 class ResponseStore:
     """The SQLite file of one run. WAL mode, so an export can read while a run writes."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.db = sqlite3.connect(self.path)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise BiasbenchError(f"{self.path} is damaged ({' '.join(str(exc).split())}); nothing was changed. `biasbench salvage "
+                                 f"{self.path.parent}` copies its readable answers into a new store and keeps "
+                                 "the damaged file beside it; then --resume asks only the rest again.") from None
+
+    def _open(self) -> None:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
@@ -109,6 +157,10 @@ class ResponseStore:
         self.db.execute(_PROMPTS_TABLE)
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self._check_schema()
+        # A damaged page would otherwise surface mid-run, as a traceback, after synthesis.
+        problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(problem)
 
     def _check_schema(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -131,8 +183,13 @@ class ResponseStore:
     def done_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
 
-    def add(self, responses: list[StoredResponse]) -> int:
-        """Store a batch atomically; returns how many were new."""
+    def add(self, responses: list[StoredResponse], supersedes: str | None = None) -> int:
+        """Store a batch atomically; returns how many were new.
+
+        `supersedes`: a placeholder status (e.g. synthesis_failed) whose rows for the same
+        (item, voice, condition, sample) these responses replace, in the same transaction. A
+        placeholder's key differs from its retry's (no audio then, audio now), so without this
+        a retried slot would hold two rows."""
         if not responses:
             return 0
         now = utc_now()
@@ -140,6 +197,18 @@ class ResponseStore:
         with self.db:  # one transaction: the whole batch or nothing
             before = self.db.total_changes
             self.db.executemany(_INSERT, rows)
+            added = self.db.total_changes - before
+            if supersedes is not None:
+                self.db.executemany(_DELETE_PLACEHOLDER, [(supersedes, *_slot(r), r.request_key)
+                                                          for r in responses if r.status != supersedes])
+            return added
+
+    def drop_superseded(self, placeholder: str) -> int:
+        """Delete placeholder rows whose slot also holds a real answer (stores written before
+        `add(supersedes=...)` existed); returns how many went."""
+        with self.db:
+            before = self.db.total_changes
+            self.db.execute(_DROP_SUPERSEDED, (placeholder, placeholder))
             return self.db.total_changes - before
 
     def add_prompts(self, prompts: dict[str, tuple[str, str]]) -> None:
@@ -166,6 +235,38 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock = None
+
+    LOCK_NAME = ".lock"
+
+    def lock(self) -> None:
+        """Hold this run for this process until unlock(). The kernel drops the lock when the
+        process ends, however it ends (kill -9 included), so no stale lock is ever left."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / self.LOCK_NAME, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise BiasbenchError(f"cannot create the run directory {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise BiasbenchError(f"{self.path} is in use by another biasbench process"
+                                 + (f" (pid {holder})" if holder else "") + "; two processes on one run would "
+                                 "ask every request twice. Wait for it to finish or stop it, then run again with "
+                                 "--resume. Nothing was changed.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     @property
     def manifest_path(self) -> Path:

@@ -38,6 +38,25 @@ def test_every_field_lands_in_its_column(tmp_path):
     assert rows.loc["now", "created_at"] > "2020"  # left empty: stamped at write time
 
 
+def test_an_answer_replaces_its_slots_placeholder_and_nothing_else(tmp_path):
+    """Issue 15 #1: a synthesis_failed row (no audio, so another key) and its retry's answer
+    must not both stay: one row per (item, voice, condition, sample)."""
+    store = ResponseStore(tmp_path / "r.sqlite")
+    other_voice = response("other", status="synthesis_failed")
+    other_voice.voice_id = "v2"
+    store.add([response("failed", status="synthesis_failed"), other_voice])
+    assert store.add([response("retried")], supersedes="synthesis_failed") == 1
+    frame = store.to_frame()
+    assert sorted(frame["request_key"]) == ["other", "retried"]  # v2's placeholder stays
+
+
+def test_placeholders_beside_answers_left_by_older_stores_are_dropped(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    store.add([response("failed", status="synthesis_failed"), response("answered")])
+    assert store.drop_superseded("synthesis_failed") == 1
+    assert store.done_keys() == {"answered"}
+
+
 def test_store_survives_reopen(tmp_path):
     ResponseStore(tmp_path / "r.sqlite").add([response("k1", correct=None, status="invalid")])
     frame = ResponseStore(tmp_path / "r.sqlite").to_frame()

@@ -286,6 +286,19 @@ def test_cache_put_get_roundtrip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
 
 
+@pytest.mark.parametrize("damage", ["truncate_keep_header", "empty", "ten_bytes", "not_wav"])
+def test_a_damaged_clip_is_a_miss_not_half_a_clip(tmp_path, damage):
+    """Issue 15 #2: libsndfile reads a clip cut short without complaint; the cache must not."""
+    cache = AudioCache(tmp_path)
+    key = cache.key(**BASE)
+    path = cache.put(key, np.full(16000, 0.25, dtype=np.float32), SAMPLE_RATE)
+    data = path.read_bytes()
+    path.write_bytes({"truncate_keep_header": data[: len(data) // 2], "empty": b"", "ten_bytes": data[:10],
+                      "not_wav": b"x" * len(data)}[damage])
+    assert cache.state(key) == "damaged" and not cache.has(key)
+    assert cache.get(key) is None and cache.duration(key) is None
+
+
 def test_cache_put_clips_instead_of_wrapping(tmp_path):
     cache = AudioCache(tmp_path)
     key = cache.key(**BASE)
@@ -363,6 +376,19 @@ def test_synthesize_all_makes_each_clip_once_then_reuses(tmp_path):
     second = synthesize_all(jobs, cache, progress=False)
     assert (second.made, second.reused, second.failed) == (0, 3, 0)
     assert second.keys == first.keys
+
+
+@needs_espeak
+def test_synthesize_all_remakes_damaged_clips_and_counts_them(tmp_path):
+    cache = AudioCache(tmp_path)
+    jobs = [job("us-m", "Is it raining?"), job("us-f", "Is it raining?", variant="f2")]
+    first = synthesize_all(jobs, cache, progress=False)
+    whole = cache.get(first.keys[jobs[0]])
+    path = cache.path(first.keys[jobs[0]])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # header intact, samples cut
+    again = synthesize_all(jobs, cache, progress=False)
+    assert (again.made, again.repaired, again.reused, again.failed) == (1, 1, 1, 0)
+    assert np.array_equal(cache.get(first.keys[jobs[0]]), whole)
 
 
 @needs_espeak

@@ -52,7 +52,7 @@ def load_instruction_pairs(config: FinetuneConfig, *, data_source: str = "auto")
     if config.data is None:
         raise ConfigError(path, "data", "SFT needs 'data' (local: {path: ...} and/or hf: {path: ...})")
     source = choose_source(config.data, data_source, path)
-    rows = load_rows(config.data, source, path)
+    rows = load_rows(config.data, source, path, allow_outside=True)  # the user's own training config, not a task
     wanted = [config.instruction_field, config.response_field, config.text_field, config.data.id_field]
     missing = [c for c in wanted if c is not None and c not in rows.columns]
     if missing:

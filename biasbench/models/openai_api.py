@@ -46,6 +46,7 @@ import numpy as np
 
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import Request, Response
+from biasbench.redact import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +535,8 @@ def _normalise_base_url(url: str) -> str:
     url = url.strip().rstrip("/")
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BiasbenchError(f"base_url {url!r} is not an http(s) URL, e.g. http://localhost:8000/v1")
+        raise BiasbenchError(f"base_url {redact_credentials(url)!r} is not an http(s) URL, e.g. "
+                             "http://localhost:8000/v1")
     if parsed.path in ("", "/"):
         url += "/v1"  # `vllm serve` answers at /v1/chat/completions
     return url

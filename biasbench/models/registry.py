@@ -405,3 +405,42 @@ def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
     from biasbench.models.lora import apply_adapter
 
     return apply_adapter(load_backend(choice, **kwargs), adapter)
+
+
+# ---------------------------------------------------------------- run identity
+
+#: In a backend fingerprint: a key holding a content hash -> the key holding where that content
+#: was read from (hf/vllm `local_sha256` -> `model`, vllm `lora_sha256` -> `lora`, an adapter's
+#: `sha256` -> `path`).
+_LOCATED_BY = {"local_sha256": "model", "lora_sha256": "lora", "sha256": "path"}
+
+
+def identity_fingerprint(fingerprint: dict) -> dict:
+    """The fingerprint as run identity: wherever a folder's content hash is known, the folder's
+    path is replaced (in every string, e.g. a cascade's "asr+llm" name) by that hash. Moving
+    `BIASBENCH_CACHE`, HOME or a model folder then keeps the run id and every stored answer;
+    changing a weight does not. Fingerprints holding no local folder come back unchanged."""
+    located: dict[str, str] = {}
+    _collect_locations(fingerprint, located)
+    return _replace_locations(fingerprint, located) if located else fingerprint
+
+
+def _collect_locations(value, located: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for hash_key, location_key in _LOCATED_BY.items():
+            digest, where = value.get(hash_key), value.get(location_key)
+            if isinstance(digest, str) and digest and isinstance(where, str) and where:
+                located[where] = digest
+        for inner in value.values():
+            _collect_locations(inner, located)
+
+
+def _replace_locations(value, located: dict[str, str]):
+    if isinstance(value, dict):
+        return {key: _replace_locations(inner, located) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_replace_locations(inner, located) for inner in value]
+    if isinstance(value, str):
+        for where in sorted(located, key=len, reverse=True):  # longest first: a path inside another
+            value = value.replace(where, f"sha256:{located[where][:16]}")
+    return value

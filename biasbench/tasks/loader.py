@@ -101,12 +101,15 @@ def find_task(name_or_path: str) -> Path:
     return find_yaml(name_or_path, available_tasks(), "task")
 
 
-def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None) -> Task:
+def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None = None,
+              allow_data_outside: bool = False) -> Task:
     path = find_task(name_or_path)
     config = load_task_config(path)
     _check_lexicon_metrics(config, path)
+    if config.lexicon:
+        task_file(path, config.lexicon, "lexicon")  # found, and inside the task's folder tree
     source = choose_source(config.dataset, data_source, path)
-    rows = _with_item_ids(load_rows(config.dataset, source, path), config, path)
+    rows = _with_item_ids(load_rows(config.dataset, source, path, allow_outside=allow_data_outside), config, path)
     rows = stratified_sample(rows, config.sample)
     records = rows.to_dict("records")
     items = [build_item(config, row, path) for row in records]

@@ -9,6 +9,7 @@ import pandas as pd
 from biasbench.config import DatasetSpec, HFSource, LocalSource, task_file
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.hub import hub_reachable
+from biasbench.paths import project_root
 
 
 def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
@@ -26,10 +27,13 @@ def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
     return "local"
 
 
-def load_rows(spec: DatasetSpec, source: str, task_path: Path) -> pd.DataFrame:
+def load_rows(spec: DatasetSpec, source: str, task_path: Path, *, allow_outside: bool = False) -> pd.DataFrame:
+    """The source's rows. A local file must lie in the task file's folder tree or the shipped
+    tasks/ folder unless `allow_outside` (the user's explicit flag): a task file is user input,
+    and one pointing at ../private/secrets.json would have that file spoken to the model."""
     if source == "hf":
         return _load_hf(spec.hf)
-    return _load_local(spec.local, task_path)
+    return _load_local(spec.local, task_path, allow_outside)
 
 
 def _load_hf(spec: HFSource) -> pd.DataFrame:
@@ -44,8 +48,8 @@ def _load_hf(spec: HFSource) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def _load_local(spec: LocalSource, task_path: Path) -> pd.DataFrame:
-    path = task_file(task_path, spec.path, "dataset.local.path")
+def _load_local(spec: LocalSource, task_path: Path, allow_outside: bool) -> pd.DataFrame:
+    path = task_file(task_path, spec.path, "dataset.local.path", allow_outside)
     try:
         rows = _read_table(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:

@@ -2,7 +2,9 @@
 
 A clip's key is a hash of everything that determines its samples (engine, engine
 version, voice params, text, stored format), so a cached file can never be stale: change
-any input and the key changes. Nothing is ever invalidated, only added.
+any input and the key changes. Nothing is ever invalidated, only added. A damaged file (cut
+short, emptied) counts as absent and is re-made: every use checks the WAV header against the
+file's size.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
 
@@ -71,12 +74,22 @@ class AudioCache:
         return self.root / key[:2] / f"{key}.wav"
 
     def has(self, key: str) -> bool:
-        return self.path(key).is_file()
+        """True when a whole clip is cached; a damaged one counts as absent, so it is re-made."""
+        return self.state(key) == "ok"
+
+    def state(self, key: str) -> str:
+        """"ok", "missing" or "damaged" (cut short, empty, or not the WAV put() writes)."""
+        path = self.path(key)
+        if not path.exists():
+            return "missing"
+        return "ok" if _wav_intact(path) else "damaged"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The clip as float32, or None when it is not cached (or unreadable)."""
+        """The clip as float32, or None when it is not cached or damaged."""
         path = self.path(key)
-        if not path.is_file():
+        # Checked first: libsndfile reads a clip cut short without complaint, and a voice
+        # silently half-played would be a different stimulus than the other voices got.
+        if not _wav_intact(path):
             return None
         try:
             audio, _ = sf.read(path, dtype="float32")
@@ -105,9 +118,34 @@ class AudioCache:
         return final
 
     def duration(self, key: str) -> float | None:
-        """Seconds of audio, from the header only; None when not cached."""
+        """Seconds of audio, from the header only; None when not cached or damaged."""
         path = self.path(key)
-        return sf.info(str(path)).duration if path.is_file() else None
+        return sf.info(str(path)).duration if _wav_intact(path) else None
+
+
+def _wav_intact(path: Path) -> bool:
+    """Whether `path` is a whole clip as put() writes it: RIFF/WAVE, mono 16-bit PCM at
+    SAMPLE_RATE, and every byte its data chunk declares present. Header only: cheap enough to
+    run on every use (a truncated write or a half-copied cache fails the last test)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    fmt_ok, pos = False, 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 24 <= len(head):
+            channels, rate = struct.unpack_from("<HI", head, pos + 10)
+            bits = struct.unpack_from("<H", head, pos + 22)[0]
+            fmt_ok = (channels, rate, bits) == (1, SAMPLE_RATE, 16)
+        if chunk == b"data":
+            return fmt_ok and length > 0 and length % 2 == 0 and pos + 8 + length <= size
+        pos += 8 + length + (length & 1)
+    return False
 
 
 def _check_key(key: str) -> None:

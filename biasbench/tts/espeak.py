@@ -121,6 +121,7 @@ class EspeakBackend:
     def __init__(self) -> None:
         self._version_line: str | None = None
         self._variants: frozenset[str] | None = None
+        self._voices: frozenset[str] | None = None
 
     def version(self) -> str:
         """E.g. "1.51": part of the cache key, so an upgrade re-synthesises."""
@@ -140,6 +141,36 @@ class EspeakBackend:
                 f"text {_excerpt(text)}"
             )
         return audio, SAMPLE_RATE
+
+    def voice_problem(self, params: dict) -> str | None:
+        """Why espeak-ng cannot speak these params as asked (None when it can), checked once per
+        voice before a run: espeak-ng refuses an unknown voice only clip by clip, and speaks its
+        default voice for an unknown variant."""
+        try:
+            check_params(params)
+            known = self.voice_names()
+            voice = str(params["voice"])
+            if known and voice.lower() not in known:
+                close = difflib.get_close_matches(voice.lower(), known, n=3)
+                return f"espeak-ng has no voice {voice!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            self._check_variant(params.get("variant"))
+        except BiasbenchError as err:
+            return str(err)
+        return None
+
+    def voice_names(self) -> frozenset[str]:
+        """Every name `-v` accepts (lower case): languages, voice names and voice files, MBROLA's too."""
+        if self._voices is None:
+            names: set[str] = set()
+            for listing in ("--voices", "--voices=mb"):
+                proc = subprocess.run([_binary(), listing], capture_output=True, text=True, timeout=TIMEOUT_S)
+                for line in proc.stdout.splitlines()[1:]:
+                    cols = line.split()
+                    if len(cols) >= 5:
+                        names |= {cols[1], cols[3], cols[4], cols[4].rsplit("/", 1)[-1]}
+                        names |= set(re.findall(r"\((\S+) \d+\)", line))  # "Other Languages": (en 3)
+            self._voices = frozenset(name.lower() for name in names)
+        return self._voices
 
     def variants(self) -> frozenset[str]:
         """Variant names installed with espeak-ng (file names under voices/!v)."""

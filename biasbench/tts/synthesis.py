@@ -88,6 +88,7 @@ class SynthesisResult:
     made: int = 0  # clips synthesised by this call
     reused: int = 0  # clips that were already cached
     failed: int = 0  # clips that could not be made
+    repaired: int = 0  # of `made`: clips whose cached file was damaged (cut short, empty)
     failures: list[tuple[SynthesisJob, str]] = field(default_factory=list)
     _failed_jobs: set = field(default_factory=set, repr=False)
     _failed_seen: int = field(default=-1, repr=False)  # len(failures) when _failed_jobs was built
@@ -125,7 +126,8 @@ def synthesize_all(
         result.failed += 1
     jobs = [job for job in jobs if job.backend not in missing]
     by_key = _assign_keys(jobs, versions, cache, result)
-    todo = [key for key in by_key if not cache.has(key)]
+    states = {key: cache.state(key) for key in by_key}
+    todo = [key for key, state in states.items() if state != "ok"]
     if any(by_key[key][0].loudness_target is not None for key in todo):
         require_pyloudnorm()  # stops here, naming the package, rather than failing every clip
     result.reused = len(by_key) - len(todo)
@@ -134,6 +136,7 @@ def synthesize_all(
         result.failures += [(job, message) for job in by_key[key]]
     result.made = len(todo) - len(errors)
     result.failed += len(errors)
+    result.repaired = sum(1 for key in todo if states[key] == "damaged" and key not in errors)
     return result
 
 

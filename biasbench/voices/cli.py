@@ -63,7 +63,7 @@ def voices_check(pool: str = typer.Argument("espeak-default"),
                  include_path: Optional[list[Path]] = include_path_option()):
     """Check a pool's balance (2 genders x 3 ethnicities, equal cells of at least 3 voices) and,
     for cloning voices, that every reference clip and transcript can be used."""
-    from biasbench.voices.pool import check_balance, load_pool
+    from biasbench.voices.pool import check_balance, engine_problems, load_pool
 
     loaded, path = load_pool(pool, allow_unbalanced=True)
     report = check_balance(loaded)
@@ -76,6 +76,11 @@ def voices_check(pool: str = typer.Argument("espeak-default"),
     if problems:
         console.print(f"[red]{len(problems)} voice(s) cannot be cloned[/] (their clips would fail):")
         console.print("  " + "\n  ".join(problems), markup=False)
+    unspeakable = engine_problems(loaded)
+    if unspeakable:
+        console.print(f"[red]{len(unspeakable)} voice(s) their engine cannot speak[/] (every clip would fail):")
+        console.print("  " + "\n  ".join(unspeakable), markup=False)
+        problems += unspeakable
     if not report.balanced:
         console.print("[red]unbalanced:[/]")
         console.print("  " + "\n  ".join(report.problems), markup=False)

@@ -73,10 +73,36 @@ def load_pool(name_or_path: str, *, allow_unbalanced: bool = False) -> tuple[Voi
     attach_recordings(pool, path)  # natural-speech voices (backend: recorded): their recordings table
     report = check_balance(pool)
     if not report.balanced and not allow_unbalanced:
-        raise BiasbenchError(f"voice pool {path} is unbalanced:\n  " + "\n  ".join(report.problems)
-                             + "\nFix the pool, or pass --allow-unbalanced to run it anyway "
+        raise BiasbenchError(f"voice pool {path} is unbalanced: " + "; ".join(report.problems)
+                             + ". Fix the pool, or pass --allow-unbalanced to run it anyway "
                              "(group comparisons will then be less trustworthy).")
     return pool, path
+
+
+def engine_problems(pool: VoicePool) -> list[str]:
+    """Voices their engine cannot speak as the pool asks (unknown voice or variant), named.
+    Engines that can tell (a `voice_problem(params)` method) are asked once per voice; an engine
+    that is not installed is left to synthesis, which names it."""
+    from biasbench.tts.registry import get_tts_backend, known_backends
+
+    problems, backends = [], {}
+    for voice in pool.voices:
+        if voice.tts.backend not in known_backends():
+            try:
+                get_tts_backend(voice.tts.backend)  # raises the message naming the known engines
+            except BiasbenchError as err:
+                problems.append(f"voice {voice.id!r}: {err}")
+            continue
+        try:
+            if voice.tts.backend not in backends:  # one instance per engine: it caches its voice list
+                backends[voice.tts.backend] = get_tts_backend(voice.tts.backend)
+            backend = backends[voice.tts.backend]
+            problem = backend.voice_problem(voice.tts.params) if hasattr(backend, "voice_problem") else None
+        except BiasbenchError:  # the engine is not installed: synthesis says so, naming it
+            continue
+        if problem:
+            problems.append(f"voice {voice.id!r}: {problem}")
+    return problems
 
 
 def pool_fingerprint(pool: VoicePool, path: Path) -> dict:
