@@ -9,7 +9,6 @@ import pandas as pd
 from biasbench.config import DatasetSpec, HFSource, LocalSource, task_file
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.hub import hub_reachable
-from biasbench.paths import project_root
 
 
 def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
