@@ -15,7 +15,9 @@ from pathlib import Path
 import typer
 
 from biasbench.errors import BiasbenchError
-from biasbench.store import _COLUMNS, ResponseStore, RunDir, utc_now
+
+# biasbench.store (and its pandas) is imported inside the functions: this module is read at
+# CLI start-up, which must stay fast (`biasbench --help`).
 
 #: Row ids probed past the last readable one when the table's size itself cannot be read.
 _PROBE_PAST = 10_000
@@ -24,6 +26,8 @@ _PROBE_PAST = 10_000
 def salvage_command(run_dir: Path = typer.Argument(..., help="the run directory holding responses.sqlite")):
     """Copy the readable answers of a damaged responses.sqlite into a new store (the damaged
     file is kept beside it); then `biasbench run ... --resume` asks only the rest again."""
+    from biasbench.store import RunDir
+
     saved, lost, aside = salvage(run_dir)
     typer.echo(f"{saved} answers saved into {RunDir(run_dir).store_path}; {lost} unreadable rows skipped; the "
                f"damaged file is kept as {aside}. Rerun the same command with --resume to ask the rest again.")
@@ -31,6 +35,8 @@ def salvage_command(run_dir: Path = typer.Argument(..., help="the run directory 
 
 def salvage(run_dir: Path) -> tuple[int, int, Path]:
     """(rows saved, rows unreadable, where the damaged file now is)."""
+    from biasbench.store import RunDir, utc_now
+
     store = RunDir(Path(run_dir)).store_path
     if not store.is_file():
         raise BiasbenchError(f"{store} does not exist: there is nothing to salvage")
@@ -48,6 +54,8 @@ def salvage(run_dir: Path) -> tuple[int, int, Path]:
 
 
 def _readable_rows(path: Path) -> tuple[list[str], list[tuple], int]:
+    from biasbench.store import _COLUMNS
+
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         try:
             present = [row[1] for row in db.execute("PRAGMA table_info(responses)")]
@@ -81,6 +89,8 @@ def _rows_by_id(db, columns: list[str], last: int | None) -> tuple[list[tuple], 
 
 
 def _write(path: Path, columns: list[str], rows: list[tuple]) -> None:
+    from biasbench.store import ResponseStore
+
     ResponseStore(path).close()  # the current schema
     insert = f"INSERT OR IGNORE INTO responses ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     with closing(sqlite3.connect(path)) as db:
