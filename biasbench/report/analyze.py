@@ -25,10 +25,10 @@ from .probes import (
     split_column,
 )
 from .primary import analysis_spec, primary_labels, primary_results
+from .sections import GROUPINGS, audio_overall, binary_section, voice_means
 from .qc import voice_qc_section
 
 REPORT_SCHEMA = 3
-GROUPINGS = {"gender": ["gender"], "ethnicity": ["ethnicity"], "gender x ethnicity": ["gender", "ethnicity"]}
 FAMILY = ("every secondary voice-level permutation test in this report (the invalid-answer rate, each probe "
           "attribute or split, and the primary outcome by any grouping the task did not declare, by gender, by "
           "ethnicity and by gender x ethnicity); the declared primary tests form their own family, and the "
@@ -142,72 +142,6 @@ def design(run: Run, audio: pd.DataFrame) -> dict:
     })
 
 
-def binary_section(df: pd.DataFrame, outcome: str, name: str, family: Family, settings: Settings, *,
-                   verb: str = "had the outcome", tests: bool = True, covariates: pd.DataFrame | None = None) -> dict:
-    """A 0/1 outcome by every grouping: the gap (primary test), the gap adjusted for voice QC
-    covariates, and the appendix tests (item-paired, GEE) that are never used in conclusions.
-    `verb` words the outcome in a sentence: "Female voices <verb> 6 points less often ..."."""
-    from biasbench.analysis import group_gap
-
-    section = {"outcome": outcome, "name": name, "kind": "binary", "verb": verb, "groupings": {}}
-    for gname, columns in GROUPINGS.items():
-        gap = group_gap(df, columns, outcome, **settings.gap_kwargs())
-        block = {"by": columns, "gap": gap.to_dict(), "family_label": family.add(f"{name} by {gname}", gap.p_value)}
-        if tests:  # appendix only: see APPENDIX_NOTE
-            block["item_paired"] = item_paired(df, columns, outcome)
-            if gname == "gender":  # calibrated only roughly, and only for two groups (docs/statistics.md)
-                block["gee"] = gee(df, columns, outcome)
-        if covariates is not None:
-            block["adjusted"] = adjusted(df, columns, outcome, covariates, settings)
-        section["groupings"][gname] = block
-    return section
-
-
-def numeric_section(df: pd.DataFrame, outcome: str, name: str, family: Family, settings: Settings,
-                    unit: str = "", covariates: pd.DataFrame | None = None) -> dict:
-    from biasbench.analysis import numeric_gap
-
-    section = {"outcome": outcome, "name": name, "kind": "numeric", "unit": unit, "groupings": {}}
-    for gname, columns in GROUPINGS.items():
-        gap = numeric_gap(df, columns, outcome, **settings.gap_kwargs())
-        block = {"by": columns, "gap": gap.to_dict(), "family_label": family.add(f"{name} by {gname}", gap.p_value)}
-        if covariates is not None:
-            block["adjusted"] = adjusted(df, columns, outcome, covariates, settings)
-        section["groupings"][gname] = block
-    return section
-
-
-def adjusted(df, columns, outcome, covariates: pd.DataFrame, settings: Settings) -> dict:
-    """The gap adjusted for the voice QC covariates (Freedman-Lane), or why it is undefined."""
-    from biasbench.analysis import adjusted_gap
-
-    return _safe(lambda: adjusted_gap(df, columns, outcome, covariates, n_permutations=settings.n_permutations,
-                                      items=settings.items, seed=settings.seed), "covariate-adjusted test")
-
-
-def item_paired(df, columns, outcome) -> dict:
-    """McNemar for two groups, Cochran's Q for more: conditional on the voices drawn."""
-    from biasbench.analysis import cochran_q_by_item, mcnemar_by_item
-
-    labels = df[columns].astype(str).drop_duplicates()
-    test = mcnemar_by_item if len(labels) == 2 else cochran_q_by_item
-    return _safe(lambda: test(df, columns, outcome).to_dict(), "item-paired test")
-
-
-def gee(df, columns, outcome, covariates=None) -> dict:
-    from biasbench.analysis import gee_test
-
-    return _safe(lambda: gee_test(df, columns, outcome, covariates=covariates).to_dict(), "GEE")
-
-
-def _safe(compute, test: str) -> dict:
-    """A test's result, or an undefined result carrying the reason the data gave."""
-    try:
-        return compute()
-    except ValueError as exc:
-        return {"test": test, "statistic": None, "p_value": None, "undefined": str(exc)}
-
-
 def invalid_section(df: pd.DataFrame, outcome: str, family: Family, settings: Settings) -> dict:
     """Invalid, refused and too-long answers per group (they are data), and the test of their rate."""
     from biasbench.analysis import add_invalid_column
@@ -231,15 +165,6 @@ def status_table(df: pd.DataFrame, columns: list[str]) -> list[dict]:
 
 
 # ---------------------------------------------------------------- what only some runs have
-
-
-def voice_means(df: pd.DataFrame, outcome: str) -> list[dict]:
-    """One row per voice: its mean valid outcome, for the voice-dot figure."""
-    valid = df[df["status"].eq("valid") & df[outcome].notna()] if outcome != "invalid" else df
-    means = valid.groupby("voice_id")[outcome].mean()
-    labels = df.drop_duplicates("voice_id").set_index("voice_id")[["gender", "ethnicity"]].astype(str)
-    return [{"voice_id": str(v), "gender": labels.loc[v, "gender"], "ethnicity": labels.loc[v, "ethnicity"],
-             "value": float(m)} for v, m in means.items()]
 
 
 def text_control(text: pd.DataFrame, audio: pd.DataFrame, sections: dict, outcome: dict, column: str,
@@ -307,17 +232,6 @@ def by_permutation(df: pd.DataFrame, outcome: str) -> dict | None:
                       "rows": [{"permutation": int(p), **{str(c): float(v) for c, v in row.items()}}
                                for p, row in table.iterrows()]}
     return out
-
-
-def audio_overall(df: pd.DataFrame, outcome: str, items: str = "common") -> float | None:
-    """Mean of voice means over the audio responses (each voice weighs the same), on the
-    same items as the gaps (items="common": those every voice answered validly)."""
-    if items == "common":
-        from biasbench.analysis import common_item_rows
-
-        df = common_item_rows(df, outcome)[0]
-    valid = df[df["status"].eq("valid") & df[outcome].notna()]
-    return float(valid.groupby("voice_id")[outcome].mean().mean()) if len(valid) else None
 
 
 # ---------------------------------------------------------------- the whole run

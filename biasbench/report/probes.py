@@ -28,7 +28,7 @@ def categorical_section(audio: pd.DataFrame, family, settings, name: str = "answ
     """Answer distribution by every grouping, the top categories, and the tests."""
     from biasbench.analysis import categorical_gap
 
-    from .analyze import GROUPINGS
+    from .sections import GROUPINGS
 
     section = {"outcome": "category", "name": name, "kind": "categorical", "groupings": {}}
     overall = audio["category"].value_counts(normalize=True)
@@ -59,7 +59,7 @@ def largest_difference(result: dict) -> dict | None:
 
 def lexicon_sections(audio: pd.DataFrame, family, settings) -> dict:
     """Group means of the lexicon's attributes of each valid answer (career: prestige ...)."""
-    from .analyze import numeric_section
+    from .sections import numeric_section
 
     out = {}
     for column, name in LEXICON_ATTRIBUTES.items():
@@ -97,7 +97,7 @@ def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split
     """The headline numeric comparison, and one per quantity / role when the task has them.
     A transcribe task's WER is numeric too, with its CER as a secondary attribute.
     `primary_settings` (default `settings`) are those of the primary comparison."""
-    from .analyze import audio_overall, numeric_section, voice_means
+    from .sections import audio_overall, numeric_section, voice_means
 
     unit = outcome.get("unit", "")
     primary_settings = primary_settings or settings
@@ -138,7 +138,7 @@ def relative_values(audio: pd.DataFrame, split: str, reference: pd.DataFrame | N
 
 def said_me_sections(audio: pd.DataFrame, family, settings) -> dict:
     """bbq_self: the share of answers naming the speaker ('Me'), by group, per polarity."""
-    from .analyze import binary_section
+    from .sections import binary_section
 
     if not {"answer_option", "polarity"} <= set(audio.columns):
         return {}
