@@ -499,27 +499,29 @@ def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = 
     """A file a task names (data, lexicon), relative to the task YAML, else to the files it
     includes, else to the task folders: `data/mmlu_redux/...` works from a task anywhere.
 
-    A task file is user input, so the file must lie inside the folder it was found from
+    A task file is user input, so the file must lie inside one of those folders' trees
     (`../private/secrets.json` is refused), unless `allow_outside` (the user's explicit
     --allow-data-outside-task)."""
     task_path = Path(task_path).resolve()
     folders, seen = [task_path.parent], {task_path}
     current = task_path
-    while isinstance(base := read_yaml(current).get("include"), str) and base:
+    # a finetune config names its data like a task, but may not be a file on disk (built in memory)
+    while current.is_file() and isinstance(base := read_yaml(current).get("include"), str) and base:
         current = _find_include(current, base).resolve()
         if current in seen:
             break
         seen.add(current)
         folders.append(current.parent)
     folders += search_dirs("tasks")
+    roots = [f.resolve() for f in dict.fromkeys(folders)]
     for folder in dict.fromkeys(folders):
         candidate = (folder / relative).resolve()  # symlinks followed: a link out of the tree is outside
-        if not candidate.is_file():
-            continue
-        if allow_outside or candidate.is_relative_to(folder.resolve()):
+        # refused before looking: whether a file exists outside the trees is not the task's to learn
+        if not allow_outside and not any(candidate.is_relative_to(root) for root in roots):
+            raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the "
+                              "file there, or pass --allow-data-outside-task to read it anyway")
+        if candidate.is_file():
             return candidate
-        raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the file "
-                          "there, or pass --allow-data-outside-task to read it anyway")
     raise ConfigError(task_path, field, f"file {relative!r} not found; looked in "
                       + ", ".join(str(f) for f in dict.fromkeys(folders)))
 

@@ -99,7 +99,7 @@ CASES = [
                    "task: toy\ndataset: {local: {path: toy.csv}}\ndoc_to_text: x\ndoc_to_target: '0'\n"),
     Case("task: include cycle", "include cycle", [*RUN, "--task", "{d}/a.yaml"],
          {"a.yaml": "include: b.yaml\n", "b.yaml": "include: a.yaml\n"}),
-    Case("task: include missing", "file not found", [*RUN, "--task", "{d}/a.yaml"], {"a.yaml": "include: gone.yaml\n"}),
+    Case("task: include missing", "'gone.yaml' not found", [*RUN, "--task", "{d}/a.yaml"], {"a.yaml": "include: gone.yaml\n"}),
     task_case("task: samples without temperature", "samples > 1 with temperature 0", extra="samples: 3\n"),
     task_case("task: item column takes a reserved name", "would overwrite columns", extra="item_columns: [voice_id]\n"),
     task_case("task: option permutations on open answers", "option_permutations",
