@@ -118,7 +118,7 @@ def test_api_errors_then_resume_match_an_uninterrupted_run_and_never_pay_twice(f
     api.script.extend([bad_request, ("raw", b"{not json"), ("raw", b"{}"), bad_request, ("raw", b"")])
     first = faults.run("api-faults", *model)
     stored = len(faults.stored("api-faults"))
-    assert first.returncode == 0 and "requests failed and were not stored" in first.stderr
+    assert first.returncode == 3 and "requests failed and were not stored" in first.stderr  # 3: rerun with --resume
     assert 0 < stored < 18 and faults.manifest("api-faults")["complete"] is False
     before = len(api.calls)
     assert faults.run("api-faults", *model, "--resume").returncode == 0
