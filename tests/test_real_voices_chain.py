@@ -64,5 +64,5 @@ def test_build_clone_qc_run_report(tmp_path, biasbench_cache):
     from biasbench.voices.qc import copy_qc_into_run
 
     copy_qc_into_run(qc_csv, run_dir)
-    biasbench(env, "report", str(run_dir), "--n-permutations", "99", "--n-boot", "100", "--mdg-sims", "20")
+    biasbench(env, "report", str(run_dir), "--n-permutations", "99", "--mdg-sims", "20")
     assert "self-reported" in (run_dir / "report.html").read_text()

@@ -78,7 +78,7 @@ def test_a_damaged_store_is_named_and_salvage_keeps_every_readable_row(tmp_path)
     run.path.mkdir()
     _store_with(run.store_path, 200)
     data = bytearray(run.store_path.read_bytes())
-    data[4096 * 5: 4096 * 6] = b"\xff" * 4096  # one page of rows
+    data[4096 * 12: 4096 * 13] = b"\xff" * 4096  # one page of rows (past the schema and prompts pages)
     run.store_path.write_bytes(bytes(data))
     with pytest.raises(BiasbenchError, match="is damaged .*biasbench salvage"):
         run.open_store()
