@@ -309,54 +309,13 @@ def _f5_or_skip():
                     "install the cloning extra: pip install 'biasbench[cloning]'")
 
 
-TINY_ARCH = dict(dim=16, depth=2, heads=2, dim_head=8, ff_mult=1, text_dim=8, text_mask_padding=True,
-                 qk_norm=None, conv_layers=1, pe_attn_head=None, attn_backend="torch",
-                 attn_mask_enabled=False, checkpoint_activations=False)
-
-
 @pytest.fixture(scope="module")
 def tiny_f5(tmp_path_factory):
     """A random-weight F5-TTS model, config and Vocos vocoder on disk; no download."""
     _f5_or_skip()
-    import torch
-    import yaml
-    from safetensors.torch import save_file
-    from vocos import Vocos
+    from biasbench.models.tiny import f5 as tiny
 
-    from f5_tts.infer import utils_infer
-    from f5_tts.model import CFM, DiT
-    from f5_tts.model.utils import get_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny-f5")
-    torch.manual_seed(0)
-    mel = dict(target_sample_rate=24000, n_mel_channels=100, hop_length=256, win_length=1024, n_fft=1024,
-               mel_spec_type="vocos")
-    config = root / "F5TTS_tiny.yaml"
-    config.write_text(yaml.safe_dump({"model": {"name": "F5TTS_tiny", "tokenizer": "custom", "backbone": "DiT",
-                                                 "arch": TINY_ARCH, "mel_spec": mel}}))
-    vocab_file = str(Path(utils_infer.__file__).parent / "examples" / "vocab.txt")
-    vocab_map, vocab_size = get_tokenizer(vocab_file, "custom")
-    model = CFM(transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=100),
-                mel_spec_kwargs={k: v for k, v in mel.items()}, vocab_char_map=vocab_map)
-    checkpoint = root / "model_tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
-
-    vocoder_dir = root / "vocos-tiny"
-    vocoder_dir.mkdir()
-    vocos_config = {
-        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256,
-                                            "n_mels": 100, "padding": "center"}},
-        "backbone": {"class_path": "vocos.models.VocosBackbone",
-                     "init_args": {"input_channels": 100, "dim": 16, "intermediate_dim": 32, "num_layers": 1}},
-        "head": {"class_path": "vocos.heads.ISTFTHead",
-                 "init_args": {"dim": 16, "n_fft": 1024, "hop_length": 256, "padding": "center"}},
-    }
-    (vocoder_dir / "config.yaml").write_text(yaml.safe_dump(vocos_config))
-    vocos = Vocos.from_hparams(str(vocoder_dir / "config.yaml"))
-    torch.save(vocos.state_dict(), vocoder_dir / "pytorch_model.bin")
-    return {"BIASBENCH_F5_MODEL": str(config), "BIASBENCH_F5_CHECKPOINT": str(checkpoint),
-            "BIASBENCH_F5_VOCODER": str(vocoder_dir), "BIASBENCH_F5_DEVICE": "cpu"}
+    return tiny.build(tmp_path_factory.mktemp("tiny-f5"))
 
 
 @pytest.fixture
@@ -465,3 +424,58 @@ def test_project_declares_the_cloning_extra_outside_the_default_install():
     install = PROJECT / "scripts" / "install.sh"
     if install.is_file():
         assert "cloning" not in install.read_text(encoding="utf-8")
+
+
+LONG_QUESTION = ("A farmer has a field that is one hundred metres long and forty metres wide, and he wants "
+                 "to plant rows of beans along its length with two metres between rows, leaving a path of "
+                 "four metres along one side for his tractor. How many full rows of beans can he plant in the "
+                 "field, if every row must run the whole length of the field and no row may cross the path?")
+
+
+def test_f5_batch_gives_each_clip_as_made_alone(f5_env, tmp_path):
+    """Clips of different lengths, references, seeds and chunk counts in one batch come out as
+    they do one at a time; a clip that cannot be made fails alone."""
+    from biasbench.tts.f5 import F5Backend
+
+    short = _voice_params(tmp_path, seconds=4.0, seed=0)
+    longer = {**_voice_params(tmp_path, seconds=6.0, seed=1), "seed": 3}
+    requests = [("Name a prime number.", short), (LONG_QUESTION, longer), ("Yes.", short),
+                ("Which of these animals is a mammal?", longer), ("नमस्ते दुनिया", short)]
+    backend = F5Backend()
+    alone = [backend.synthesize(text, params)[0] for text, params in requests[:-1]]
+    batched = backend.synthesize_batch(requests)
+    assert len(batched) == len(requests)
+    for single, made in zip(alone, batched):
+        audio, rate = made
+        assert rate == SAMPLE_RATE and audio.shape == single.shape
+        # Equal to float rounding; without masking the padding in attention they differ by ~3% of the peak.
+        np.testing.assert_allclose(audio, single, atol=1e-5 * max(1.0, float(np.abs(single).max())))
+    assert isinstance(batched[-1], BiasbenchError) and "not in the checkpoint's vocabulary" in str(batched[-1])
+
+
+def test_f5_pool_is_cloned_in_batches_with_the_same_clips(f5_env, tmp_path, monkeypatch):
+    """synthesize_all hands F5 batches of BIASBENCH_TTS_BATCH_SIZE clips; the cache ends up with
+    the clips one-at-a-time synthesis makes, under the same keys."""
+    write_clip(tmp_path / "refs" / "a.wav", seconds=4, seed=1)
+    write_clip(tmp_path / "refs" / "b.wav", seconds=5, seed=2, sr=22050)
+    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", extra=", nfe_step: 4")
+                      + voice_yaml("clone-b", "refs/b.wav", extra=", nfe_step: 4, seed: 3"))
+    voices, pool = load(path)
+    texts = ("Is water wet?", "Count to three.", "Name a colour of the rainbow.")
+    jobs = [SynthesisJob.speak(v, text, pool.loudness_target) for v in voices.values() for text in texts]
+    from biasbench.tts import f5
+
+    calls = []
+    real = f5.F5Backend.synthesize_batch
+    monkeypatch.setattr(f5.F5Backend, "synthesize_batch", lambda self, requests: calls.append(len(requests))
+                        or real(self, requests))
+    one_by_one = synthesize_all(jobs, AudioCache(tmp_path / "single"), workers=1, progress=False, batch_size=1)
+    assert calls == [1] * 6
+    calls.clear()
+    monkeypatch.setenv("BIASBENCH_TTS_BATCH_SIZE", "4")
+    batched = synthesize_all(jobs, AudioCache(tmp_path / "batched"), workers=1, progress=False)
+    assert sorted(calls) == [2, 4] and batched.made == 6 and not batched.failures
+    for job in jobs:
+        assert batched.keys[job] == one_by_one.keys[job]
+        np.testing.assert_allclose(AudioCache(tmp_path / "batched").get(batched.keys[job]),
+                                   AudioCache(tmp_path / "single").get(one_by_one.keys[job]), atol=1e-4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,3 +18,18 @@ class TTSBackend(Protocol):
 
     def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
         """Speak `text` with the voice described by `params`; return (waveform, rate)."""
+
+
+@runtime_checkable
+class BatchedTTSBackend(Protocol):
+    """A backend that speaks several clips in one forward pass (the GPU cloning engines).
+
+    A batch's clips must come out as they would one at a time (the cache key does not say
+    how a clip was made), so an engine pads and masks rather than letting clips interact."""
+
+    def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
+        """(text, params) pairs -> per request (waveform, rate), or the error that clip met:
+        one bad clip must not fail the others."""
+
+    def default_batch_size(self) -> int:
+        """Clips per batch when the user sets none (may depend on the device)."""

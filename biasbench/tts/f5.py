@@ -89,6 +89,8 @@ PARAMS: dict[str, Param] = {
 #: F5-TTS's inference defaults (f5_tts/infer/utils_infer.py).
 DEFAULTS = {"seed": 0, "speed": 1.0, "nfe_step": 32, "cfg_strength": 2.0, "sway_sampling_coef": -1.0}
 CROSS_FADE_SECONDS = 0.15
+#: Clips per forward pass on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set.
+DEFAULT_GPU_BATCH = 16
 
 _import_lock = threading.Lock()
 _load_lock = threading.Lock()
@@ -168,6 +170,7 @@ def _import_f5() -> dict:
                 # f5-tts prints and warns on import (pydub looking for ffmpeg); keep stdout clean.
                 with contextlib.redirect_stdout(io.StringIO()):
                     import torch
+                    import torchaudio
                     from f5_tts.infer import utils_infer
                     from f5_tts.model import utils as model_utils
             except ImportError as err:
@@ -177,7 +180,8 @@ def _import_f5() -> dict:
             except Exception as err:  # noqa: BLE001 - e.g. a torchaudio built for another torch
                 raise BiasbenchError(f"the {ENGINE} engine (PyPI f5-tts) cannot be imported here "
                                      f"({type(err).__name__}: {str(err)[:300]}); {INSTALL_HINT}") from None
-            _modules = {"torch": torch, "utils_infer": utils_infer, "model_utils": model_utils}
+            _modules = {"torch": torch, "torchaudio": torchaudio, "utils_infer": utils_infer,
+                        "model_utils": model_utils}
         return _modules
 
 
@@ -252,7 +256,21 @@ def _load_engine(settings: Settings, device: str, torch, utils_infer) -> _Engine
             f"{settings.vocoder}) on {device}: {type(err).__name__}: {str(err)[:400]}. Without hub access, "
             f"download them first and point {ENV['checkpoint']} / {ENV['vocoder']} at the local files."
         ) from None
+    _mask_padding_in_attention(model)
     return _Engine(model, vocoder, device, int(utils_infer.target_sample_rate), int(utils_infer.hop_length))
+
+
+def _mask_padding_in_attention(model) -> None:
+    """Let attention ignore a batch's padding, as every other layer of the DiT already does.
+
+    F5TTS_v1_Base ships with attn_mask_enabled: False (trained one length per batch), so in a
+    batch of clips of different lengths a short clip would attend to the padding and come
+    out different from the same clip made alone. One clip at a time passes no mask, so
+    this changes nothing there."""
+    for module in model.modules():
+        processor = getattr(module, "processor", None)
+        if hasattr(processor, "attn_mask_enabled"):
+            processor.attn_mask_enabled = True
 
 
 def _checkpoint_file(ref: str) -> Path:
@@ -325,6 +343,31 @@ def _cross_fade(waves: list[np.ndarray], rate: int, seconds: float = CROSS_FADE_
     return final
 
 
+@dataclass
+class _Piece:
+    """One chunk of one clip, ready for the model."""
+
+    clip: int  # index of the clip in its batch
+    chunk: int  # index of the chunk in its clip
+    cond: object  # the reference's mel frames (n, mels), a tensor on the engine's device
+    ref_frames: int  # the reference's length in hops: where the new speech starts
+    tokens: list[str]  # reference transcript + chunk, as F5 tokenises them
+    frames: int  # reference + chunk length to generate, in hops
+    rescale: float | None  # reference rms / F5's target rms, when the reference was quieter
+    seed: int
+    sampling: tuple  # (nfe_step, cfg_strength, sway_sampling_coef): shared by one forward pass
+
+
+def _vocode(piece: _Piece, mel, engine: _Engine) -> np.ndarray:
+    """The waveform of the new speech in `mel` (the model's output for `piece`, padded)."""
+    # CFM.sample lengthens a clip to at least its tokens and reference plus one frame.
+    frames = max(piece.frames, max(len(piece.tokens), piece.cond.shape[0]) + 1)
+    wave = engine.vocoder.decode(mel[piece.ref_frames:frames].T.unsqueeze(0))
+    if piece.rescale is not None:
+        wave = wave * piece.rescale
+    return np.asarray(wave.squeeze().cpu().numpy(), np.float32).ravel()
+
+
 # --------------------------------------------------------------------------- backend
 
 
@@ -350,45 +393,137 @@ class F5Backend:
                 f"vocab {_identity(self.settings.vocab, 'vocab')}; vocoder {_identity(self.settings.vocoder, 'vocoder')}; "
                 f"{_precision(device, torch)}")
 
+    def default_batch_size(self) -> int:
+        """Clips per forward pass unless BIASBENCH_TTS_BATCH_SIZE says otherwise: a GPU has
+        room for many (benchmarks/bench_cloning.py measures clips/s per batch size); on a
+        CPU batching buys little, so one at a time."""
+        import torch  # not through _import_f5: without the engine, its clips fail one by one
+
+        return DEFAULT_GPU_BATCH if "cuda" in _common.pick_device(self.settings.device, torch) else 1
+
     def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
-        _common.check_text(ENGINE, text)
-        check_params(params)
-        require_reference(ENGINE, text, params)
-        voice = Path(params["reference_audio"]).name
+        made = self.synthesize_batch([(text, params)])[0]
+        if isinstance(made, Exception):
+            raise made
+        return made
+
+    def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
+        """Clone several clips with one flow-matching pass per chunk position.
+
+        Each clip is cut into chunks as F5-TTS does (infer_process) and chunk k of every clip
+        is seeded with seed + k, so the chunks that share a seed and sampling settings go
+        through the model together. The model pads them to the longest and masks the padding
+        (attention included), so a clip comes out as it would alone."""
+        results: list = [None] * len(requests)
+        for index, (text, params) in enumerate(requests):
+            try:  # what can be checked without the engine, before importing it
+                _common.check_text(ENGINE, text)
+                check_params(params)
+                require_reference(ENGINE, text, params)
+            except BiasbenchError as err:
+                results[index] = err
+        if all(results):
+            return results
         modules = _import_f5()
-        torch, utils_infer, model_utils = modules["torch"], modules["utils_infer"], modules["model_utils"]
         engine = _load(self.settings)
+        pieces: list[_Piece] = []
+        for index, (text, params) in enumerate(requests):
+            if results[index] is None:
+                try:
+                    pieces += self._pieces(index, text, params, engine, modules)
+                except Exception as err:  # noqa: BLE001 - one bad clip must not fail the batch
+                    results[index] = err
+        waves = self._generate(pieces, engine, modules["torch"], results)
+        for index, (text, params) in enumerate(requests):
+            if results[index] is None:
+                results[index] = self._assemble(waves, index, text, params, engine)
+        return results
+
+    def _pieces(self, index: int, text: str, params: dict, engine: _Engine, modules) -> list[_Piece]:
+        """The chunks of one clip, each with its reference mel, tokens, length and seed:
+        infer_process's chunking and infer_batch_process's preparation. (infer_process is
+        not called: it reads the reference with torchaudio.load, which needs ffmpeg through
+        torchcodec in torchaudio >= 2.9.)"""
+        torch, utils_infer, model_utils = modules["torch"], modules["utils_infer"], modules["model_utils"]
         self._check_speakable(text, engine, model_utils)
         ref_audio, ref_rate, ref_text = _reference(params, utils_infer)
         settings = {**DEFAULTS, **{k: params[k] for k in DEFAULTS if k in params}}
-        # infer_process's chunking (it is not called itself: it reads the reference with
-        # torchaudio.load, which needs ffmpeg through torchcodec in torchaudio >= 2.9).
         ref_seconds = len(ref_audio) / ref_rate
         max_chars = int(len(ref_text.encode("utf-8")) / ref_seconds * (22 - ref_seconds) * settings["speed"])
         chunks = utils_infer.chunk_text(text, max_chars=max(max_chars, 1))
         if not chunks:
             raise BiasbenchError(f"{ENGINE} found nothing to say in text {_common.excerpt(text)}")
-        cond = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32)).unsqueeze(0)
-        waves = []
+        audio = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32)).unsqueeze(0)
+        rms = float(torch.sqrt(torch.mean(torch.square(audio))))
+        quiet = rms < utils_infer.target_rms
+        if quiet:  # F5 hears the reference at its training loudness, and scales the clone back
+            audio = audio * utils_infer.target_rms / rms
+        if ref_rate != engine.sample_rate:
+            audio = modules["torchaudio"].transforms.Resample(ref_rate, engine.sample_rate)(audio)
+        with torch.inference_mode():
+            cond = engine.model.mel_spec(audio.to(engine.device)).permute(0, 2, 1)[0]
+        ref_frames = audio.shape[-1] // engine.hop_length
+        if len(ref_text[-1].encode("utf-8")) == 1:
+            ref_text = ref_text + " "
+        sampling = (int(settings["nfe_step"]), float(settings["cfg_strength"]), float(settings["sway_sampling_coef"]))
+        pieces = []
+        for chunk_index, chunk in enumerate(chunks):
+            # Very short text gets F5's slow-speech rule (infer_batch_process: speed 0.3 below 10 bytes).
+            speed = settings["speed"] if len(chunk.encode("utf-8")) >= 10 else 0.3
+            tokens = model_utils.convert_char_to_pinyin([ref_text + chunk])[0]
+            frames = ref_frames + int(ref_frames / len(ref_text.encode("utf-8")) * len(chunk.encode("utf-8")) / speed)
+            pieces.append(_Piece(index, chunk_index, cond, ref_frames, tokens, frames,
+                                 rms / utils_infer.target_rms if quiet else None,
+                                 int(settings["seed"]) + chunk_index, sampling))
+        return pieces
+
+    @staticmethod
+    def _generate(pieces: list[_Piece], engine: _Engine, torch, results: list) -> dict[tuple[int, int], np.ndarray]:
+        """Waveforms of the pieces, by (clip, chunk); a failed pass records its clips' error."""
+        groups: dict[tuple, list[_Piece]] = {}
+        for piece in pieces:
+            groups.setdefault((piece.seed, piece.sampling), []).append(piece)
+        waves: dict[tuple[int, int], np.ndarray] = {}
+        from torch.nn.utils.rnn import pad_sequence
+
         with _infer_lock:
-            for index, chunk in enumerate(chunks):
-                # One chunk per call, seeded first: infer_batch_process runs chunks in
-                # parallel threads that would share (and race for) the global generator.
-                model_utils.seed_everything(int(settings["seed"]) + index)
-                wave, rate, _ = next(utils_infer.infer_batch_process(
-                    (cond, ref_rate), ref_text, [chunk], engine.model, engine.vocoder,
-                    mel_spec_type="vocos", progress=None, target_rms=utils_infer.target_rms,
-                    cross_fade_duration=CROSS_FADE_SECONDS, nfe_step=int(settings["nfe_step"]),
-                    cfg_strength=float(settings["cfg_strength"]),
-                    sway_sampling_coef=float(settings["sway_sampling_coef"]),
-                    speed=float(settings["speed"]), device=engine.device,
-                ))
-                if wave is None or np.size(wave) == 0:
-                    raise BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text "
-                                         f"{_common.excerpt(chunk)}")
-                waves.append(np.asarray(wave, np.float32).ravel())
-        audio = to_harness_audio(_cross_fade(waves, rate), rate)
-        _common.check_not_silent(ENGINE, audio, voice, text)
+            for (seed, (nfe_step, cfg_strength, sway)), group in groups.items():
+                try:
+                    with torch.inference_mode():
+                        generated, _ = engine.model.sample(
+                            cond=pad_sequence([piece.cond for piece in group], batch_first=True),
+                            lens=torch.tensor([piece.cond.shape[0] for piece in group], device=engine.device),
+                            text=[piece.tokens for piece in group],
+                            duration=torch.tensor([piece.frames for piece in group], device=engine.device),
+                            steps=nfe_step, cfg_strength=cfg_strength, sway_sampling_coef=sway, seed=seed)
+                        generated = generated.to(torch.float32)
+                        for piece, mel in zip(group, generated):
+                            waves[(piece.clip, piece.chunk)] = _vocode(piece, mel, engine)
+                except Exception as err:  # noqa: BLE001 - e.g. out of memory: fail these clips only
+                    hint = (f" (a batch of {len(group)}; a smaller BIASBENCH_TTS_BATCH_SIZE may fit)"
+                            if len(group) > 1 else "")
+                    failure = BiasbenchError(f"{ENGINE} inference failed{hint}: {type(err).__name__}: {str(err)[:300]}")
+                    for piece in group:
+                        results[piece.clip] = results[piece.clip] or failure
+        return waves
+
+    @staticmethod
+    def _assemble(waves, index: int, text: str, params: dict, engine: _Engine):
+        """One clip from its chunk waves, or the error that stops it."""
+        voice = Path(params["reference_audio"]).name
+        chunks = []
+        for chunk_index in range(len(waves)):
+            if (index, chunk_index) not in waves:
+                break
+            wave = waves[(index, chunk_index)]
+            if wave.size == 0:
+                return BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
+            chunks.append(wave)
+        try:
+            audio = to_harness_audio(_cross_fade(chunks, engine.sample_rate), engine.sample_rate)
+            _common.check_not_silent(ENGINE, audio, voice, text)
+        except BiasbenchError as err:
+            return err
         return audio, SAMPLE_RATE
 
     @staticmethod

@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from biasbench.errors import BiasbenchError
-from biasbench.tts.base import SAMPLE_RATE, TTSBackend
+from biasbench.tts.base import SAMPLE_RATE, BatchedTTSBackend, TTSBackend
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.loudness import normalize_loudness, require_pyloudnorm
 from biasbench.tts.registry import get_tts_backend
@@ -106,8 +106,12 @@ def synthesize_all(
     cache: AudioCache,
     workers: int | None = None,
     progress: bool = True,
+    batch_size: int | None = None,
 ) -> SynthesisResult:
     """Make every job's clip that is not cached yet, `workers` at a time (default: all cores).
+
+    Engines that speak in batches (the cloning engines) get up to `batch_size` clips per call
+    (default: BIASBENCH_TTS_BATCH_SIZE, else the engine's own default); the others one each.
 
     An unknown backend raises BiasbenchError before any work starts, and so does a missing
     engine when no job could run (every job would fail the same way); when other engines can,
@@ -131,7 +135,8 @@ def synthesize_all(
     if any(by_key[key][0].loudness_target is not None for key in todo):
         require_pyloudnorm()  # stops here, naming the package, rather than failing every clip
     result.reused = len(by_key) - len(todo)
-    errors = _make_clips(todo, by_key, backends, cache, workers, progress)
+    units = _work_units(todo, by_key, backends, batch_size)
+    errors = _make_clips(units, by_key, backends, cache, workers, progress)
     for key, message in errors.items():
         result.failures += [(job, message) for job in by_key[key]]
     result.made = len(todo) - len(errors)
@@ -170,25 +175,55 @@ def _assign_keys(jobs, versions, cache, result) -> dict[str, list[SynthesisJob]]
     return by_key
 
 
-def _make_clips(todo, by_key, backends, cache, workers, progress) -> dict[str, str]:
-    """Synthesise and store each key in `todo` in a thread pool; return key -> error."""
-    if not todo:
+#: Clips per batch for engines that speak in batches, on every machine (overrides their default).
+BATCH_SIZE_ENV = "BIASBENCH_TTS_BATCH_SIZE"
+
+
+def batch_size_for(backend: TTSBackend, requested: int | None = None) -> int:
+    """How many clips `backend` gets per call: 1 unless it speaks in batches."""
+    if not isinstance(backend, BatchedTTSBackend):
+        return 1
+    if requested is None and os.environ.get(BATCH_SIZE_ENV, "").strip():
+        value = os.environ[BATCH_SIZE_ENV].strip()
+        if not value.isdigit() or int(value) < 1:
+            raise BiasbenchError(f"{BATCH_SIZE_ENV}={value!r}: expected a whole number of clips, 1 or more")
+        requested = int(value)
+    return max(1, requested if requested is not None else backend.default_batch_size())
+
+
+def _work_units(todo, by_key, backends, batch_size) -> list[list[str]]:
+    """The keys to make together: batches for engines that speak in batches, else one each."""
+    units: list[list[str]] = []
+    for name, backend in backends.items():
+        keys = [key for key in todo if by_key[key][0].backend == name]
+        size = batch_size_for(backend, batch_size) if keys else 1
+        if size > 1:
+            # Clips of similar length in one batch: the shorter ones are padded to the longest.
+            keys.sort(key=lambda key: len(by_key[key][0].text))
+        units += [keys[start:start + size] for start in range(0, len(keys), size)]
+    return units
+
+
+def _make_clips(units, by_key, backends, cache, workers, progress) -> dict[str, str]:
+    """Synthesise and store each unit of keys in a thread pool; return key -> error."""
+    if not units:
         return {}
     # Threads suffice: the engines do their work in subprocesses or C code, not Python.
     pool = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
     errors: dict[str, str] = {}
-    bar = tqdm(total=len(todo), desc="synthesising", unit="clip", disable=not progress)
+    bar = tqdm(total=sum(map(len, units)), desc="synthesising", unit="clip", disable=not progress)
     try:
-        futures: dict[Future, str] = {}
-        for key in todo:
-            job = by_key[key][0]  # all jobs under one key would make identical audio
-            futures[pool.submit(_make_one, job, backends[job.backend], cache, key)] = key
+        futures: dict[Future, list[str]] = {}
+        for keys in units:
+            jobs = [by_key[key][0] for key in keys]  # all jobs under one key would make identical audio
+            backend = backends[jobs[0].backend]
+            make = _make_one if len(keys) == 1 else _make_batch
+            futures[pool.submit(make, jobs, backend, cache, keys)] = keys
         for future in as_completed(futures):
-            error = future.result()
-            if error is not None:
-                errors[futures[future]] = error
+            errors.update(future.result())
+            if errors:
                 bar.set_postfix(failed=len(errors))
-            bar.update()
+            bar.update(len(futures[future]))
     finally:
         # On Ctrl-C, drop queued jobs instead of waiting for all of them to run.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -196,16 +231,41 @@ def _make_clips(todo, by_key, backends, cache, workers, progress) -> dict[str, s
     return errors
 
 
-def _make_one(job: SynthesisJob, backend: TTSBackend, cache: AudioCache, key: str) -> str | None:
-    """Make and store one clip; return an error message instead of raising."""
+def _make_one(jobs, backend: TTSBackend, cache: AudioCache, keys) -> dict[str, str]:
+    """Make and store one clip; return {key: error} instead of raising."""
     try:
-        audio, sr = backend.synthesize(job.text, job.params)
+        made = backend.synthesize(jobs[0].text, jobs[0].params)
+    except Exception as err:  # noqa: BLE001 - one broken clip must not stop the batch
+        made = err
+    return _store(jobs[0], made, cache, keys[0])
+
+
+def _make_batch(jobs, backend: BatchedTTSBackend, cache: AudioCache, keys) -> dict[str, str]:
+    """Make and store a batch of clips in one engine call; return {key: error} of those that failed."""
+    try:
+        made = backend.synthesize_batch([(job.text, job.params) for job in jobs])
+        if len(made) != len(jobs):
+            raise BiasbenchError(f"{backend.name} returned {len(made)} clips for a batch of {len(jobs)}")
+    except Exception as err:  # noqa: BLE001 - a failed batch fails its clips, not the run
+        made = [err] * len(jobs)
+    errors: dict[str, str] = {}
+    for job, output, key in zip(jobs, made, keys):
+        errors.update(_store(job, output, cache, key))
+    return errors
+
+
+def _store(job: SynthesisJob, made, cache: AudioCache, key: str) -> dict[str, str]:
+    """Put `made` (waveform, rate) in the cache as harness audio; {key: message} when it is an error."""
+    try:
+        if isinstance(made, Exception):
+            raise made
+        audio, sr = made
         audio = to_harness_audio(audio, sr)
         if job.loudness_target is not None:
             audio = normalize_loudness(audio, job.loudness_target)
         cache.put(key, audio, SAMPLE_RATE)
     except BiasbenchError as err:
-        return str(err)
+        return {key: str(err)}
     except Exception as err:  # noqa: BLE001 - one broken clip must not stop the batch
-        return f"{type(err).__name__}: {err}"
-    return None
+        return {key: f"{type(err).__name__}: {err}"}
+    return {}
