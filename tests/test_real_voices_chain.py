@@ -61,8 +61,7 @@ def test_build_clone_qc_run_report(tmp_path, biasbench_cache):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["pool"]["label_sources"] == ["self_reported"]
 
-    from biasbench.voices.qc import copy_qc_into_run
-
-    copy_qc_into_run(qc_csv, run_dir)
-    biasbench(env, "report", str(run_dir), "--n-permutations", "99", "--mdg-sims", "20")
+    biasbench(env, "report", str(run_dir), "--voice-qc", str(qc_csv), "--n-permutations", "99", "--mdg-sims", "20")
+    assert (run_dir / "voice_qc.csv").read_bytes() == qc_csv.read_bytes()
+    assert json.loads((run_dir / "report.json").read_text())["voice_qc"]
     assert "self-reported" in (run_dir / "report.html").read_text()

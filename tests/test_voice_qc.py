@@ -201,6 +201,12 @@ def test_qc_csv_contract_and_copy_into_run(qc_result, tmp_path):
         copy_qc_into_run(paths["csv"], run_dir)
     with pytest.raises(BiasbenchError, match="not a biasbench run"):
         copy_qc_into_run(paths["csv"], tmp_path)
+    # The same check through `biasbench report --voice-qc`: one line, exit 2, no report written.
+    from test_cli import assert_one_line_error, biasbench
+
+    refused = biasbench("report", str(run_dir), "--voice-qc", str(paths["csv"]))
+    assert_one_line_error(refused, "no QC row for 1 voice(s) of this run: someone-else")
+    assert not (run_dir / "report.json").exists()
     bad = write(tmp_path / "bad.csv", "voice_id,wer\nv,0.1\n")
     with pytest.raises(BiasbenchError, match="lacks the columns"):
         read_qc(bad)

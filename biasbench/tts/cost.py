@@ -2,9 +2,9 @@
 
 Cloning is the dominant GPU cost of a real study (MMLU-10% x 30 voices is ~42k clips): this is
 the one number `plan` adds for it. Seconds per clip: `BIASBENCH_CLONE_S_PER_CLIP` when set (measure
-it on your GPU with a small `biasbench voices preview` of a cloning pool), else the default below,
-an assumption (~1 s per clip for F5-TTS / MaskGCT on one data-centre GPU, one clip at a time) and
-labelled as such. Engines that are not zero-shot cloners are cheap on CPU and are not counted.
+it on your GPU with `benchmarks/bench_cloning.py --real`: its s/clip column at the batch size you
+will use), else the default below, an assumption (~1 s per clip for F5-TTS / MaskGCT on one
+data-centre GPU, one clip at a time) and labelled as such. Engines that are not zero-shot cloners are cheap on CPU and are not counted.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ The engine is chosen per machine, not per voice, by environment variables (all o
 version() names the f5-tts release, the model, checkpoint, vocab and vocoder (hub ids, or
 the sha256 of local files) and the device precision, so changing any of them re-synthesises.
 
+Clips are cloned in batches (BIASBENCH_TTS_BATCH_SIZE clips per forward pass; default 8 on a
+GPU, 1 on a CPU): padded, with the padding masked in attention too, so a clip comes out as it
+does alone, to float rounding, and the batch size is not part of the cache key.
+
 Params (besides the reference ones): `seed` (default 0; F5 samples its starting noise, and
 the same seed gives the same clip), `speed`, `nfe_step` (flow steps, default 32),
 `cfg_strength` (default 2), `sway_sampling_coef` (default -1).
@@ -89,8 +93,8 @@ PARAMS: dict[str, Param] = {
 #: F5-TTS's inference defaults (f5_tts/infer/utils_infer.py).
 DEFAULTS = {"seed": 0, "speed": 1.0, "nfe_step": 32, "cfg_strength": 2.0, "sway_sampling_coef": -1.0}
 CROSS_FADE_SECONDS = 0.15
-#: Clips per forward pass on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set.
-DEFAULT_GPU_BATCH = 16
+#: Clips per forward pass on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set (not yet measured on one).
+DEFAULT_GPU_BATCH = 8
 
 _import_lock = threading.Lock()
 _load_lock = threading.Lock()
@@ -394,9 +398,12 @@ class F5Backend:
                 f"{_precision(device, torch)}")
 
     def default_batch_size(self) -> int:
-        """Clips per forward pass unless BIASBENCH_TTS_BATCH_SIZE says otherwise: a GPU has
-        room for many (benchmarks/bench_cloning.py measures clips/s per batch size); on a
-        CPU batching buys little, so one at a time."""
+        """Clips per forward pass unless BIASBENCH_TTS_BATCH_SIZE says otherwise.
+
+        On a CPU, one: a single clip already keeps every core busy, and batches measured
+        0.5-0.9x the clips/s of one at a time (benchmarks/bench_cloning.py). On a GPU, a
+        batch fills the device that one clip leaves idle; DEFAULT_GPU_BATCH has not been
+        measured on one yet: run the benchmark there and set the variable."""
         import torch  # not through _import_f5: without the engine, its clips fail one by one
 
         return DEFAULT_GPU_BATCH if "cuda" in _common.pick_device(self.settings.device, torch) else 1
