@@ -11,7 +11,6 @@ from finetune/.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +42,9 @@ def config_signature(config) -> dict:
 
 def adapter_sha256(folder: Path) -> str:
     """sha256 over the files that decide the adapter's effect (config + weights)."""
-    digest = hashlib.sha256()
-    for name in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS):
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0")
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    from biasbench.tts.weights import sha256_of_files
+
+    return sha256_of_files(folder, (ADAPTER_CONFIG, *ADAPTER_WEIGHTS))
 
 
 # --------------------------------------------------------------------------- loading

@@ -20,7 +20,6 @@ pure so they are tested without vLLM.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing
@@ -167,13 +166,9 @@ def lora_rank(adapter: str | Path) -> int:
 
 
 def _hash_folder(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    from biasbench.tts.weights import sha256_of_files
+
+    return sha256_of_files(folder, sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()))
 
 
 # ---------------------------------------------------------------- engines

@@ -61,6 +61,20 @@ def sha256_of(path: Path) -> str:
     return _hashed[memo]
 
 
+def sha256_of_files(folder: Path, names) -> str:
+    """sha256 over each named file (a path relative to `folder`) that exists: its name, a NUL,
+    its bytes. Names of adapters and model folders that runs record, so keep it stable."""
+    digest = hashlib.sha256()
+    for name in names:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(str(name).encode() + b"\0")
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(_CHUNK), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def files_identity(path: Path, files: list[Path] | None = None) -> str:
     """A local checkpoint file or folder (or the given `files` in it) named by its bytes: a short
     sha256 over each file's path within the folder and its sha256 (hashed once per process)."""

@@ -137,9 +137,9 @@ def build_tiny_text_llm(path, seed: int = 0, hidden_size: int = 64, num_heads: i
     """Tiny `Qwen2ForCausalLM` with the tiny Qwen2 tokenizer of `qwen2audio.py` (so "A" and " A" are
     single tokens) and Qwen2-Instruct's text chat template, saved into `path`."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from biasbench.models.tiny.qwen2audio import _train_tokenizer
+    from biasbench.models.tiny.qwen2audio import _train_tokenizer, sampling_generation_config
 
     path = Path(path)
     tokenizer = _train_tokenizer()
@@ -155,11 +155,7 @@ def build_tiny_text_llm(path, seed: int = 0, hidden_size: int = 64, num_heads: i
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config).eval()
     # Like the real Instruct checkpoint, it samples by default: backends must decode explicitly.
-    model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.05,
-    )
+    model.generation_config = sampling_generation_config(tokenizer, top_p=0.8, repetition_penalty=1.05)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -129,7 +129,7 @@ def _build_processor(tokenizer):
 
 def _build_model(tokenizer, seed: int):
     import torch
-    from transformers import GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     audio_config = dict(
         d_model=64,
@@ -161,16 +161,19 @@ def _build_model(tokenizer, seed: int):
         model = Qwen2AudioForConditionalGeneration(config).eval()
     # Mirrors the real Instruct checkpoint, whose generation_config samples by default
     # (with a repetition penalty): backends must override it explicitly to decode greedily.
-    model.generation_config = GenerationConfig(
+    model.generation_config = sampling_generation_config(tokenizer, top_p=0.5, repetition_penalty=1.1)
+    return model
+
+
+def sampling_generation_config(tokenizer, top_p: float, repetition_penalty: float):
+    """A Qwen Instruct checkpoint's generation_config: it samples unless told otherwise."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        do_sample=True,
-        top_k=20,
-        top_p=0.5,
-        temperature=0.7,
-        repetition_penalty=1.1,
+        do_sample=True, top_k=20, top_p=top_p, temperature=0.7, repetition_penalty=repetition_penalty,
     )
-    return model
 
 
 def build_tiny_qwen2audio(path, seed: int = 0) -> Path:
