@@ -25,5 +25,5 @@ def cloning_estimate(jobs_to_make) -> dict:
         seconds, source = float(os.environ[ENV]), f"{ENV}={os.environ[ENV]} s/clip"
     else:
         seconds, source = DEFAULT_CLONE_S_PER_CLIP, (f"assumed {DEFAULT_CLONE_S_PER_CLIP:g} s/clip on one GPU; "
-                                                     f"measure yours and set {ENV}")
+                                                     f"measure yours with benchmarks/bench_cloning.py --real and set {ENV}")
     return {"n_clips_to_clone": n, "cloning_hours": n * seconds / 3600, "cloning_source": source}
