@@ -200,8 +200,10 @@ def _write_outputs(out: RunDir, manifest: dict) -> None:
 
     options = manifest.get("options", {})
     limit = options.get("limit")
+    # The shards' own permission (recorded with their options) to read data outside the task's tree.
+    outside = str(options.get("allow_data_outside_task")) == "True"
     task = load_task(manifest["task"]["path"], data_source=manifest["task"]["source"],
-                     limit=None if limit in (None, "None") else int(limit))
+                     limit=None if limit in (None, "None") else int(limit), allow_data_outside=outside)
     if task.fingerprint()["items_hash"] != manifest["task"]["items_hash"]:
         raise BiasbenchError(f"task {manifest['task']['path']} no longer gives the items the shards ran; "
                              "cannot rebuild the tidy table (the merged store was written).")

@@ -166,3 +166,20 @@ def test_ray_retries_a_killed_worker_without_loss_or_duplicates(runs, ray_cluste
     shard1 = len(responses(ray_cluster / "r-shard-1-of-2"))
     assert 4 <= killed_at < shard1, "the kill should land mid-shard"
     assert_same_answers(result.run_dir, runs["full"])
+
+
+def test_merge_keeps_the_shards_permission_to_read_data_outside_the_task(biasbench_cache, tmp_path):
+    """Shards run with --allow-data-outside-task merge without the flag: the manifest carries it."""
+    data = tmp_path / "elsewhere" / "items.csv"
+    data.parent.mkdir()
+    shutil.copy(PROJECT / "tasks" / "data" / "mmlu_redux" / "mmlu_redux_clean.csv", data)
+    task = tmp_path / "tasks" / "outside.yaml"
+    task.parent.mkdir()
+    yaml_text = (PROJECT / "tasks" / "mmlu.yaml").read_text()
+    task.write_text(yaml_text.replace("path: data/mmlu_redux/mmlu_redux_clean.csv", f"path: {data}"))
+    shards = [run(options(tmp_path / "sharded", task=str(task), model="simulated-no-bias", offline_fallback=False,
+                          shard=(i, 2), allow_data_outside_task=True)).run_dir for i in range(2)]
+    with pytest.raises(BiasbenchError, match="--allow-data-outside-task"):  # the guard itself still holds
+        run(options(tmp_path / "refused", task=str(task), model="simulated-no-bias", offline_fallback=False))
+    merge_shards(shards, tmp_path / "merged")
+    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["n_responses"] == N_REQUESTS
