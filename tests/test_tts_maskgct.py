@@ -145,19 +145,21 @@ def _overlay(source: Path, target: Path, extra: dict[str, bytes]) -> Path:
 
 def _tiny_config(source: Path) -> dict:
     """Amphion's config/maskgct.json with every size shrunk (the 12 codec layers, 50 Hz
-    frames and 24 kHz codec are kept: the pipeline relies on them)."""
+    frames and 24 kHz codec are kept: the pipeline relies on them). The codebooks keep 128
+    and 64 tokens: sampling keeps the top 2% (top_k 0.98), so with fewer than 50 only one
+    token survives and the seed would not matter."""
     config = json.loads(source.read_text(encoding="utf-8"))
     model = config["model"]
-    model["t2s_model"].update(hidden_size=H, num_layers=1, num_heads=2, cond_codebook_size=32, cond_dim=H)
+    model["t2s_model"].update(hidden_size=H, num_layers=1, num_heads=2, cond_codebook_size=128, cond_dim=H)
     for part in ("s2a_1layer", "s2a_full"):
-        model["s2a_model"][part].update(hidden_size=H, num_layers=1, num_heads=2, codebook_size=16,
-                                        cond_codebook_size=32, cond_dim=H)
-    model["semantic_codec"].update(codebook_size=32, hidden_size=H, codebook_dim=4, vocos_dim=H,
+        model["s2a_model"][part].update(hidden_size=H, num_layers=1, num_heads=2, codebook_size=64,
+                                        cond_codebook_size=128, cond_dim=H)
+    model["semantic_codec"].update(codebook_size=128, hidden_size=H, codebook_dim=4, vocos_dim=H,
                                    vocos_intermediate_dim=32, vocos_num_layers=1)
     model["acoustic_codec"]["encoder"].update(d_model=2, out_channels=H)
     # The decoder reads `in_channels` (the shipped config's `in_channel` is ignored: 256).
     model["acoustic_codec"]["decoder"].update(in_channel=H, in_channels=H, upsample_initial_channel=H,
-                                              codebook_size=16, codebook_dim=4, vocos_dim=H,
+                                              codebook_size=64, codebook_dim=4, vocos_dim=H,
                                               vocos_intermediate_dim=32, vocos_num_layers=1)
     return config
 
@@ -320,3 +322,82 @@ def test_maskgct_pool_runs_through_synthesize_all_into_the_cache(mg_env, tmp_pat
             assert 1.1 < after.size / before.size < 1.4  # 5 s instead of 4 s of the same speaker
     assert hashlib.sha256((tmp_path / "refs" / "a.wav").read_bytes()).hexdigest() == \
         load(path)[0]["clone-a"].tts.params["reference_sha256"]
+
+
+def _amphion_alone(text, params):
+    """The clip as Amphion's own pipeline makes it (maskgct_inference's steps after
+    torch.manual_seed), at the harness's rate."""
+    import contextlib
+    import io
+
+    from biasbench.tts.synthesis import to_harness_audio
+
+    settings = {**maskgct.DEFAULTS, **{k: params[k] for k in maskgct.DEFAULTS if k in params}}
+    modules = maskgct._modules
+    torch, pipeline = modules["torch"], maskgct._load(maskgct.Settings.from_env()).pipeline
+    speech_16k, speech_24k = maskgct._reference(params, modules["librosa"])
+    torch.manual_seed(settings["seed"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        semantic, _ = pipeline.text2semantic(speech_16k, params["reference_text"], "en", text, "en", None,
+                                             settings["t2s_steps"], settings["cfg"], settings["rescale_cfg"])
+        acoustic = pipeline.extract_acoustic_code(torch.from_numpy(speech_24k).unsqueeze(0))
+        _, audio = pipeline.semantic2acoustic(semantic, acoustic, n_timesteps=list(maskgct.S2A_STEPS),
+                                              cfg=settings["s2a_cfg"], rescale_cfg=settings["s2a_rescale_cfg"])
+    return to_harness_audio(np.asarray(audio, np.float32).ravel(), maskgct.CODEC_RATE)
+
+
+def test_maskgct_clip_alone_is_amphions_clip(mg_env, tmp_path):
+    """One clip through the batched sampler is the clip Amphion's pipeline makes under the same
+    seed (same draws from the same generator), so clips cached before batching stay valid."""
+    params = {**_voice_params(tmp_path, seconds=3.0, seed=2), "seed": 11, "cfg": 1.5}
+    text = "Which of these animals is a mammal?"
+    audio, _ = maskgct.MaskGCTBackend().synthesize(text, params)
+    np.testing.assert_allclose(audio, _amphion_alone(text, params), atol=1e-6)
+
+
+def test_maskgct_batch_gives_each_clip_as_made_alone(mg_env, tmp_path):
+    """Clips of different lengths, references and seeds in one batch come out as they do one at
+    a time; a clip with other sampling settings goes in its own pass; a clip that cannot be
+    made fails alone."""
+    short = _voice_params(tmp_path, seconds=3.0, seed=0)
+    longer = {**_voice_params(tmp_path, seconds=5.0, seed=1), "seed": 3}
+    requests = [("Name a prime number.", short), ("Which of these animals is a mammal, a fish or a bird?", longer),
+                ("Yes.", short), ("Is water wet?", {**longer, "seed": 4}),
+                ("Count to three.", {**short, "t2s_steps": 3}), ("नमस्ते दुनिया", short)]
+    backend = maskgct.MaskGCTBackend()
+    alone = [backend.synthesize(text, params)[0] for text, params in requests[:-1]]
+    batched = backend.synthesize_batch(requests)
+    assert len(batched) == len(requests)
+    assert len({a.size for a in alone}) > 2  # the batch is padded
+    for single, made in zip(alone, batched):
+        audio, rate = made
+        assert rate == SAMPLE_RATE and audio.shape == single.shape
+        np.testing.assert_allclose(audio, single, atol=1e-5 * max(1.0, float(np.abs(single).max())))
+    assert not np.array_equal(alone[1], backend.synthesize(requests[1][0], {**longer, "seed": 5})[0])
+    assert isinstance(batched[-1], BiasbenchError) and "cannot speak text" in str(batched[-1])
+
+
+def test_maskgct_pool_is_cloned_in_batches_with_the_same_clips(mg_env, tmp_path, monkeypatch):
+    """synthesize_all hands MaskGCT batches of BIASBENCH_TTS_BATCH_SIZE clips; the cache ends up
+    with the clips one-at-a-time synthesis makes, under the same keys."""
+    write_clip(tmp_path / "refs" / "a.wav", seconds=4, seed=1)
+    write_clip(tmp_path / "refs" / "b.wav", seconds=5, seed=2, sr=22050)
+    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", backend="maskgct", extra=", t2s_steps: 4")
+                      + voice_yaml("clone-b", "refs/b.wav", backend="maskgct", extra=", t2s_steps: 4, seed: 3"))
+    voices, pool = load(path)
+    texts = ("Is water wet?", "Count to three.", "Name a colour of the rainbow.")
+    jobs = [SynthesisJob.speak(v, text, pool.loudness_target) for v in voices.values() for text in texts]
+    calls = []
+    real = maskgct.MaskGCTBackend.synthesize_batch
+    monkeypatch.setattr(maskgct.MaskGCTBackend, "synthesize_batch",
+                        lambda self, requests: calls.append(len(requests)) or real(self, requests))
+    one_by_one = synthesize_all(jobs, AudioCache(tmp_path / "single"), workers=1, progress=False, batch_size=1)
+    assert calls == [1] * 6
+    calls.clear()
+    monkeypatch.setenv("BIASBENCH_TTS_BATCH_SIZE", "4")
+    batched = synthesize_all(jobs, AudioCache(tmp_path / "batched"), workers=1, progress=False)
+    assert sorted(calls) == [2, 4] and batched.made == 6 and not batched.failures
+    for job in jobs:
+        assert batched.keys[job] == one_by_one.keys[job]
+        np.testing.assert_allclose(AudioCache(tmp_path / "batched").get(batched.keys[job]),
+                                   AudioCache(tmp_path / "single").get(one_by_one.keys[job]), atol=1e-4)
