@@ -611,8 +611,6 @@ def _text2semantic(clips: list[_Clip], engine: _Engine, torch) -> None:
 def _s2a(model, clips: list[_Clip], n_timesteps: list[int], gt_codes: list | None, torch) -> list:
     """MaskGCT_S2A.reverse_diffusion (temp 1.5) for clips sharing their sampling settings:
     the acoustic codes (1, T, layers) of each clip, layer by layer."""
-    net = model.diff_estimator
-    cfg, rescale_cfg = clips[0].sampling[3:]
     device = clips[0].generator.device
     max_layer = model.num_quantizer
     conds = [model.cond_emb(c.semantic) for c in clips]
@@ -634,33 +632,43 @@ def _s2a(model, clips: list[_Clip], n_timesteps: list[int], gt_codes: list | Non
             for i in range(first):
                 cums[k] += model.token_emb[i](codes[k][:, :, i])
     for layer in range(first, max_layer):
-        token_emb = model.token_emb[layer]
-        layer_t = torch.tensor(layer).to(device).long().unsqueeze(0)
-        temp_conds = [cond + model.layer_emb(layer_t).unsqueeze(1) for cond in conds]
-        mask_token = model.mask_emb(torch.zeros_like(layer_t))
-
-        def current(k, mask, seq):
-            cur = cums[k] + mask * mask_token[:, None, :] + (~mask) * token_emb(seq)
-            return cur + mask_token[:, None, :] * (max_layer - 1 - layer_t)
-
-        def estimate(active, curs, t):
-            x, x_mask = _pack([torch.cat([prompts[k], cur], dim=1) for k, cur in zip(active, curs)], torch)
-            cond, _ = _pack([temp_conds[k] for k in active], torch)
-            out = net(x, t, cond, x_mask)
-            embeds = [out[j:j + 1, prompt_lens[k]:prompt_lens[k] + lengths[k]] for j, k in enumerate(active)]
-            if cfg <= 0:
-                return embeds, None
-            x, x_mask = _pack(curs, torch)
-            cond, _ = _pack([temp_conds[k][:, prompt_lens[k]:] for k in active], torch)
-            out = net(x, t, cond, x_mask)
-            return embeds, [out[j:j + 1, :lengths[k]] for j, k in enumerate(active)]
-
-        seqs = _unmask(model, clips, lengths, n_timesteps[layer], 1.5, cfg, rescale_cfg, current, estimate,
-                       model.to_logits[layer], torch)
+        seqs = _s2a_layer(model, layer, n_timesteps[layer], clips, conds, prompts, cums, torch)
         for k, seq in enumerate(seqs):
-            cums[k] = cums[k] + token_emb(seq)
+            cums[k] = cums[k] + model.token_emb[layer](seq)
             codes[k][..., layer] = seq
     return codes
+
+
+def _s2a_layer(model, layer: int, steps: int, clips: list[_Clip], conds: list, prompts: list, cums: list,
+               torch) -> list:
+    """The tokens of one codec layer for each clip (one pass of reverse_diffusion's layer loop)."""
+    net = model.diff_estimator
+    cfg, rescale_cfg = clips[0].sampling[3:]
+    max_layer = model.num_quantizer
+    prompt_lens = [prompt.shape[1] for prompt in prompts]
+    lengths = [cum.shape[1] for cum in cums]
+    token_emb = model.token_emb[layer]
+    layer_t = torch.tensor(layer).to(cums[0].device).long().unsqueeze(0)
+    temp_conds = [cond + model.layer_emb(layer_t).unsqueeze(1) for cond in conds]
+    mask_token = model.mask_emb(torch.zeros_like(layer_t))
+
+    def current(k, mask, seq):
+        cur = cums[k] + mask * mask_token[:, None, :] + (~mask) * token_emb(seq)
+        return cur + mask_token[:, None, :] * (max_layer - 1 - layer_t)
+
+    def estimate(active, curs, t):
+        x, x_mask = _pack([torch.cat([prompts[k], cur], dim=1) for k, cur in zip(active, curs)], torch)
+        cond, _ = _pack([temp_conds[k] for k in active], torch)
+        out = net(x, t, cond, x_mask)
+        embeds = [out[j:j + 1, prompt_lens[k]:prompt_lens[k] + lengths[k]] for j, k in enumerate(active)]
+        if cfg <= 0:
+            return embeds, None
+        x, x_mask = _pack(curs, torch)
+        cond, _ = _pack([temp_conds[k][:, prompt_lens[k]:] for k in active], torch)
+        out = net(x, t, cond, x_mask)
+        return embeds, [out[j:j + 1, :lengths[k]] for j, k in enumerate(active)]
+
+    return _unmask(model, clips, lengths, steps, 1.5, cfg, rescale_cfg, current, estimate, model.to_logits[layer], torch)
 
 
 def _semantic2acoustic(clips: list[_Clip], engine: _Engine, torch) -> None:
