@@ -48,6 +48,29 @@ own rule (text2semantic with target_len=None, as its inference script does when 
 duration is given): the reference's duration scaled by the ratio of the phone counts of
 the text and of the reference transcript, i.e. the speaker's phone rate.
 
+Batching (synthesize_batch; BIASBENCH_TTS_BATCH_SIZE, default 8 on a GPU, 1 on a CPU): a
+batch's clips must come out as each would alone, since the audio cache key does not say how
+a clip was made. Amphion's reverse_diffusion (T2S and S2A) cannot do that on a batch: it
+draws its random numbers from the global generator for the whole batch, rescales guidance
+by the std of the whole batch, and re-masks a number of tokens set by the padded length.
+So its loop is re-run here (_unmask) with only the network passes batched: each clip's
+tokens are packed behind its phones and reference codes, padded at the end and masked in
+attention (Amphion's own estimators, position by position), while guidance, sampling and
+re-masking run per clip with Amphion's top_k and log and the clip's own torch.Generator,
+drawing in Amphion's order. The generator starts where maskgct_inference's seeding and
+reference encoding leave the device's generator (w2v-bert draws from it), so a clip made
+alone is the clip Amphion's pipeline makes under the same seed, and in a batch it is the
+clip made alone (on a CPU, tiny models: both differences measured 0, bit for bit).
+Reference encoding and the codec decoder run one clip at a time: they are cheap, and the
+decoder's convolutions would see the padding. Clips are grouped by sampling settings
+(t2s_steps, cfg, rescale_cfg, s2a_cfg, s2a_rescale_cfg).
+
+Caveat: the tokens are chosen by argmax and top-k, so a float-rounding difference between
+a batched and a lone network pass (a GPU may pick other kernels for another batch shape)
+can, on a near tie, pick another token, and the rest of that clip then differs (another
+sample from the same distribution, not a corrupted clip). On a CPU no clip differed; on a
+GPU this is not yet measured (benchmarks should compare batched with lone clips there).
+
 Params (besides the reference ones): `seed` (default 0: MaskGCT samples tokens, and the
 same seed gives the same clip on the same machine), `language` (of both the text and the
 reference transcript; en, zh, ja, fr, ko, de; default en), `t2s_steps` (text-to-semantic
