@@ -98,7 +98,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.reference import require_reference
+from biasbench.tts.reference import precheck_requests, require_reference
 from biasbench.tts.synthesis import to_harness_audio
 from biasbench.tts.weights import files_identity
 
@@ -742,14 +742,7 @@ class MaskGCTBackend:
     def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
         """Clone several clips, the clips with the same sampling settings through each network
         pass of T2S and S2A together (see _unmask); the codec decodes each clip alone."""
-        results: list = [None] * len(requests)
-        for index, (text, params) in enumerate(requests):
-            try:  # what can be checked without the engine, before importing it
-                _common.check_text(ENGINE, text)
-                check_params(params)
-                require_reference(ENGINE, text, params)
-            except BiasbenchError as err:
-                results[index] = err
+        results = precheck_requests(ENGINE, requests, check_params)
         if all(results):
             return results
         modules = _import_amphion(self.settings)

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 H = 16  # every hidden size
+ESTIMATOR_STD = 0.3  # of the T2S and S2A estimators' weights (see build)
 
 #: A one-node ONNX graph (Identity): stands in for Amphion's Chinese polyphone model, which
 #: its g2p loads at import but English never runs.
@@ -108,6 +109,12 @@ def build(root: Path, amphion_dir: str | Path, seed: int = 0) -> dict[str, str]:
                  "t2s_model": mu.build_t2s_model(cfg.t2s_model, "cpu"),
                  "s2a_1layer": mu.build_s2a_model(cfg.s2a_model.s2a_1layer, "cpu"),
                  "s2a_full": mu.build_s2a_model(cfg.s2a_model.s2a_full, "cpu")}
+    # Amphion initialises with std 0.02, which leaves the estimators' attention too weak to
+    # change a token: a clip would then not notice another clip's padding leaking into it.
+    for name in ("t2s_model", "s2a_1layer", "s2a_full"):
+        for param in built[name].diff_estimator.parameters():
+            if param.dim() > 1:
+                torch.nn.init.normal_(param, std=ESTIMATOR_STD)
     checkpoints = root / "MaskGCT"
     for name, module in built.items():
         maskgct._contiguous_buffers(module)
