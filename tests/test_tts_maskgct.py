@@ -289,3 +289,22 @@ def test_maskgct_batch_gives_each_clip_as_made_alone(mg_env, tmp_path):
 
 def test_maskgct_pool_is_cloned_in_batches_with_the_same_clips(mg_env, tmp_path, monkeypatch):
     assert_pool_cloned_in_batches(tmp_path, monkeypatch, maskgct.MaskGCTBackend, "maskgct", "t2s_steps: 4")
+
+
+def test_maskgct_a_failed_pass_fails_only_its_clips(mg_env, tmp_path, monkeypatch):
+    """Clips with other sampling settings go through other passes: one pass failing (say, out
+    of memory) fails its clips and no others."""
+    params = _voice_params(tmp_path, seconds=3.0)
+    real = maskgct._semantic2acoustic
+
+    def failing(clips, engine, torch):
+        if clips[0].sampling[0] == 3:
+            raise RuntimeError("CUDA out of memory")
+        return real(clips, engine, torch)
+
+    monkeypatch.setattr(maskgct, "_semantic2acoustic", failing)
+    made = maskgct.MaskGCTBackend().synthesize_batch(
+        [("Is water wet?", params), ("Count to three.", {**params, "t2s_steps": 3}),
+         ("Name a prime number.", {**params, "t2s_steps": 3}), ("Yes.", params)])
+    assert [isinstance(m, BiasbenchError) for m in made] == [False, True, True, False]
+    assert "inference failed (a batch of 2; a smaller BIASBENCH_TTS_BATCH_SIZE may fit)" in str(made[1])

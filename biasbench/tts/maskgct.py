@@ -524,7 +524,7 @@ class _Clip:
     prompt_semantic: object  # the reference's semantic codes, (1, S)
     prompt_acoustic: object  # the reference's acoustic codes, (1, P, 12)
     target_len: int  # semantic frames to generate: Amphion's duration rule
-    generator: object  # torch.Generator seeded with the clip's seed; every random draw of the clip
+    generator: object  # the clip's own torch.Generator (see _encode_reference): all its draws
     sampling: tuple  # (t2s_steps, cfg, rescale_cfg, s2a_cfg, s2a_rescale_cfg): shared by a batch
     semantic: object = None  # reference + generated semantic codes, after text-to-semantic
     acoustic: object = None  # generated acoustic codes (1, T, 12), after semantic-to-acoustic
@@ -550,8 +550,8 @@ def _unmask(model, clips: list[_Clip], lengths: list[int], steps: int, temp: flo
     Here only the network pass (`estimate`, padding masked in attention) sees the batch;
     guidance, sampling and re-masking run per clip, with the clip's own generator and
     Amphion's own top_k and log, in Amphion's order of draws. So a clip draws what it would
-    alone, and alone (B = 1) it draws what Amphion's reverse_diffusion draws after
-    torch.manual_seed(seed)."""
+    alone, and alone (B = 1) it draws what Amphion's reverse_diffusion draws in
+    maskgct_inference under the same seed."""
     amphion = sys.modules[type(model).__module__]  # maskgct_t2s or maskgct_s2a: top_k, log
 
     def gumbel(t, generator):  # gumbel_noise, drawing from the clip's generator
@@ -771,7 +771,13 @@ class MaskGCTBackend:
                             results[clip.index] = failure
                         continue
                     for clip in group:
-                        results[clip.index] = self._audio(clip, requests[clip.index], engine)
+                        try:
+                            results[clip.index] = self._audio(clip, *requests[clip.index], engine)
+                        except BiasbenchError as err:
+                            results[clip.index] = err
+                        except Exception as err:  # noqa: BLE001 - one clip's decoding must not fail the rest
+                            results[clip.index] = BiasbenchError(f"{ENGINE} decoding failed: {type(err).__name__}: "
+                                                                 f"{str(err)[:300]}")
         return results
 
     @staticmethod
@@ -794,19 +800,15 @@ class MaskGCTBackend:
         return _Clip(index, phones, semantic, acoustic, target_len, generator, sampling)
 
     @staticmethod
-    def _audio(clip: _Clip, request: tuple[str, dict], engine: _Engine):
+    def _audio(clip: _Clip, text: str, params: dict, engine: _Engine) -> tuple[np.ndarray, int]:
         """The clip's waveform: semantic2acoustic's codec decoding, one clip at a time (its
-        convolutions would see a batch's padding), or the error that stops it."""
-        text, params = request
+        convolutions would see a batch's padding)."""
         voice = Path(params["reference_audio"]).name
         decoder = engine.pipeline.codec_decoder
         audio = decoder(decoder.vq2emb(clip.acoustic.permute(2, 0, 1), n_quantizers=12))[0][0].cpu().numpy()
         audio = np.asarray(audio, np.float32).ravel()
-        try:
-            if audio.size == 0:
-                raise BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
-            audio = to_harness_audio(audio, CODEC_RATE)
-            _common.check_not_silent(ENGINE, audio, voice, text)
-        except BiasbenchError as err:
-            return err
+        if audio.size == 0:
+            raise BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
+        audio = to_harness_audio(audio, CODEC_RATE)
+        _common.check_not_silent(ENGINE, audio, voice, text)
         return audio, SAMPLE_RATE
