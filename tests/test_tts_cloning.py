@@ -454,20 +454,24 @@ def test_f5_batch_gives_each_clip_as_made_alone(f5_env, tmp_path):
 
 
 def test_f5_pool_is_cloned_in_batches_with_the_same_clips(f5_env, tmp_path, monkeypatch):
-    """synthesize_all hands F5 batches of BIASBENCH_TTS_BATCH_SIZE clips; the cache ends up with
-    the clips one-at-a-time synthesis makes, under the same keys."""
+    from biasbench.tts import f5
+
+    assert_pool_cloned_in_batches(tmp_path, monkeypatch, f5.F5Backend, "f5-tts", "nfe_step: 4")
+
+
+def assert_pool_cloned_in_batches(tmp_path, monkeypatch, backend_class, backend: str, settings: str) -> None:
+    """synthesize_all hands the backend batches of BIASBENCH_TTS_BATCH_SIZE clips; the cache ends
+    up with the clips one-at-a-time synthesis makes, under the same keys."""
     write_clip(tmp_path / "refs" / "a.wav", seconds=4, seed=1)
     write_clip(tmp_path / "refs" / "b.wav", seconds=5, seed=2, sr=22050)
-    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", extra=", nfe_step: 4")
-                      + voice_yaml("clone-b", "refs/b.wav", extra=", nfe_step: 4, seed: 3"))
+    path = write_pool(tmp_path, voice_yaml("clone-a", "refs/a.wav", backend=backend, extra=f", {settings}")
+                      + voice_yaml("clone-b", "refs/b.wav", backend=backend, extra=f", {settings}, seed: 3"))
     voices, pool = load(path)
     texts = ("Is water wet?", "Count to three.", "Name a colour of the rainbow.")
     jobs = [SynthesisJob.speak(v, text, pool.loudness_target) for v in voices.values() for text in texts]
-    from biasbench.tts import f5
-
     calls = []
-    real = f5.F5Backend.synthesize_batch
-    monkeypatch.setattr(f5.F5Backend, "synthesize_batch", lambda self, requests: calls.append(len(requests))
+    real = backend_class.synthesize_batch
+    monkeypatch.setattr(backend_class, "synthesize_batch", lambda self, requests: calls.append(len(requests))
                         or real(self, requests))
     one_by_one = synthesize_all(jobs, AudioCache(tmp_path / "single"), workers=1, progress=False, batch_size=1)
     assert calls == [1] * 6

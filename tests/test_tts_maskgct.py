@@ -9,17 +9,15 @@ BIASBENCH_AMPHION_DIR and its requirements installed, and is skipped otherwise.
 """
 
 import hashlib
-import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write
-from test_tts_cloning import (REFERENCE_TEXT, assert_missing_engine_fails_alone, load, voice_yaml, write_clip,
-                              write_pool)
+from test_tts_cloning import (REFERENCE_TEXT, assert_missing_engine_fails_alone, assert_pool_cloned_in_batches, load,
+                              voice_yaml, write_clip, write_pool)
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts import maskgct, registry
@@ -108,59 +106,6 @@ def test_missing_amphion_fails_its_voices_and_the_rest_of_the_pool_is_made(fresh
 
 # -- Amphion's MaskGCT for real, on tiny random models ----------------------------------------
 
-#: A one-node ONNX graph (Identity): stands in for Amphion's Chinese polyphone model, which
-#: its g2p loads at import but English never runs. Only written where the checkout lacks it.
-_STUB_ONNX = bytes.fromhex(
-    "08083a3a0a100a017812017922084964656e746974791204737475625a0f0a0178120a0a08080112040a020801"
-    "620f0a0179120a0a08080112040a02080142040a00100d")
-_G2P_SOURCES = "models/tts/maskgct/g2p/sources"
-#: Data files Amphion's g2p opens at import (git LFS-sized; a partial checkout may lack them).
-_IMPORT_DATA = {f"{_G2P_SOURCES}/chinese_lexicon.txt": b"",
-                f"{_G2P_SOURCES}/g2p_chinese_model/poly_bert_model.onnx": _STUB_ONNX}
-H = 16  # every hidden size
-
-
-def _overlay(source: Path, target: Path, extra: dict[str, bytes]) -> Path:
-    """`target` mirrors `source` by symlinks, plus `extra` files where `source` lacks them
-    (the checkout itself is never written to)."""
-    def mirror(src: Path, dst: Path, wanted: dict[tuple[str, ...], bytes]):
-        dst.mkdir(parents=True, exist_ok=True)
-        heads = {parts[0] for parts in wanted}
-        for child in src.iterdir():
-            if child.name not in heads:
-                (dst / child.name).symlink_to(child, target_is_directory=child.is_dir())
-        for head in heads:
-            below = {parts[1:]: data for parts, data in wanted.items() if parts[0] == head and len(parts) > 1}
-            if below:
-                mirror(src / head, dst / head, below)
-            elif not (src / head).exists():
-                (dst / head).write_bytes(wanted[(head,)])
-            else:
-                (dst / head).symlink_to(src / head)
-
-    missing = {tuple(rel.split("/")): data for rel, data in extra.items() if not (source / rel).exists()}
-    mirror(source, target, missing)
-    return target
-
-
-def _tiny_config(source: Path) -> dict:
-    """Amphion's config/maskgct.json with every size shrunk (the 12 codec layers, 50 Hz
-    frames and 24 kHz codec are kept: the pipeline relies on them)."""
-    config = json.loads(source.read_text(encoding="utf-8"))
-    model = config["model"]
-    model["t2s_model"].update(hidden_size=H, num_layers=1, num_heads=2, cond_codebook_size=32, cond_dim=H)
-    for part in ("s2a_1layer", "s2a_full"):
-        model["s2a_model"][part].update(hidden_size=H, num_layers=1, num_heads=2, codebook_size=16,
-                                        cond_codebook_size=32, cond_dim=H)
-    model["semantic_codec"].update(codebook_size=32, hidden_size=H, codebook_dim=4, vocos_dim=H,
-                                   vocos_intermediate_dim=32, vocos_num_layers=1)
-    model["acoustic_codec"]["encoder"].update(d_model=2, out_channels=H)
-    # The decoder reads `in_channels` (the shipped config's `in_channel` is ignored: 256).
-    model["acoustic_codec"]["decoder"].update(in_channel=H, in_channels=H, upsample_initial_channel=H,
-                                              codebook_size=16, codebook_dim=4, vocos_dim=H,
-                                              vocos_intermediate_dim=32, vocos_num_layers=1)
-    return config
-
 
 @pytest.fixture(scope="module")
 def tiny_maskgct(tmp_path_factory):
@@ -169,57 +114,23 @@ def tiny_maskgct(tmp_path_factory):
     if not amphion:
         pytest.skip(f"{AMPHION_ENV} is not set: point it at an Amphion checkout with "
                     "models/tts/maskgct/requirements.txt installed to run MaskGCT for real")
-    root = tmp_path_factory.mktemp("tiny-maskgct")
-    overlay = _overlay(Path(amphion).resolve(), root / "Amphion", _IMPORT_DATA)
-    settings = maskgct.Settings(amphion_dir=str(overlay))
-    saved = maskgct._modules
-    maskgct._modules = None
-    try:
-        modules = maskgct._import_amphion(settings)
-    except BiasbenchError as err:
-        maskgct._modules = saved
-        pytest.skip(f"Amphion in {AMPHION_ENV}={amphion} cannot be imported here: {str(err)[:300]}")
-    torch, mu, load_config = modules["torch"], modules["maskgct_utils"], modules["load_config"]
-    from safetensors.torch import save_model
-    from transformers import (
-        SeamlessM4TFeatureExtractor,
-        Wav2Vec2BertConfig,
-        Wav2Vec2BertModel,
-    )
+    from biasbench.models.tiny import maskgct as tiny
 
+    saved = maskgct._modules
+    maskgct._modules = None  # import Amphion from the builder's mirror of the checkout
+    try:
+        import torch
+    except ImportError:
+        pytest.skip("MaskGCT needs torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add contention on shared cores
-    torch.manual_seed(0)
-    config_path = root / "maskgct-tiny.json"
-    config_path.write_text(json.dumps(_tiny_config(overlay / maskgct.DEFAULT_CONFIG)))
-    cfg = load_config(str(config_path)).model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # Amphion's codecs use weight_norm
-        codec_encoder, codec_decoder = mu.build_acoustic_codec(cfg.acoustic_codec, "cpu")
-        built = {"semantic_codec": mu.build_semantic_codec(cfg.semantic_codec, "cpu"),
-                 "codec_encoder": codec_encoder, "codec_decoder": codec_decoder,
-                 "t2s_model": mu.build_t2s_model(cfg.t2s_model, "cpu"),
-                 "s2a_1layer": mu.build_s2a_model(cfg.s2a_model.s2a_1layer, "cpu"),
-                 "s2a_full": mu.build_s2a_model(cfg.s2a_model.s2a_full, "cpu")}
-    checkpoints = root / "MaskGCT"
-    for name, module in built.items():
-        maskgct._contiguous_buffers(module)
-        target = checkpoints / maskgct.CHECKPOINT_FILES[name]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_model(module, str(target))
-    # w2v-bert-2.0's shape, shrunk: 160 = 80 mel bins x stride 2 of SeamlessM4TFeatureExtractor;
-    # MaskGCT reads hidden layer 17, so 17 layers.
-    semantic = root / "w2v-bert-tiny"
-    Wav2Vec2BertModel(Wav2Vec2BertConfig(
-        hidden_size=H, num_hidden_layers=maskgct.SEMANTIC_LAYER, num_attention_heads=2, intermediate_size=32,
-        feature_projection_input_dim=160, conv_depthwise_kernel_size=3, output_hidden_size=H,
-    )).save_pretrained(semantic)
-    SeamlessM4TFeatureExtractor().save_pretrained(semantic)
-    stats = root / "wav2vec2bert_stats.pt"
-    torch.save({"mean": torch.randn(H) * 0.1, "var": torch.rand(H) + 0.5}, stats)
-    yield {AMPHION_ENV: str(overlay), "BIASBENCH_MASKGCT_CONFIG": str(config_path),
-           "BIASBENCH_MASKGCT_CHECKPOINTS": str(checkpoints), "BIASBENCH_MASKGCT_SEMANTIC_MODEL": str(semantic),
-           "BIASBENCH_MASKGCT_SEMANTIC_STATS": str(stats), "BIASBENCH_MASKGCT_DEVICE": "cpu"}
+    try:
+        env = tiny.build(tmp_path_factory.mktemp("tiny-maskgct"), amphion)
+    except BiasbenchError as err:
+        maskgct._modules = saved
+        torch.set_num_threads(threads)
+        pytest.skip(f"Amphion in {AMPHION_ENV}={amphion} cannot be imported here: {str(err)[:300]}")
+    yield env
     torch.set_num_threads(threads)
 
 
@@ -320,3 +231,80 @@ def test_maskgct_pool_runs_through_synthesize_all_into_the_cache(mg_env, tmp_pat
             assert 1.1 < after.size / before.size < 1.4  # 5 s instead of 4 s of the same speaker
     assert hashlib.sha256((tmp_path / "refs" / "a.wav").read_bytes()).hexdigest() == \
         load(path)[0]["clone-a"].tts.params["reference_sha256"]
+
+
+def _amphion_alone(text, params):
+    """The clip as Amphion's own pipeline makes it (maskgct_inference's steps after
+    torch.manual_seed), at the harness's rate."""
+    import contextlib
+    import io
+
+    from biasbench.tts.synthesis import to_harness_audio
+
+    settings = {**maskgct.DEFAULTS, **{k: params[k] for k in maskgct.DEFAULTS if k in params}}
+    modules = maskgct._modules
+    torch, pipeline = modules["torch"], maskgct._load(maskgct.Settings.from_env()).pipeline
+    speech_16k, speech_24k = maskgct._reference(params, modules["librosa"])
+    torch.manual_seed(settings["seed"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        semantic, _ = pipeline.text2semantic(speech_16k, params["reference_text"], "en", text, "en", None,
+                                             settings["t2s_steps"], settings["cfg"], settings["rescale_cfg"])
+        acoustic = pipeline.extract_acoustic_code(torch.from_numpy(speech_24k).unsqueeze(0))
+        _, audio = pipeline.semantic2acoustic(semantic, acoustic, n_timesteps=list(maskgct.S2A_STEPS),
+                                              cfg=settings["s2a_cfg"], rescale_cfg=settings["s2a_rescale_cfg"])
+    return to_harness_audio(np.asarray(audio, np.float32).ravel(), maskgct.CODEC_RATE)
+
+
+def test_maskgct_clip_alone_is_amphions_clip(mg_env, tmp_path):
+    """One clip through the batched sampler is the clip Amphion's pipeline makes under the same
+    seed (same draws from the same generator), so clips cached before batching stay valid."""
+    params = {**_voice_params(tmp_path, seconds=3.0, seed=2), "seed": 11, "cfg": 1.5}
+    text = "Which of these animals is a mammal?"
+    audio, _ = maskgct.MaskGCTBackend().synthesize(text, params)
+    np.testing.assert_allclose(audio, _amphion_alone(text, params), atol=1e-6)
+
+
+def test_maskgct_batch_gives_each_clip_as_made_alone(mg_env, tmp_path):
+    """Clips of different lengths, references and seeds in one batch come out as they do one at
+    a time; a clip with other sampling settings goes in its own pass; a clip that cannot be
+    made fails alone."""
+    short = _voice_params(tmp_path, seconds=3.0, seed=0)
+    longer = {**_voice_params(tmp_path, seconds=5.0, seed=1), "seed": 3}
+    requests = [("Name a prime number.", short), ("Which of these animals is a mammal, a fish or a bird?", longer),
+                ("Yes.", short), ("Is water wet?", {**longer, "seed": 4}),
+                ("Count to three.", {**short, "t2s_steps": 3}), ("नमस्ते दुनिया", short)]
+    backend = maskgct.MaskGCTBackend()
+    alone = [backend.synthesize(text, params)[0] for text, params in requests[:-1]]
+    batched = backend.synthesize_batch(requests)
+    assert len(batched) == len(requests)
+    assert len({a.size for a in alone}) > 2  # the batch is padded
+    for single, made in zip(alone, batched):
+        audio, rate = made
+        assert rate == SAMPLE_RATE and audio.shape == single.shape
+        # Equal to float rounding; with the padding not masked in attention nearly every sample differs.
+        np.testing.assert_allclose(audio, single, atol=1e-5 * max(1.0, float(np.abs(single).max())))
+    assert not np.array_equal(alone[1], backend.synthesize(requests[1][0], {**longer, "seed": 5})[0])
+    assert isinstance(batched[-1], BiasbenchError) and "cannot speak text" in str(batched[-1])
+
+
+def test_maskgct_pool_is_cloned_in_batches_with_the_same_clips(mg_env, tmp_path, monkeypatch):
+    assert_pool_cloned_in_batches(tmp_path, monkeypatch, maskgct.MaskGCTBackend, "maskgct", "t2s_steps: 4")
+
+
+def test_maskgct_a_failed_pass_fails_only_its_clips(mg_env, tmp_path, monkeypatch):
+    """Clips with other sampling settings go through other passes: one pass failing (say, out
+    of memory) fails its clips and no others."""
+    params = _voice_params(tmp_path, seconds=3.0)
+    real = maskgct._semantic2acoustic
+
+    def failing(clips, engine, torch):
+        if clips[0].sampling[0] == 3:
+            raise RuntimeError("CUDA out of memory")
+        return real(clips, engine, torch)
+
+    monkeypatch.setattr(maskgct, "_semantic2acoustic", failing)
+    made = maskgct.MaskGCTBackend().synthesize_batch(
+        [("Is water wet?", params), ("Count to three.", {**params, "t2s_steps": 3}),
+         ("Name a prime number.", {**params, "t2s_steps": 3}), ("Yes.", params)])
+    assert [isinstance(m, BiasbenchError) for m in made] == [False, True, True, False]
+    assert "inference failed (a batch of 2; a smaller BIASBENCH_TTS_BATCH_SIZE may fit)" in str(made[1])

@@ -51,7 +51,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.reference import require_reference
+from biasbench.tts.reference import precheck_requests
 from biasbench.tts.synthesis import to_harness_audio
 from biasbench.tts.weights import files_identity, sha256_of
 
@@ -421,14 +421,7 @@ class F5Backend:
         is seeded with seed + k, so the chunks that share a seed and sampling settings go
         through the model together. The model pads them to the longest and masks the padding
         (attention included), so a clip comes out as it would alone."""
-        results: list = [None] * len(requests)
-        for index, (text, params) in enumerate(requests):
-            try:  # what can be checked without the engine, before importing it
-                _common.check_text(ENGINE, text)
-                check_params(params)
-                require_reference(ENGINE, text, params)
-            except BiasbenchError as err:
-                results[index] = err
+        results = precheck_requests(ENGINE, requests, check_params)
         if all(results):
             return results
         modules = _import_f5()

@@ -48,6 +48,29 @@ own rule (text2semantic with target_len=None, as its inference script does when 
 duration is given): the reference's duration scaled by the ratio of the phone counts of
 the text and of the reference transcript, i.e. the speaker's phone rate.
 
+Batching (synthesize_batch; BIASBENCH_TTS_BATCH_SIZE, default 8 on a GPU, 1 on a CPU): a
+batch's clips must come out as each would alone, since the audio cache key does not say how
+a clip was made. Amphion's reverse_diffusion (T2S and S2A) cannot do that on a batch: it
+draws its random numbers from the global generator for the whole batch, rescales guidance
+by the std of the whole batch, and re-masks a number of tokens set by the padded length.
+So its loop is re-run here (_unmask) with only the network passes batched: each clip's
+tokens are packed behind its phones and reference codes, padded at the end and masked in
+attention (Amphion's own estimators, position by position), while guidance, sampling and
+re-masking run per clip with Amphion's top_k and log and the clip's own torch.Generator,
+drawing in Amphion's order. The generator starts where maskgct_inference's seeding and
+reference encoding leave the device's generator (w2v-bert draws from it), so a clip made
+alone is the clip Amphion's pipeline makes under the same seed, and in a batch it is the
+clip made alone (on a CPU, tiny models: both differences measured 0, bit for bit).
+Reference encoding and the codec decoder run one clip at a time: they are cheap, and the
+decoder's convolutions would see the padding. Clips are grouped by sampling settings
+(t2s_steps, cfg, rescale_cfg, s2a_cfg, s2a_rescale_cfg).
+
+Caveat: the tokens are chosen by argmax and top-k, so a float-rounding difference between
+a batched and a lone network pass (a GPU may pick other kernels for another batch shape)
+can, on a near tie, pick another token, and the rest of that clip then differs (another
+sample from the same distribution, not a corrupted clip). On a CPU no clip differed; on a
+GPU this is not yet measured (benchmarks should compare batched with lone clips there).
+
 Params (besides the reference ones): `seed` (default 0: MaskGCT samples tokens, and the
 same seed gives the same clip on the same machine), `language` (of both the text and the
 reference transcript; en, zh, ja, fr, ko, de; default en), `t2s_steps` (text-to-semantic
@@ -62,7 +85,6 @@ import contextlib
 import hashlib
 import io
 import os
-import random
 import sys
 import threading
 import warnings
@@ -76,7 +98,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.reference import require_reference
+from biasbench.tts.reference import precheck_requests, require_reference
 from biasbench.tts.synthesis import to_harness_audio
 from biasbench.tts.weights import files_identity
 
@@ -135,6 +157,8 @@ PARAMS: dict[str, Param] = {
 DEFAULTS = {"seed": 0, "language": "en", "t2s_steps": 25, "cfg": 2.5, "rescale_cfg": 0.75,
             "s2a_cfg": 2.5, "s2a_rescale_cfg": 0.75}
 S2A_STEPS = [25, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+#: Clips per batch on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set.
+DEFAULT_GPU_BATCH = 8
 SEMANTIC_RATE = 16000  # w2v-bert's input
 CODEC_RATE = 24000  # the acoustic codec's input and output
 
@@ -455,12 +479,12 @@ def _reference(params: dict, librosa) -> tuple[np.ndarray, np.ndarray]:
     return _references[key]
 
 
-# --------------------------------------------------------------------------- backend
+# --------------------------------------------------------------------------- reverse diffusion, batched
 
 
-def _check_speakable(mu, what: str, words: str, language: str) -> None:
-    """Refuse text Amphion's G2P cannot turn into phones (it raises on text with no letters
-    of its languages, e.g. digits or punctuation alone, or another script)."""
+def _phones(mu, what: str, words: str, language: str) -> list[int]:
+    """Amphion's phone ids of `words`; refuse text its G2P cannot turn into phones (it raises
+    on text with no letters of its languages, e.g. digits or punctuation alone, or another script)."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             phones = mu.g2p_(words, language)[1]
@@ -469,12 +493,216 @@ def _check_speakable(mu, what: str, words: str, language: str) -> None:
                              f"Amphion's G2P fails: {str(err)[:200]}") from None
     if not phones:
         raise BiasbenchError(f"{ENGINE} found nothing to say in {what} {_common.excerpt(words)} (language {language})")
+    return list(phones)
 
 
-def _seed(seed: int, torch) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # every device's generator
+def _encode_reference(params: dict, seed: int, engine: _Engine, modules: dict) -> tuple[int, object, object, object]:
+    """The reference's length at 16 kHz, its semantic codes (1, S) and acoustic codes (1, P, 12),
+    and the clip's random generator: text2semantic's and maskgct_inference's steps that read
+    the reference, after maskgct_inference's seeding. Hugging Face's w2v-bert draws from the
+    global generator as it runs (LayerDrop's dice, even in eval mode), so the clip's generator
+    starts where those draws leave the device's, as Amphion's sampling does."""
+    torch, pipeline = modules["torch"], engine.pipeline
+    speech_16k, speech_24k = _reference(params, modules["librosa"])
+    torch.manual_seed(seed)
+    features, attention = pipeline.extract_features(speech_16k)
+    semantic, _ = pipeline.extract_semantic_code(features.unsqueeze(0).to(engine.device),
+                                                 attention.unsqueeze(0).to(engine.device))
+    acoustic = pipeline.extract_acoustic_code(torch.from_numpy(speech_24k).unsqueeze(0).to(engine.device))
+    generator = torch.Generator(device=engine.device)
+    cuda = torch.device(engine.device).type == "cuda"
+    generator.set_state(torch.cuda.get_rng_state(engine.device) if cuda else torch.get_rng_state())
+    return len(speech_16k), semantic, acoustic, generator
+
+
+@dataclass
+class _Clip:
+    """One request on its way through the models; tensors have a batch dimension of 1."""
+
+    index: int  # in the request list
+    phones: object  # reference transcript + text phone ids, (1, n)
+    prompt_semantic: object  # the reference's semantic codes, (1, S)
+    prompt_acoustic: object  # the reference's acoustic codes, (1, P, 12)
+    target_len: int  # semantic frames to generate: Amphion's duration rule
+    generator: object  # the clip's own torch.Generator (see _encode_reference): all its draws
+    sampling: tuple  # (t2s_steps, cfg, rescale_cfg, s2a_cfg, s2a_rescale_cfg): shared by a batch
+    semantic: object = None  # reference + generated semantic codes, after text-to-semantic
+    acoustic: object = None  # generated acoustic codes (1, T, 12), after semantic-to-acoustic
+
+
+def _pack(pieces: list, torch) -> tuple[object, object]:
+    """(1, n_k, H) tensors -> one (B, max n, H) batch padded at the end, and its mask (1 real, 0 padding)."""
+    width = max(piece.shape[1] for piece in pieces)
+    x = torch.cat([torch.nn.functional.pad(piece, (0, 0, 0, width - piece.shape[1])) for piece in pieces])
+    lengths = torch.tensor([piece.shape[1] for piece in pieces], device=x.device)
+    mask = (torch.arange(width, device=x.device)[None, :] < lengths[:, None]).float()
+    return x, mask
+
+
+def _unmask(model, clips: list[_Clip], lengths: list[int], steps: int, temp: float, cfg: float,
+            rescale_cfg: float, current, estimate, to_logits, torch) -> list:
+    """The token loop of Amphion's reverse_diffusion (MaskGCT_T2S and, per codec layer,
+    MaskGCT_S2A), for several clips at once; returns each clip's tokens, (1, n).
+
+    Amphion's loop, run on a batch, would tie the clips together three ways: its random
+    draws come from the global generator in batch order, its guidance rescale takes the
+    std of the whole batch, and the number of tokens it re-masks follows the padded length.
+    Here only the network pass (`estimate`, padding masked in attention) sees the batch;
+    guidance, sampling and re-masking run per clip, with the clip's own generator and
+    Amphion's own top_k and log, in Amphion's order of draws. So a clip draws what it would
+    alone, and alone (B = 1) it draws what Amphion's reverse_diffusion draws in
+    maskgct_inference under the same seed."""
+    amphion = sys.modules[type(model).__module__]  # maskgct_t2s or maskgct_s2a: top_k, log
+
+    def gumbel(t, generator):  # gumbel_noise, drawing from the clip's generator
+        return -amphion.log(-amphion.log(torch.zeros_like(t).uniform_(0, 1, generator=generator)))
+
+    device = clips[0].generator.device
+    seqs = [torch.full((1, n), 0, device=device) for n in lengths]
+    masks = [torch.full((1, n, 1), True, device=device) for n in lengths]
+    h = 1.0 / steps
+    t_list = [1.0 - i * h for i in range(steps)] + [0.0]  # as Amphion rounds them
+    active = list(range(len(clips)))
+    for i in range(steps):
+        t = t_list[i] * torch.ones(len(active), device=device)
+        curs = [current(k, masks[k], seqs[k]) for k in active]
+        embeds, unguided = estimate(active, curs, t)
+        done = []
+        for j, k in enumerate(active):
+            emb = embeds[j]
+            if cfg > 0:  # classifier-free guidance and its rescale, with this clip's std
+                std = emb.std()
+                emb = emb + cfg * (emb - unguided[j])
+                emb = rescale_cfg * (emb * std / emb.std()) + (1 - rescale_cfg) * emb
+            logits = amphion.top_k(to_logits(emb), 0.98)  # filter_thres: the pipeline's and the default
+            choice_temp, step_temp = t_list[i], temp * t_list[i]
+            if i == steps - 1 and steps > 1:
+                sampled = logits.argmax(dim=-1)  # greedy last step
+            else:
+                tau = max(0.2 if steps == 1 else step_temp, 1e-3)
+                sampled = (logits / max(tau, 1e-10) + gumbel(logits, clips[k].generator)).argmax(dim=-1)
+            seqs[k] = torch.where(masks[k].squeeze(-1), sampled, seqs[k])
+            scores = logits.softmax(dim=-1).gather(2, sampled.unsqueeze(-1)).squeeze(-1)
+            scores = 1 - (choice_temp * gumbel(scores, clips[k].generator) + scores)
+            next_t = t_list[i + 1] * torch.ones(1, device=device)
+            next_mask_num = (model.mask_prob(next_t) * lengths[k]).long()[0].item()
+            if next_mask_num == 0:
+                done.append(k)
+                continue
+            scores = scores.masked_fill(~masks[k].squeeze(-1), -torch.finfo(scores.dtype).max)
+            chosen = torch.zeros_like(scores, dtype=torch.bool).scatter(1, scores.topk(next_mask_num, dim=-1).indices, True)
+            seqs[k] = seqs[k].masked_fill(chosen, 0)
+            masks[k] = chosen.unsqueeze(-1)
+        active = [k for k in active if k not in done]
+        if not active:
+            break
+    return seqs
+
+
+def _text2semantic(clips: list[_Clip], engine: _Engine, torch) -> None:
+    """text2semantic's T2S reverse_diffusion (temp 0.9) for clips sharing their sampling settings."""
+    model = engine.pipeline.t2s_model
+    net = model.diff_estimator
+    steps, cfg, rescale_cfg = clips[0].sampling[:3]
+    # What precedes the tokens in the guided pass: the phones (through the estimator's
+    # cond_mlp, as DiffLlamaPrefix does with a phone prefix) and the reference's codes.
+    prefixes = [torch.cat([net.cond_mlp(model.phone_emb(c.phones)), model.cond_emb(c.prompt_semantic)], dim=1)
+                for c in clips]
+    lengths = [c.target_len for c in clips]
+    mask_token = model.mask_emb(torch.LongTensor([0]).to(engine.device))
+
+    def current(k, mask, seq):
+        return torch.zeros(1, lengths[k], model.hidden_size, device=seq.device) \
+            + mask * mask_token[:, None, :] + (~mask) * model.cond_emb(seq)
+
+    def estimate(active, curs, t):
+        x, x_mask = _pack([torch.cat([prefixes[k], cur], dim=1) for k, cur in zip(active, curs)], torch)
+        out = net(x, t, x_mask)  # no phone_embedding: the phones are in the prefix
+        embeds = [out[j:j + 1, prefixes[k].shape[1]:prefixes[k].shape[1] + lengths[k]] for j, k in enumerate(active)]
+        if cfg <= 0:
+            return embeds, None
+        # The unguided pass sees the tokens alone (Amphion passes an empty phone prefix).
+        x, x_mask = _pack(curs, torch)
+        out = net(x, t, x_mask)
+        return embeds, [out[j:j + 1, :lengths[k]] for j, k in enumerate(active)]
+
+    seqs = _unmask(model, clips, lengths, steps, 0.9, cfg, rescale_cfg, current, estimate, model.to_logit, torch)
+    for clip, seq in zip(clips, seqs):
+        clip.semantic = torch.cat([clip.prompt_semantic, seq], dim=-1)
+
+
+def _s2a(model, clips: list[_Clip], n_timesteps: list[int], gt_codes: list | None, torch) -> list:
+    """MaskGCT_S2A.reverse_diffusion (temp 1.5) for clips sharing their sampling settings:
+    the acoustic codes (1, T, layers) of each clip, layer by layer."""
+    device = clips[0].generator.device
+    max_layer = model.num_quantizer
+    conds = [model.cond_emb(c.semantic) for c in clips]
+    prompt_lens = [c.prompt_acoustic.shape[1] for c in clips]
+    lengths = [cond.shape[1] - p for cond, p in zip(conds, prompt_lens)]
+    prompts = []
+    for c in clips:
+        prompt = 0
+        for idx, emb in enumerate(model.token_emb):
+            prompt = prompt + emb(c.prompt_acoustic[:, :, idx])
+        prompts.append(prompt)
+    cums = [torch.zeros(1, n, model.hidden_size, device=device) for n in lengths]
+    codes = [torch.zeros(1, n, max_layer, dtype=torch.long, device=device) for n in lengths]
+    first = 0
+    if gt_codes is not None:
+        first = gt_codes[0].shape[-1]
+        for k, gt in enumerate(gt_codes):
+            codes[k][:, :, :first] = gt
+            for i in range(first):
+                cums[k] += model.token_emb[i](codes[k][:, :, i])
+    for layer in range(first, max_layer):
+        seqs = _s2a_layer(model, layer, n_timesteps[layer], clips, conds, prompts, cums, torch)
+        for k, seq in enumerate(seqs):
+            cums[k] = cums[k] + model.token_emb[layer](seq)
+            codes[k][..., layer] = seq
+    return codes
+
+
+def _s2a_layer(model, layer: int, steps: int, clips: list[_Clip], conds: list, prompts: list, cums: list,
+               torch) -> list:
+    """The tokens of one codec layer for each clip (one pass of reverse_diffusion's layer loop)."""
+    net = model.diff_estimator
+    cfg, rescale_cfg = clips[0].sampling[3:]
+    max_layer = model.num_quantizer
+    prompt_lens = [prompt.shape[1] for prompt in prompts]
+    lengths = [cum.shape[1] for cum in cums]
+    token_emb = model.token_emb[layer]
+    layer_t = torch.tensor(layer).to(cums[0].device).long().unsqueeze(0)
+    temp_conds = [cond + model.layer_emb(layer_t).unsqueeze(1) for cond in conds]
+    mask_token = model.mask_emb(torch.zeros_like(layer_t))
+
+    def current(k, mask, seq):
+        cur = cums[k] + mask * mask_token[:, None, :] + (~mask) * token_emb(seq)
+        return cur + mask_token[:, None, :] * (max_layer - 1 - layer_t)
+
+    def estimate(active, curs, t):
+        x, x_mask = _pack([torch.cat([prompts[k], cur], dim=1) for k, cur in zip(active, curs)], torch)
+        cond, _ = _pack([temp_conds[k] for k in active], torch)
+        out = net(x, t, cond, x_mask)
+        embeds = [out[j:j + 1, prompt_lens[k]:prompt_lens[k] + lengths[k]] for j, k in enumerate(active)]
+        if cfg <= 0:
+            return embeds, None
+        x, x_mask = _pack(curs, torch)
+        cond, _ = _pack([temp_conds[k][:, prompt_lens[k]:] for k in active], torch)
+        out = net(x, t, cond, x_mask)
+        return embeds, [out[j:j + 1, :lengths[k]] for j, k in enumerate(active)]
+
+    return _unmask(model, clips, lengths, steps, 1.5, cfg, rescale_cfg, current, estimate, model.to_logits[layer], torch)
+
+
+def _semantic2acoustic(clips: list[_Clip], engine: _Engine, torch) -> None:
+    """semantic2acoustic's two S2A models: the first codec layer, then the rest."""
+    pipeline = engine.pipeline
+    first = _s2a(pipeline.s2a_model_1layer, clips, S2A_STEPS[:1], None, torch)
+    for clip, codes in zip(clips, _s2a(pipeline.s2a_model_full, clips, list(S2A_STEPS), first, torch)):
+        clip.acoustic = codes
+
+
+# --------------------------------------------------------------------------- backend
 
 
 class MaskGCTBackend:
@@ -498,31 +726,86 @@ class MaskGCTBackend:
                 f"semantic model {_identity(s.semantic_model, s.semantic_dir())}; "
                 f"stats {_identity('', s.stats_path())}")
 
+    def default_batch_size(self) -> int:
+        """Clips per batch unless BIASBENCH_TTS_BATCH_SIZE says otherwise: several on a GPU
+        (a first guess, not yet measured on the real models); one on a CPU, where batching buys little."""
+        import torch  # not through _import_amphion: without the engine, its clips fail one by one
+
+        return DEFAULT_GPU_BATCH if "cuda" in _common.pick_device(self.settings.device, torch) else 1
+
     def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
-        _common.check_text(ENGINE, text)
-        check_params(params)
-        ref_text = require_reference(ENGINE, text, params)
-        voice = Path(params["reference_audio"]).name
-        settings = {**DEFAULTS, **{k: params[k] for k in DEFAULTS if k in params}}
-        language = settings["language"]
+        made = self.synthesize_batch([(text, params)])[0]
+        if isinstance(made, Exception):
+            raise made
+        return made
+
+    def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
+        """Clone several clips, the clips with the same sampling settings through each network
+        pass of T2S and S2A together (see _unmask); the codec decodes each clip alone."""
+        results = precheck_requests(ENGINE, requests, check_params)
+        if all(results):
+            return results
         modules = _import_amphion(self.settings)
-        torch, mu = modules["torch"], modules["maskgct_utils"]
+        torch = modules["torch"]
         with _lock:
             engine = _load(self.settings)
-            speech_16k, speech_24k = _reference(params, modules["librosa"])
-            for what, words in (("text", text), ("reference_text", ref_text)):
-                _check_speakable(mu, what, words, language)
-            pipeline = engine.pipeline
-            _seed(int(settings["seed"]), torch)
-            with contextlib.redirect_stdout(io.StringIO()):  # text2semantic prints shapes
-                # maskgct_inference's steps; target_len=None: Amphion's duration rule.
-                semantic, _ = pipeline.text2semantic(
-                    speech_16k, ref_text, language, text, language, None,
-                    int(settings["t2s_steps"]), float(settings["cfg"]), float(settings["rescale_cfg"]))
-                acoustic = pipeline.extract_acoustic_code(torch.from_numpy(speech_24k).unsqueeze(0).to(engine.device))
-                _, audio = pipeline.semantic2acoustic(
-                    semantic, acoustic, n_timesteps=list(S2A_STEPS), cfg=float(settings["s2a_cfg"]),
-                    rescale_cfg=float(settings["s2a_rescale_cfg"]))
+            groups: dict[tuple, list[_Clip]] = {}
+            with torch.no_grad():
+                for index, (text, params) in enumerate(requests):
+                    if results[index] is None:
+                        try:
+                            clip = self._clip(index, text, params, engine, modules)
+                            groups.setdefault(clip.sampling, []).append(clip)
+                        except Exception as err:  # noqa: BLE001 - one bad clip must not fail the batch
+                            results[index] = err
+                for group in groups.values():
+                    try:
+                        _text2semantic(group, engine, torch)
+                        _semantic2acoustic(group, engine, torch)
+                    except Exception as err:  # noqa: BLE001 - e.g. out of memory: fail these clips only
+                        hint = (f" (a batch of {len(group)}; a smaller BIASBENCH_TTS_BATCH_SIZE may fit)"
+                                if len(group) > 1 else "")
+                        failure = BiasbenchError(f"{ENGINE} inference failed{hint}: {type(err).__name__}: "
+                                                 f"{str(err)[:300]}")
+                        for clip in group:
+                            results[clip.index] = failure
+                        continue
+                    for clip in group:
+                        try:
+                            results[clip.index] = self._audio(clip, *requests[clip.index], engine)
+                        except BiasbenchError as err:
+                            results[clip.index] = err
+                        except Exception as err:  # noqa: BLE001 - one clip's decoding must not fail the rest
+                            results[clip.index] = BiasbenchError(f"{ENGINE} decoding failed: {type(err).__name__}: "
+                                                                 f"{str(err)[:300]}")
+        return results
+
+    @staticmethod
+    def _clip(index: int, text: str, params: dict, engine: _Engine, modules: dict) -> _Clip:
+        torch, mu = modules["torch"], modules["maskgct_utils"]
+        ref_text = require_reference(ENGINE, text, params)
+        settings = {**DEFAULTS, **{k: params[k] for k in DEFAULTS if k in params}}
+        language = settings["language"]
+        target = _phones(mu, "text", text, language)
+        prompt = _phones(mu, "reference_text", ref_text, language)
+        samples, semantic, acoustic, generator = _encode_reference(params, int(settings["seed"]), engine, modules)
+        # text2semantic's duration rule (target_len=None): the reference's phone rate.
+        target_len = int((samples * len(target) / len(prompt)) / SEMANTIC_RATE * 50)
+        if target_len < 1:
+            raise BiasbenchError(f"{ENGINE} produced no audio for voice {Path(params['reference_audio']).name!r}, "
+                                 f"text {_common.excerpt(text)}")
+        phones = torch.tensor(prompt + target, dtype=torch.long).to(engine.device).unsqueeze(0)
+        sampling = (int(settings["t2s_steps"]), float(settings["cfg"]), float(settings["rescale_cfg"]),
+                    float(settings["s2a_cfg"]), float(settings["s2a_rescale_cfg"]))
+        return _Clip(index, phones, semantic, acoustic, target_len, generator, sampling)
+
+    @staticmethod
+    def _audio(clip: _Clip, text: str, params: dict, engine: _Engine) -> tuple[np.ndarray, int]:
+        """The clip's waveform: semantic2acoustic's codec decoding, one clip at a time (its
+        convolutions would see a batch's padding)."""
+        voice = Path(params["reference_audio"]).name
+        decoder = engine.pipeline.codec_decoder
+        audio = decoder(decoder.vq2emb(clip.acoustic.permute(2, 0, 1), n_quantizers=12))[0][0].cpu().numpy()
         audio = np.asarray(audio, np.float32).ravel()
         if audio.size == 0:
             raise BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")

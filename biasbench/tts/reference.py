@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
-from biasbench.tts._common import SILENCE_PEAK, excerpt
+from biasbench.tts._common import SILENCE_PEAK, check_text, excerpt
 
 #: Shorter than this there is too little voice to clone: refused.
 MIN_SECONDS = 1.0
@@ -65,6 +65,20 @@ def require_reference(engine: str, text: str, params: dict) -> str:
         raise BiasbenchError(f"{engine} needs the transcript of reference clip "
                              f"{params['reference_audio']} (reference_text is empty)")
     return reference_text
+
+
+def precheck_requests(engine: str, requests: list[tuple[str, dict]], check_params) -> list:
+    """What a cloning backend's synthesize_batch can refuse without its engine (text, params,
+    reference), before importing it: per request the BiasbenchError, or None to go on."""
+    results: list = [None] * len(requests)
+    for index, (text, params) in enumerate(requests):
+        try:
+            check_text(engine, text)
+            check_params(params)
+            require_reference(engine, text, params)
+        except BiasbenchError as err:
+            results[index] = err
+    return results
 
 
 def file_sha256(path: Path) -> str:
