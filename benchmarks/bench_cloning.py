@@ -7,10 +7,11 @@ batch size, and prints clips/s and the speed-up over one clip at a time side by 
 prints how far each batch size's clips are from the one-at-a-time clips: batching must not
 change a clip (the cache key does not say how it was made).
 
-Run:  .venv/bin/python benchmarks/bench_cloning.py [--batch-sizes 1,2,4,8] [--clips 16]
-          [--size tiny|small] [--nfe 8]   # a random-weight F5-TTS built here, on CPU
-      ... --real                          # the engine the BIASBENCH_F5_* variables name (a GPU)
-Needs the `cloning` extra (f5-tts); says so and exits 0 without it. Prints numbers only.
+Run:  .venv/bin/python benchmarks/bench_cloning.py [--engine f5-tts|maskgct] [--batch-sizes 1,2,4,8]
+          [--clips 16] [--size tiny|small] [--steps 8]   # random-weight models built here, on CPU
+      ... --real         # the engine the BIASBENCH_F5_* / BIASBENCH_MASKGCT_* variables name (a GPU)
+F5-TTS needs the `cloning` extra; MaskGCT an Amphion checkout in BIASBENCH_AMPHION_DIR (see
+voices/README.md). Without them it says so and exits 0. Prints numbers only.
 
 On a GPU, the clips/s of the batch size you will use gives BIASBENCH_CLONE_S_PER_CLIP (its
 inverse), which `biasbench plan` uses for the cloning hours of a study. The tiny engine's
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import importlib
 import os
 import subprocess
 import sys
@@ -35,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from biasbench.errors import BiasbenchError  # noqa: E402
 from biasbench.tts.cache import AudioCache  # noqa: E402
 from biasbench.tts.synthesis import BATCH_SIZE_ENV, SynthesisJob, synthesize_all  # noqa: E402
 
@@ -69,15 +72,45 @@ def reference_clips(folder: Path) -> dict[str, Path]:
     return clips
 
 
-def make_jobs(clips: dict[str, Path], texts: list[str], nfe: int) -> list[SynthesisJob]:
+#: The param that sets each engine's number of sampling steps (the main cost knob).
+STEPS_PARAM = {"f5-tts": "nfe_step", "maskgct": "t2s_steps"}
+
+
+def make_jobs(engine: str, clips: dict[str, Path], texts: list[str], steps: int) -> list[SynthesisJob]:
     from biasbench.tts.reference import reference_params
 
     jobs = []
     for index, text in enumerate(texts):  # voices alternate, so batches mix references
         voice = list(clips)[index % len(clips)]
-        params = {**reference_params(clips[voice], REFERENCE_TEXT), "nfe_step": nfe}
-        jobs.append(SynthesisJob(voice, "f5-tts", params, text))
+        params = {**reference_params(clips[voice], REFERENCE_TEXT), STEPS_PARAM[engine]: steps}
+        jobs.append(SynthesisJob(voice, engine, params, text))
     return jobs
+
+
+def engine_missing(engine: str) -> str | None:
+    """Why `engine` cannot run here, or None. (Amphion is not imported here: the tiny MaskGCT
+    is built from a mirror of the checkout, and one process can import Amphion from one place.)"""
+    if engine == "maskgct":
+        if not os.environ.get("BIASBENCH_AMPHION_DIR"):
+            return "BIASBENCH_AMPHION_DIR is not set (an Amphion checkout with its MaskGCT requirements)"
+        return None
+    try:
+        importlib.import_module("f5_tts.infer.utils_infer")
+    except Exception as err:  # noqa: BLE001 - ImportError, or a torchaudio built for another torch
+        return (f"f5-tts cannot be imported here ({type(err).__name__}: {str(err)[:160]}); "
+                "install the cloning extra: pip install 'biasbench[cloning]'")
+    return None
+
+
+def build_tiny(engine: str, folder: Path, size: str) -> dict[str, str]:
+    """The BIASBENCH_* variables of a random-weight engine built under `folder`."""
+    if engine == "f5-tts":
+        from biasbench.models.tiny import f5
+
+        return f5.build(folder, size=size)
+    from biasbench.models.tiny import maskgct
+
+    return maskgct.build(folder, os.environ["BIASBENCH_AMPHION_DIR"])
 
 
 def run(jobs, cache: AudioCache, batch_size: int) -> tuple[float, object]:
@@ -99,37 +132,37 @@ def largest_difference(jobs, cache, result, baseline_cache, baseline) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=sorted(STEPS_PARAM), default="f5-tts")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated; 1 is the baseline")
     parser.add_argument("--clips", type=int, default=16, help="clips per batch size (default 16)")
-    parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="the random-weight model")
-    parser.add_argument("--nfe", type=int, default=8, help="flow-matching steps per clip (F5 default: 32)")
-    parser.add_argument("--real", action="store_true", help="use the engine BIASBENCH_F5_* name, not a built one")
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny",
+                        help="the random-weight F5-TTS (MaskGCT has one size)")
+    parser.add_argument("--steps", type=int, default=8,
+                        help="sampling steps per clip (F5 nfe_step, default 32; MaskGCT t2s_steps, default 25)")
+    parser.add_argument("--real", action="store_true", help="use the engine the environment names, not a built one")
     args = parser.parse_args()
     sizes = sorted({int(size) for size in args.batch_sizes.split(",")} | {1})
     os.environ.pop(BATCH_SIZE_ENV, None)
-    try:
-        from f5_tts.infer import utils_infer  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - ImportError, or a torchaudio built for another torch
-        print(f"f5-tts cannot be imported here ({type(err).__name__}: {str(err)[:120]}); "
-              "install the cloning extra: pip install 'biasbench[cloning]'. Nothing measured.")
+    missing = engine_missing(args.engine)
+    if missing:
+        print(f"{missing}. Nothing measured.")
         return
     import torch
 
     with tempfile.TemporaryDirectory(prefix="bench-cloning-") as tmp_name:
         tmp = Path(tmp_name)
         if not args.real:
-            from biasbench.models.tiny import f5 as tiny
-
-            os.environ.update(tiny.build(tmp / "model", size=args.size))
-        from biasbench.tts._common import pick_device
-        from biasbench.tts.f5 import Settings
-
-        settings = Settings.from_env()
-        jobs = make_jobs(reference_clips(tmp), questions(args.clips), args.nfe)
+            try:
+                os.environ.update(build_tiny(args.engine, tmp / "model", args.size))
+            except BiasbenchError as err:
+                print(f"{args.engine} cannot be built here: {err}. Nothing measured.")
+                return
+        jobs = make_jobs(args.engine, reference_clips(tmp), questions(args.clips), args.steps)
         run(jobs[:1], AudioCache(tmp / "warm-up"), 1)  # load the model before timing
-        engine = "random-weight F5-TTS " + args.size if not args.real else f"F5-TTS {settings.model}"
-        print(f"{engine}, {len(jobs)} spoken MMLU items, 2 reference voices, nfe {args.nfe}, "
-              f"device {pick_device(settings.device, torch)}, "
+        device = os.environ.get("BIASBENCH_F5_DEVICE" if args.engine == "f5-tts" else "BIASBENCH_MASKGCT_DEVICE")
+        described = f"{args.engine} ({'as configured' if args.real else 'random weights, ' + args.size})"
+        print(f"{described}, {len(jobs)} spoken MMLU items, 2 reference voices, {args.steps} steps, "
+              f"device {device or ('cuda' if torch.cuda.is_available() else 'cpu')}, "
               f"{torch.get_num_threads()} threads\n")
         print(f"{'batch':>5} {'wall s':>8} {'clips/s':>8} {'speed-up':>9} {'s/clip':>7} {'max |diff| vs 1':>16}")
         baseline = None
