@@ -105,6 +105,7 @@ class FakeOpenAI:
             self.times.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            h.released = False  # one handler serves every request of a kept-alive connection
             action = next((a for rule in self.rules if (a := rule(body))), None)
             if action is None:
                 action = self.script.popleft() if self.script else ("ok",)
@@ -115,7 +116,15 @@ class FakeOpenAI:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): nothing to answer
         finally:
-            with self.lock:
+            self.release(h)
+
+    def release(self, h):
+        """The request stops counting as in flight, once. send() calls this before the reply's
+        last bytes: the client may start its next request the moment they arrive, before this
+        thread gets back to handle()'s `finally` (which made max_in_flight overshoot under load)."""
+        with self.lock:
+            if not h.released:
+                h.released = True
                 self.in_flight -= 1
 
     def act(self, h, body, action):
@@ -179,8 +188,7 @@ class FakeOpenAI:
                       "completion_tokens_details": {"audio_tokens": 0}},
         }
 
-    @staticmethod
-    def send(h, code, payload, headers=None):
+    def send(self, h, code, payload, headers=None):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         h.send_response(code)
         h.send_header("Content-Type", "application/json")
@@ -188,6 +196,7 @@ class FakeOpenAI:
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
+        self.release(h)
         h.wfile.write(data)
 
 

@@ -108,3 +108,17 @@ def test_a_bad_batch_size_is_one_clear_error_before_any_clip_is_made(batched, tm
     with pytest.raises(BiasbenchError, match=f"{BATCH_SIZE_ENV}={value!r}: expected a whole number"):
         synthesize_all(jobs("batched-espeak"), AudioCache(tmp_path), progress=False)
     assert batched.calls == [] and not list(tmp_path.rglob("*.wav"))
+    # Also with engines that speak one clip at a time: the setting is wrong whatever the pool.
+    with pytest.raises(BiasbenchError, match=BATCH_SIZE_ENV):
+        synthesize_all(jobs("espeak-ng"), AudioCache(tmp_path), progress=False)
+
+
+def test_a_bad_batch_size_stops_a_run_with_one_line_and_exit_2(tmp_path):
+    from test_cli import biasbench
+
+    result = biasbench("run", "--model", "simulated-no-bias", "--task", "mmlu", "--data-source", "local",
+                       "--limit", "1", "--output-dir", str(tmp_path / "runs"), "--no-progress",
+                       env={"BIASBENCH_CACHE": str(tmp_path / "cache"), BATCH_SIZE_ENV: "many"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {BATCH_SIZE_ENV}='many': expected a whole number of clips, 1 or more"]

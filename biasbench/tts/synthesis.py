@@ -183,16 +183,25 @@ def batch_size_for(backend: TTSBackend, requested: int | None = None) -> int:
     """How many clips `backend` gets per call: 1 unless it speaks in batches."""
     if not isinstance(backend, BatchedTTSBackend):
         return 1
-    if requested is None and os.environ.get(BATCH_SIZE_ENV, "").strip():
-        value = os.environ[BATCH_SIZE_ENV].strip()
-        if not value.isdigit() or int(value) < 1:
-            raise BiasbenchError(f"{BATCH_SIZE_ENV}={value!r}: expected a whole number of clips, 1 or more")
-        requested = int(value)
+    if requested is None:
+        requested = batch_size_from_env()
     return max(1, requested if requested is not None else backend.default_batch_size())
+
+
+def batch_size_from_env() -> int | None:
+    """BIASBENCH_TTS_BATCH_SIZE as a number, None when unset; BiasbenchError when it is not one."""
+    value = os.environ.get(BATCH_SIZE_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise BiasbenchError(f"{BATCH_SIZE_ENV}={value!r}: expected a whole number of clips, 1 or more")
+    return int(value)
 
 
 def _work_units(todo, by_key, backends, batch_size) -> list[list[str]]:
     """The keys to make together: batches for engines that speak in batches, else one each."""
+    if todo:
+        batch_size_from_env()  # a bad value is an error whichever engines this pool uses
     units: list[list[str]] = []
     for name, backend in backends.items():
         keys = [key for key in todo if by_key[key][0].backend == name]
