@@ -11,6 +11,7 @@ import pytest
 
 from conftest import requires_espeak
 from faultkit import Faults, differences
+from test_openai_backend import server  # noqa: F401 - a fixture, used by api()
 
 pytestmark = [requires_espeak, pytest.mark.slow]
 
@@ -98,14 +99,9 @@ def test_damaged_clips_are_made_again_counted_and_answered_as_before(faults, ref
 
 
 @pytest.fixture
-def api():
-    from test_openai_backend import FakeOpenAI  # the loopback server of the OpenAI backend's tests
-
-    fake = FakeOpenAI()
-    fake.thread.start()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+def api(server):
+    """The loopback OpenAI server of the OpenAI backend's tests (test_openai_backend.server)."""
+    return server
 
 
 def test_api_errors_then_resume_match_an_uninterrupted_run_and_never_pay_twice(faults, api):
