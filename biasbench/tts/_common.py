@@ -147,3 +147,26 @@ def settings_from_env(cls, env: dict[str, str], overrides: dict):
 def pick_device(requested: str, torch) -> str:
     """`requested` when set, else cuda when available, else cpu."""
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class BatchedCloner:
+    """What the batched cloning engines (f5-tts, maskgct) share: synthesize_batch is their one
+    code path, so one clip is a batch of one; and their default batch size (`GPU_BATCH` on a GPU).
+
+    On a CPU the default is one: a single clip already keeps every core busy, and batches
+    measured 0.4-1.0x the clips/s of one at a time (benchmarks/bench_cloning.py). On a GPU a
+    batch fills the device that one clip leaves idle; GPU_BATCH has not been measured on one
+    yet: run the benchmark there and set BIASBENCH_TTS_BATCH_SIZE."""
+
+    GPU_BATCH = 8
+
+    def default_batch_size(self) -> int:
+        import torch  # not the engine's own import: without the engine, its clips fail one by one
+
+        return self.GPU_BATCH if "cuda" in pick_device(self.settings.device, torch) else 1
+
+    def synthesize(self, text: str, params: dict):
+        made = self.synthesize_batch([(text, params)])[0]
+        if isinstance(made, Exception):
+            raise made
+        return made

@@ -93,8 +93,6 @@ PARAMS: dict[str, Param] = {
 #: F5-TTS's inference defaults (f5_tts/infer/utils_infer.py).
 DEFAULTS = {"seed": 0, "speed": 1.0, "nfe_step": 32, "cfg_strength": 2.0, "sway_sampling_coef": -1.0}
 CROSS_FADE_SECONDS = 0.15
-#: Clips per forward pass on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set (not yet measured on one).
-DEFAULT_GPU_BATCH = 8
 
 _import_lock = threading.Lock()
 _load_lock = threading.Lock()
@@ -375,7 +373,7 @@ def _vocode(piece: _Piece, mel, engine: _Engine) -> np.ndarray:
 # --------------------------------------------------------------------------- backend
 
 
-class F5Backend:
+class F5Backend(_common.BatchedCloner):
     """`TTSBackend` for F5-TTS zero-shot cloning; the model is shared by all instances."""
 
     name = ENGINE
@@ -396,23 +394,6 @@ class F5Backend:
         return (f"f5-tts {engine}; model {model}; checkpoint {_identity(self.settings.checkpoint_ref(), 'checkpoint')}; "
                 f"vocab {_identity(self.settings.vocab, 'vocab')}; vocoder {_identity(self.settings.vocoder, 'vocoder')}; "
                 f"{_precision(device, torch)}")
-
-    def default_batch_size(self) -> int:
-        """Clips per forward pass unless BIASBENCH_TTS_BATCH_SIZE says otherwise.
-
-        On a CPU, one: a single clip already keeps every core busy, and batches measured
-        0.5-0.9x the clips/s of one at a time (benchmarks/bench_cloning.py). On a GPU, a
-        batch fills the device that one clip leaves idle; DEFAULT_GPU_BATCH has not been
-        measured on one yet: run the benchmark there and set the variable."""
-        import torch  # not through _import_f5: without the engine, its clips fail one by one
-
-        return DEFAULT_GPU_BATCH if "cuda" in _common.pick_device(self.settings.device, torch) else 1
-
-    def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
-        made = self.synthesize_batch([(text, params)])[0]
-        if isinstance(made, Exception):
-            raise made
-        return made
 
     def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
         """Clone several clips with one flow-matching pass per chunk position.
@@ -511,14 +492,10 @@ class F5Backend:
     def _assemble(waves, index: int, text: str, params: dict, engine: _Engine):
         """One clip from its chunk waves, or the error that stops it."""
         voice = Path(params["reference_audio"]).name
-        chunks = []
-        for chunk_index in range(len(waves)):
-            if (index, chunk_index) not in waves:
-                break
-            wave = waves[(index, chunk_index)]
-            if wave.size == 0:
-                return BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
-            chunks.append(wave)
+        # Every chunk of a clip that got here was made: a failed pass already recorded its error.
+        chunks = [wave for (clip, _), wave in sorted(waves.items(), key=lambda item: item[0]) if clip == index]
+        if any(wave.size == 0 for wave in chunks):
+            return BiasbenchError(f"{ENGINE} produced no audio for voice {voice!r}, text {_common.excerpt(text)}")
         try:
             audio = to_harness_audio(_cross_fade(chunks, engine.sample_rate), engine.sample_rate)
             _common.check_not_silent(ENGINE, audio, voice, text)

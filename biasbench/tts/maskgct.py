@@ -157,8 +157,6 @@ PARAMS: dict[str, Param] = {
 DEFAULTS = {"seed": 0, "language": "en", "t2s_steps": 25, "cfg": 2.5, "rescale_cfg": 0.75,
             "s2a_cfg": 2.5, "s2a_rescale_cfg": 0.75}
 S2A_STEPS = [25, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-#: Clips per batch on a GPU unless BIASBENCH_TTS_BATCH_SIZE is set.
-DEFAULT_GPU_BATCH = 8
 SEMANTIC_RATE = 16000  # w2v-bert's input
 CODEC_RATE = 24000  # the acoustic codec's input and output
 
@@ -705,7 +703,7 @@ def _semantic2acoustic(clips: list[_Clip], engine: _Engine, torch) -> None:
 # --------------------------------------------------------------------------- backend
 
 
-class MaskGCTBackend:
+class MaskGCTBackend(_common.BatchedCloner):
     """`TTSBackend` for Amphion's MaskGCT zero-shot cloning; the models are shared by all instances."""
 
     name = ENGINE
@@ -725,19 +723,6 @@ class MaskGCTBackend:
                 f"checkpoints {_identity(s.checkpoints, s.checkpoint_dir())}; "
                 f"semantic model {_identity(s.semantic_model, s.semantic_dir())}; "
                 f"stats {_identity('', s.stats_path())}")
-
-    def default_batch_size(self) -> int:
-        """Clips per batch unless BIASBENCH_TTS_BATCH_SIZE says otherwise: several on a GPU
-        (a first guess, not yet measured on the real models); one on a CPU, where batching buys little."""
-        import torch  # not through _import_amphion: without the engine, its clips fail one by one
-
-        return DEFAULT_GPU_BATCH if "cuda" in _common.pick_device(self.settings.device, torch) else 1
-
-    def synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
-        made = self.synthesize_batch([(text, params)])[0]
-        if isinstance(made, Exception):
-            raise made
-        return made
 
     def synthesize_batch(self, requests: list[tuple[str, dict]]) -> list[tuple[np.ndarray, int] | Exception]:
         """Clone several clips, the clips with the same sampling settings through each network

@@ -200,8 +200,8 @@ def batch_size_from_env() -> int | None:
 
 def _work_units(todo, by_key, backends, batch_size) -> list[list[str]]:
     """The keys to make together: batches for engines that speak in batches, else one each."""
-    if todo:
-        batch_size_from_env()  # a bad value is an error whichever engines this pool uses
+    if batch_size is None and todo:
+        batch_size = batch_size_from_env()  # read (and refused when bad) whichever engines the pool uses
     units: list[list[str]] = []
     for name, backend in backends.items():
         keys = [key for key in todo if by_key[key][0].backend == name]
