@@ -22,10 +22,18 @@ def _offline_hub(monkeypatch):
     hub_reachable.cache_clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def biasbench_cache(tmp_path_factory) -> Path:
-    """One cache for the session (tiny model, audio), never the user's ~/.cache."""
-    root = tmp_path_factory.mktemp("biasbench-cache")
+    """One cache (tiny models, audio) for the whole test session, never the user's ~/.cache.
+
+    Under pytest-xdist every worker is a session of its own; they share one cache folder beside
+    their own temporary folders, so each tiny model and clip is built once, not once per worker.
+    That is safe: models and clips are written to a temporary name and renamed into place
+    (biasbench.paths.cached_model, biasbench.tts.cache), so a reader never sees half a file.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "biasbench-cache"
+    root.mkdir(exist_ok=True)
     os.environ["BIASBENCH_CACHE"] = str(root)
     return root
 
