@@ -98,11 +98,26 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
 
 
 @pytest.mark.parametrize("url, kept", [
-    ("http://user:S3CRET@host:8000/v1", "http://user:<redacted>@host:8000/v1"),
-    ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://:<redacted>@h/v1 --model x"),
-    ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=1"),
-    ("https://h/v1?token=S3CRET", "https://h/v1?token=<redacted>"),
-    ("http://user@host/v1", "http://user@host/v1"),  # no password: nothing to hide
+    # user information, user name and password alike: `http://TOKEN@host` is how some proxies take a key
+    ("http://user:S3CRET@host:8000/v1", "http://<redacted>@host:8000/v1"),
+    ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://<redacted>@h/v1 --model x"),
+    ("--base-url=http://S3CRET@10.0.0.1:8080/v1 -m openai:x", "--base-url=http://<redacted>@10.0.0.1:8080/v1 -m openai:x"),
+    # every query value, whatever its name, and the fragment
+    ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=<redacted>"),
+    ("https://h/v1?k=S3CRET", "https://h/v1?k=<redacted>"),
+    ("https://h/v1?S3CRET", "https://h/v1?<redacted>"),
+    ("https://h/v1#access_token=S3CRET", "https://h/v1#<redacted>"),
+    # path segments that carry a key; ordinary ones (versions, model and deployment names) stay readable
+    ("https://h/v1/sk-proj-S3CRET", "https://h/v1/<redacted>"),
+    ("https://h/hf_S3CRETxyz/v1", "https://h/<redacted>/v1"),
+    ("https://h/p/9f86d081884c7d659a2feaa0c55ad015S3CRET/v1", "https://h/p/<redacted>/v1"),
+    ("https://h/123e4567-e89b-12d3-a456-426614174000/v1", "https://h/<redacted>/v1"),
+    ("https://h/key/S3CRET/v1", "https://h/key/<redacted>/v1"),
+    ("https://hooks.example/services/T0001/XXXXXXXXXXXXXXXXXXXXXXXXS3CRET", "https://hooks.example/services/T0001/<redacted>"),
+    ("https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1",
+     "https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1"),
+    ("http://[::1]:8000/api/v1beta/models", "http://[::1]:8000/api/v1beta/models"),
+    ("error: http://h/v1 refused; see http://S3CRET@h2/x", "error: http://h/v1 refused; see http://<redacted>@h2/x"),
 ])
 def test_credentials_inside_urls_are_redacted(url, kept):
     assert redact_credentials(url) == kept and "S3CRET" not in redact_credentials(url)
