@@ -34,7 +34,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from biasbench.errors import BiasbenchError
-from biasbench.paths import INCLUDE_PATH_ENV, include_dirs
+from biasbench.paths import INCLUDE_PATH_ENV, include_dirs, install_extra
 
 # Environment the shard workers need to see the same caches, hub settings and devices as the driver.
 _PASSED_ENV = ("BIASBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -46,7 +46,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise BiasbenchError("--executor ray needs Ray: pip install 'biasbench[ray]' (or pip install 'ray>=2.9')") from None
+        raise BiasbenchError(f"--executor ray needs Ray: {install_extra('ray')} (or pip install 'ray>=2.9')") from None
     return ray
 
 

@@ -79,10 +79,13 @@ def test_refusals_of_bad_input_are_one_line_and_exit_2(args, expected, tmp_path)
 
 
 def test_an_extra_in_an_error_message_keeps_its_brackets(tmp_path):
-    """Rich markup once ate `[vllm]`, leaving "pip install 'biasbench'"."""
+    """Rich markup once ate `[vllm]`, leaving "pip install 'biasbench'". (From a checkout the hint is
+    the editable form, pip install -e '.[vllm]'; from a wheel, pip install 'biasbench[vllm]'.)"""
+    from biasbench.paths import install_extra
+
     result = biasbench("run", "--model", "vllm:some/model", "--task", "mmlu", "--data-source", "local",
                        "--limit", "1", "--output-dir", str(tmp_path))
-    assert_one_line_error(result, "pip install 'biasbench[vllm]'")
+    assert_one_line_error(result, install_extra("vllm"))
 
 
 def test_refusals_that_name_a_file(tmp_path):

@@ -48,6 +48,7 @@ import numpy as np
 
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import Request, Response
+from biasbench.paths import install_extra
 from biasbench.redact import redact_credentials, redact_url
 
 log = logging.getLogger(__name__)
@@ -470,7 +471,7 @@ def _openai_client(key: str, base_url: str, query: dict, timeout_s: float):
     try:
         import openai
     except ImportError as exc:
-        raise BiasbenchError("the openai: backend needs the openai package: pip install 'biasbench[openai]'") \
+        raise BiasbenchError(f"the openai: backend needs the openai package: {install_extra('openai')}") \
             from exc
     _redact_client_logs()
     return openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0,

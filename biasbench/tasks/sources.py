@@ -9,6 +9,7 @@ import pandas as pd
 from biasbench.config import DatasetSpec, HFSource, LocalSource, task_file
 from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.hub import hub_reachable
+from biasbench.paths import install_extra
 
 
 def choose_source(spec: DatasetSpec, prefer: str, task_path: Path) -> str:
@@ -39,7 +40,7 @@ def _load_hf(spec: HFSource) -> pd.DataFrame:
     try:
         import datasets
     except ImportError:
-        raise BiasbenchError("reading a hub dataset needs the 'datasets' package: pip install 'biasbench[hub]'") from None
+        raise BiasbenchError(f"reading a hub dataset needs the 'datasets' package: {install_extra('hub')}") from None
     try:
         ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
     except Exception as exc:  # network, auth, missing split: all end the same way for the user
