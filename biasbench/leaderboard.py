@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import restore_cell, safe_row
 
 LEADERBOARD_SCHEMA = 2
 KEY = ["model", "revision", "backend", "precision", "quantisation", "adapter", "task", "pool", "data_source",
@@ -171,7 +172,7 @@ def check_row(path: Path, line: int, cells: list[str]) -> dict:
     if len(cells) != len(COLUMNS):
         raise BiasbenchError(f"{path}, line {line}: {len(cells)} cells where the header has {len(COLUMNS)}; "
                              "fix or delete that row (every other row is kept)")
-    row = dict(zip(COLUMNS, cells))
+    row = dict(zip(COLUMNS, map(restore_cell, cells)))  # a formula's guard apostrophe is not part of the value
     for column in NUMERIC:
         if row[column] != "":
             try:
@@ -188,12 +189,13 @@ def check_row(path: Path, line: int, cells: list[str]) -> dict:
 
 def write_board(path: Path, rows: list[dict]) -> None:
     """Write all rows to a temporary file and rename it into place: a reader never sees half a
-    board, and a failed write leaves the old board whole."""
+    board, and a failed write leaves the old board whole. Text cells are spreadsheet-safe (a
+    hand-edited `=cmd|...` is written as text); numbers stay numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: [r[k] for k in ("task", *KEY)]))
+    writer.writerows(safe_row(row) for row in sorted(rows, key=lambda r: [r[k] for k in ("task", *KEY)]))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(buffer.getvalue(), encoding="utf-8")
     tmp.replace(path)

@@ -8,9 +8,10 @@ markup is never interpreted in them (a `[vllm]` extra stays as written).
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from enum import Enum
+
+from biasbench.formats import dumps, safe_row
 
 
 class ListFormat(str, Enum):
@@ -27,11 +28,11 @@ def print_listing(rows: list[dict], fmt: ListFormat, title: str | None = None, w
     table the first `whole_columns` columns (ids, aliases) are never cut."""
     columns = list(rows[0]) if rows else []
     if fmt is ListFormat.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(dumps(rows, indent=2, ensure_ascii=False))
     elif fmt is ListFormat.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(safe_row(row) for row in rows)  # spreadsheet-safe: no formula runs
     elif sys.stdout.isatty():
         _rich_table(rows, columns, title, whole_columns)
     else:

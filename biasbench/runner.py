@@ -25,6 +25,7 @@ import biasbench
 from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import checkout_commit
@@ -334,7 +335,7 @@ def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: 
             audio_seconds=p.audio_seconds,
             audio_truncated=int(bool(limit and p.audio_seconds and p.audio_seconds > limit)),
             response_text=response.text,
-            option_logprobs=json.dumps(response.option_logprobs) if response.option_logprobs else None,
+            option_logprobs=dumps(response.option_logprobs) if response.option_logprobs else None,
             answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
             value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens,
             transcript=response.transcript, cer=scored.cer))
@@ -391,16 +392,9 @@ def _write_summary(run_dir: RunDir, analysis: dict, manifest: dict, choice: Mode
     if "proxy" in manifest["pool"]["label_sources"]:
         banner = f"{banner} {PROXY_LABEL_NOTE}".strip()
     title = f"{manifest['task']['task']} — {manifest['model']['name']} — pool {manifest['pool']['pool']}"
-    (run_dir.path / "summary.json").write_text(json.dumps(
-        {"pipeline_check": choice.pipeline_check, "banner": banner, **analysis}, indent=2, default=_plain),
-        encoding="utf-8")
+    (run_dir.path / "summary.json").write_text(dumps(
+        {"pipeline_check": choice.pipeline_check, "banner": banner, **analysis}, indent=2), encoding="utf-8")
     (run_dir.path / "summary.md").write_text(to_markdown(analysis, title=title, banner=banner), encoding="utf-8")
-
-
-def _plain(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return str(value)
 
 
 def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings) -> dict:

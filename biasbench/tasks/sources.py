@@ -8,6 +8,7 @@ import pandas as pd
 
 from biasbench.config import DatasetSpec, HFSource, LocalSource, task_file
 from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.formats import restore_frame
 from biasbench.hub import hub_reachable
 from biasbench.paths import install_extra
 
@@ -65,7 +66,8 @@ def _load_local(spec: LocalSource, task_path: Path, allow_outside: bool) -> pd.D
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        # A cell a spreadsheet-safe writer guarded ('=x, biasbench's own voices/natural.py) reads as written.
+        return restore_frame(pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"))
     if suffix in (".jsonl", ".json"):
         return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
     if suffix == ".parquet":
