@@ -11,7 +11,7 @@ model's answer such as `=HYPERLINK(...)` would run when someone opens `responses
 cell is written with a leading apostrophe, which spreadsheets read as "this is text".
 
 * Numbers stay numbers: numeric columns are left alone, and so is a text cell that is a plain
-  number (`-0.05`, `+3`): it cannot be a formula.
+  number (`-0.05`, `+3`) or a lone sign (`-`, a common "none" placeholder): neither can be a formula.
 * A cell that already starts with the apostrophe is not touched, so rewriting a file (the
   leaderboard reads its own CSV back) never stacks apostrophes.
 * `restore_cell` / `restore_frame` undo it for biasbench's own readers, so a value read back is
@@ -69,7 +69,8 @@ ESCAPE = "'"
 def spreadsheet_safe(cell: Any) -> Any:
     """The cell as written to a CSV: a text formula gets a leading apostrophe; anything else
     (numbers, None, a text number such as "-0.05", text already escaped) is returned as it is."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(cell):
+    if (isinstance(cell, str) and cell.startswith(FORMULA_START) and len(cell) > 1
+            and not _PLAIN_NUMBER.fullmatch(cell)):
         return ESCAPE + cell
     return cell
 
