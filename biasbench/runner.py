@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from tqdm import tqdm
@@ -144,6 +143,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     cache = AudioCache(options.audio_cache)
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings)
     manifest["plan"] = plan_info  # sharding: what merge checks completeness against
+    _find_moved_run(options, manifest, console)
     # Claimed before synthesis: a second process on this run, or a store that cannot be read,
     # is refused before any slow work, and never sends a request twice.
     run_dir = _open_run_dir(options, manifest)
@@ -226,6 +226,32 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
         "audio": p.audio_key,
         "long_audio": long_audio,
     })
+
+
+def _find_moved_run(options: RunOptions, manifest: dict, console: Console) -> None:
+    """--resume without --run-id, where the derived run directory does not exist: a run in the
+    output folder with the same identity (task, pool, model content, settings: the same request
+    keys) is that run, under the name it was started with (e.g. the model's folder was renamed).
+    Continuing it asks nothing twice. Exactly one such run, or none is chosen."""
+    output_dir = Path(options.output_dir)
+    derived = output_dir / shard_dir_name(manifest["run_id"], options.shard)
+    if not options.resume or options.run_id or derived.exists():
+        return
+    same = []
+    for path in sorted(output_dir.glob("*/manifest.json")):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a run, or damaged: never a match
+        if (isinstance(old, dict) and old.get("identity_hash") == manifest["identity_hash"]
+                and isinstance(old.get("plan"), dict) and old["plan"].get("shard") == manifest["plan"]["shard"]
+                and isinstance(old.get("run_id"), str)
+                and path.parent.name == shard_dir_name(old["run_id"], options.shard)):
+            same.append(old["run_id"])
+    if len(same) == 1:
+        console.print(f"Resuming {output_dir / shard_dir_name(same[0], options.shard)}: the same task, pool, model "
+                      "and settings (the model's name or folder differs from when it started).", markup=False)
+        manifest["run_id"] = same[0]
 
 
 def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
