@@ -103,6 +103,7 @@ class RunResult:
     n_new: int
     analysis: dict = field(default_factory=dict)
     pipeline_check: bool = False
+    text_only: bool = False  # the text control (`text:<model>`): no voices by design
 
     @property
     def has_voice_groups(self) -> bool:
@@ -182,7 +183,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     if failures:
         console.print(f"[bold red]{len(failures)} requests failed and were not stored[/] (first: "
                       f"{failures[0]['error']}); rerun the same command with --resume to retry them.")
-    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check)
+    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only)
 
 
 # ---------------------------------------------------------------- planning
@@ -372,7 +373,7 @@ def _request(p: Planned, settings: GenerationSettings, limit: float | None, cach
     # Each sample gets its own seed, so n samples of one (item, voice) are n different draws.
     settings = replace(settings, seed=settings.seed + p.sample_index)
     common = dict(request_id=p.request_key, sampling_rate=SAMPLE_RATE, choices=p.item.letters or None,
-                  settings=settings)
+                  settings=settings, item_id=p.item.item_id, voice_id=p.voice_id)
     if p.condition == "text":  # the control: what the voice would have said, as text
         return Request(prompt=f"{p.item.spoken_text}\n{p.item.text_prompt}".strip(), audio=None, **common)
     audio = cache.get(p.audio_key)  # read lazily, one batch at a time

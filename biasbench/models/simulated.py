@@ -12,12 +12,23 @@ distribution leans with pitch, by a configurable `strength`:
 * score_choices: the log-probabilities move toward one letter (`favoured_letter`, "A" by
   default) for high-pitched voices and away from it for low-pitched ones.
 
-`strength = 0` removes every dependence on the voice: an answer then depends only on the
-text prompt and the sample seed (by default the random draw is shared by every voice,
-"common random numbers"), so no test can find a group effect. With `independent_draws=True`
-each request also gets its own draw (seeded by its request id): the null of no voice effect
-still holds exactly, with response-level noise, which is what calibrating a test's size
-needs.
+Each answer is a seeded draw for its (item, voice, sample): seeded by the request's
+`item_id` and `voice_id` (set by the runner), else by its content (text prompt and audio).
+Never by the prompt alone: a task whose text prompt is the same for every item (the question
+spoken, the instruction fixed) would give every item one draw, and the planted lean would show
+as all-or-nothing per voice, or not at all.
+
+`strength = 0` removes every dependence on the voice's sound: voices still differ by their own
+draws, but no voice group differs from another except by chance, so the voice-level tests
+keep their level (the null of no group effect holds exactly: voices are exchangeable). With
+`independent_draws=True` each request also gets its own draw (seeded by its request id).
+
+What a task can show: the categorical lean (nurse vs software engineer) where the task's
+categories name those answers; the numeric shift where the text prompt asks for a number,
+amount or salary; for multiple choice, a lean toward `favoured_letter`, which is always
+visible in the chosen letters per group and in accuracy wherever the correct letters are not
+spread evenly (a listener that never sees the answer key cannot change accuracy on items whose
+correct letters are balanced).
 
 These answers measure nothing about any model: the aliases `simulated-pitch-bias` and
 `simulated-no-bias` are marked as pipeline checks in the registry.
@@ -176,9 +187,15 @@ class PitchBiasedBackend:
     # ---------------------------------------------------------------- internals
 
     def _rng(self, request: Request) -> np.random.Generator:
-        """The listener's draw: the text prompt and sample seed, plus the request if independent."""
+        """The listener's draw for this (item, voice, sample): by their ids when the runner gives
+        them, else by the request's content; plus the request id if draws are independent."""
         settings = request.settings or GenerationSettings()
-        parts = [self.seed, request.prompt, settings.seed, ",".join(request.choices or [])]
+        if request.item_id is not None:
+            who = [request.item_id, request.voice_id]
+        else:
+            audio = None if request.audio is None else _digest(request.audio)
+            who = [request.prompt, audio]
+        parts = [self.seed, *who, settings.seed, ",".join(request.choices or [])]
         if self.independent_draws:
             parts.append(request.request_id)
         return np.random.default_rng(_seed(*parts))
@@ -188,12 +205,16 @@ class PitchBiasedBackend:
         if request.audio is None or self.strength == 0:
             return 0.0
         audio = np.ascontiguousarray(request.audio, dtype=np.float32)
-        key = hashlib.blake2b(audio.tobytes(), digest_size=16).hexdigest() + f"@{request.sampling_rate}"
+        key = _digest(audio) + f"@{request.sampling_rate}"
         if key not in self._f0_cache:
             self._f0_cache[key] = estimate_f0(audio, request.sampling_rate)
         f0 = self._f0_cache[key]
         self.pitch_log.append((request.request_id, f0))
         return pitch_score(f0)
+
+
+def _digest(audio: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
 
 
 def _draw(logits: np.ndarray, u: float) -> int:
