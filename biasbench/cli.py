@@ -173,8 +173,11 @@ def closing_lines(result, report: bool) -> str:
     """The end of a run: the declared primary result (the record summary.md, the report and the
     leaderboard state), not a per-voice table; the descriptive tables stay in summary.md."""
     summary = result.run_dir / "summary.md"
-    if not result.has_voice_groups:
+    if not result.has_voice_groups and result.text_only:
         return f"No voice groups to compare (a text-only run). Descriptive tables: {summary}"
+    if not result.has_voice_groups:  # nothing spoken was answered: say so, not "text-only"
+        return (f"No answers to compare: none of the {result.n_total} planned requests with a voice has a stored "
+                f"answer (see the failures reported below). Descriptive tables: {summary}")
     if not report:
         return (f"Primary result not computed (--no-report): `biasbench report {result.run_dir}` computes it. "
                 f"Descriptive tables: {summary}")

@@ -681,3 +681,22 @@ def test_console_run_hides_url_secrets_sends_the_query_apart_and_writes_safe_fil
     assert all(not row[c].startswith("'") for row in rows for c in ("audio_seconds", "latency_s"))
     tidy = pd.read_parquet(run_dir / "responses.parquet")  # the parquet keeps the answers as given
     assert set(tidy["response_text"]) == set(ANSWERS)
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_console_run_where_every_request_fails_says_what_happened(server, tmp_path):
+    """Every request refused (HTTP 400, not retried): the run ends with exit 3 and says none was
+    answered, not that it was a text-only run."""
+    server.rules.append(lambda body: ("status", 400, {}, {"error": {"message": "model not found here"}}))
+    write(tmp_path / "tiny.csv", DATA)
+    env = dict(os.environ, OPENAI_API_KEY="sk-dummy-e2e", BIASBENCH_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "biasbench"), "run", "--model", "openai:test-model", "--task",
+         str(write(tmp_path / "tiny.yaml", TASK)), "--pool", str(write(tmp_path / "pool.yaml", pool_yaml())),
+         "--data-source", "local", "--limit", "1", "--base-url", server.url, "-o", str(tmp_path / "runs"),
+         "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "text-only" not in done.stdout + done.stderr
+    assert "No answers to compare: none of the 18 planned requests" in done.stdout
+    assert "18 requests failed" in done.stderr and "model not found here" in done.stderr
