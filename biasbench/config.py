@@ -31,6 +31,16 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 LabelSource = Literal["self_reported", "corpus_metadata", "vendor_metadata", "proxy"]
 
 
+def _without_unset(data, *keys: str):
+    """A model's dump without `keys` whose value is None: a field added later leaves the hashes of
+    files that do not use it as they were."""
+    if isinstance(data, dict):
+        for key in keys:
+            if data.get(key) is None:
+                data.pop(key, None)
+    return data
+
+
 class _Strict(BaseModel):
     # Unknown keys are refused: a typo like `doc_to_txt` must not be silently ignored.
     model_config = ConfigDict(extra="forbid")
@@ -72,10 +82,7 @@ class LocalSource(_Strict):
     @model_serializer(mode="wrap")
     def _drop_unset_format(self, handler):
         # Tasks written before `format` existed keep their config hash, so their runs resume.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("format") is None:
-            data.pop("format", None)
-        return data
+        return _without_unset(handler(self), "format")
 
 
 class DatasetSpec(_Strict):
@@ -359,12 +366,7 @@ class VoiceSpec(_Strict):
     @model_serializer(mode="wrap")
     def _drop_unset_cloning_fields(self, handler):
         # Pools written before these fields existed keep their hash, so their runs resume.
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in _CLONING_FIELDS:
-                if data.get(key) is None:
-                    data.pop(key, None)
-        return data
+        return _without_unset(handler(self), *_CLONING_FIELDS)
 
 
 class VoicePool(_Strict):
@@ -379,10 +381,7 @@ class VoicePool(_Strict):
     @model_serializer(mode="wrap")
     def _drop_unset_loudness_target(self, handler):
         # Pools written before this field existed keep their hash, so their runs resume.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("loudness_target") is None:
-            data.pop("loudness_target", None)
-        return data
+        return _without_unset(handler(self), "loudness_target")
 
 
 # --------------------------------------------------------------------------- loading
