@@ -241,8 +241,11 @@ def _check_choice(flag: str, value: str, allowed: list[str]) -> None:
 
 
 def _error(message: str) -> None:
-    """One line on stderr; the message is plain text (a `[vllm]` in it is kept, not read as markup)."""
-    console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
+    """One line on stderr; the message is plain text (a `[vllm]` in it is kept, not read as markup),
+    and a URL in it shows no credentials, whichever part of biasbench or a library wrote it."""
+    from biasbench.redact import redact_credentials
+
+    console.print(Text("error: ", style="bold red") + Text(redact_credentials(message)), highlight=False)
 
 
 def _interrupted(what_is_kept: str = "") -> None:

@@ -40,6 +40,18 @@ def redact_credentials(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
+def redact_strings(value):
+    """Every string inside a JSON-like value (dicts, lists) through `redact_credentials`: for
+    records written whole, such as a run's manifest, whatever a backend put in them."""
+    if isinstance(value, str):
+        return redact_credentials(value)
+    if isinstance(value, dict):
+        return {key: redact_strings(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_strings(inner) for inner in value]
+    return value
+
+
 def redact_url(url: str) -> str:
     """One URL, redacted. A value given as a URL without a scheme (`host/v1/sk-...`) is read as
     `//host/...` so its user information and path are still found."""

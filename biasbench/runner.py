@@ -353,7 +353,8 @@ def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: 
     stored = []
     for p, request, response in zip(batch, requests, responses):
         if response.error:  # not stored: a later --resume retries it
-            failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id, "error": response.error})
+            failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id,
+                             "error": redact_credentials(response.error)})  # any backend's, a plugin's too
             continue
         scored = task.scorer(p.item, response.text, response.option_logprobs)
         stored.append(StoredResponse(

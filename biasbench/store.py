@@ -27,6 +27,7 @@ import pandas as pd
 
 from biasbench.errors import BiasbenchError
 from biasbench.formats import dumps, safe_frame
+from biasbench.redact import redact_strings
 
 SCHEMA_VERSION = 1
 
@@ -295,7 +296,8 @@ class RunDir:
     def write_manifest(self, manifest: dict) -> None:
         # Write then rename, so a kill mid-write never leaves a half manifest.
         tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        # Redacted whole: a URL's credentials stay out, whichever part of the run recorded it.
+        tmp.write_text(dumps(redact_strings(manifest), indent=2, sort_keys=True), encoding="utf-8")
         tmp.replace(self.manifest_path)
 
     def open_store(self) -> ResponseStore:

@@ -101,7 +101,7 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
     # user information, user name and password alike: `http://TOKEN@host` is how some proxies take a key
     ("http://user:S3CRET@host:8000/v1", "http://<redacted>@host:8000/v1"),
     ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://<redacted>@h/v1 --model x"),
-    ("--base-url=http://S3CRET@10.0.0.1:8080/v1 -m openai:x", "--base-url=http://<redacted>@10.0.0.1:8080/v1 -m openai:x"),
+    ("--base-url=http://S3CRET@10.0.0.1:8080/v1 -m x", "--base-url=http://<redacted>@10.0.0.1:8080/v1 -m x"),
     # every query value, whatever its name, and the fragment
     ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=<redacted>"),
     ("https://h/v1?k=S3CRET", "https://h/v1?k=<redacted>"),
@@ -113,7 +113,7 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
     ("https://h/p/9f86d081884c7d659a2feaa0c55ad015S3CRET/v1", "https://h/p/<redacted>/v1"),
     ("https://h/123e4567-e89b-12d3-a456-426614174000/v1", "https://h/<redacted>/v1"),
     ("https://h/key/S3CRET/v1", "https://h/key/<redacted>/v1"),
-    ("https://hooks.example/services/T0001/XXXXXXXXXXXXXXXXXXXXXXXXS3CRET", "https://hooks.example/services/T0001/<redacted>"),
+    ("https://hooks.example/s/T01/XXXXXXXXXXXXXXXXXXXXXXXXS3CRET", "https://hooks.example/s/T01/<redacted>"),
     ("https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1",
      "https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1"),
     ("http://[::1]:8000/api/v1beta/models", "http://[::1]:8000/api/v1beta/models"),
@@ -121,6 +121,25 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
 ])
 def test_credentials_inside_urls_are_redacted(url, kept):
     assert redact_credentials(url) == kept and "S3CRET" not in redact_credentials(url)
+
+
+def test_every_error_line_and_manifest_string_is_redacted(tmp_path, monkeypatch):
+    """Catch-alls for URLs a library or plugin put in a message or a record: the CLI's error line
+    and the manifest writer redact whatever they are given."""
+    from rich.console import Console
+
+    from biasbench import cli
+
+    recording = Console(record=True, width=300)
+    monkeypatch.setattr(cli, "console", recording)
+    cli._error("could not load https://S3CRET@hub.example/data.csv?token=S3CRET")
+    line = "error: could not load https://<redacted>@hub.example/data.csv?token=<redacted>"
+    assert recording.export_text().strip() == line
+    run = RunDir(tmp_path / "run")
+    run.create({"model": {"fingerprint": {"endpoint": "http://h/v1/sk-S3CRET"}},
+                "failed": [{"error": "http://S3CRET@h"}]})
+    assert "S3CRET" not in run.manifest_path.read_text()
+    assert run.read_manifest()["failed"] == [{"error": "http://<redacted>@h"}]
 
 
 # ---------------------------------------------------------------- task data paths
