@@ -200,7 +200,11 @@ def tasks(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORM
 
     rows = []
     for name, path in available_tasks().items():
-        config = load_task_config(path)
+        try:
+            config = load_task_config(path)
+        except BiasbenchError as exc:  # a draft in the user's folder: listed with its problem, not fatal
+            rows.append({"task": name, "output_type": "(invalid)", "description": str(exc)})
+            continue
         rows.append({"task": name, "output_type": config.output_type, "description": config.description})
     print_listing(rows, fmt)
 

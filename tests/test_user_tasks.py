@@ -280,3 +280,15 @@ def test_lm_eval_local_data_mistakes_are_named(tmp_path, dataset, field, says):
                  "doc_to_choice: ['yes', 'no']\ndoc_to_target: 0\n")
     message = str(pytest.raises(ConfigError, load_task, str(path)).value)
     assert f"field '{field}'" in message and says in message, message
+
+
+def test_a_broken_draft_in_an_include_folder_does_not_hide_the_other_tasks(tmp_path):
+    write(tmp_path / "good.yaml", MC)
+    write(tmp_path / "draft.yaml", MC + "doc_to_txt: typo\n")
+    result = CliRunner().invoke(app, ["tasks", "--include-path", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = {row["task"]: row for row in json.loads(result.output)}
+    assert rows["good"]["output_type"] == "multiple_choice" and "mmlu" in rows
+    assert rows["draft"]["output_type"] == "(invalid)" and "doc_to_txt" in rows["draft"]["description"]
