@@ -568,10 +568,11 @@ def _normalise_base_url(url: str) -> tuple[str, dict]:
     url = url.strip()
     try:
         parts = urlsplit(url)
-        hostname = parts.hostname
-    except ValueError:  # e.g. a port that is not a number
-        hostname = None
-    if not hostname or parts.scheme not in ("http", "https"):
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
         raise BiasbenchError(f"base_url {redact_url(url)!r} is not an http(s) URL, e.g. "
                              "http://localhost:8000/v1")
     path = parts.path.rstrip("/") or "/v1"  # `vllm serve` answers at /v1/chat/completions
