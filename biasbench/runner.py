@@ -427,7 +427,10 @@ def _write_summary(run_dir: RunDir, analysis: dict, manifest: dict, choice: Mode
 
 def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings) -> dict:
     """Everything needed to redo the run. `identity_hash` covers what makes answers differ."""
-    model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
+    # A model spec may hold a URL (a plugin's NAME:https://...): its credentials go nowhere, the
+    # run id, the tables and the summary included (which all take the name from here).
+    model = {"requested": redact_credentials(choice.requested), "name": redact_credentials(choice.name),
+             "backend": choice.backend,
              "pipeline_check": choice.pipeline_check, "note": choice.note,
              "fingerprint": backend.fingerprint()}
     # Identity follows content, not location: a local model moved elsewhere is the same run.
@@ -437,7 +440,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
                 "model": model["identity"], "generation": asdict(settings), "long_audio": options.long_audio}
     identity_hash = stable_hash(identity)
     # Model specs like cascade:a+b or hf:org/name become safe directory names.
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", choice.name).strip("_")
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", model["name"]).strip("_")
     run_id = options.run_id or f"{task.name}-{safe_model}-{identity_hash[:10]}"
     return {
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),

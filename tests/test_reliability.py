@@ -248,3 +248,21 @@ def test_a_pool_naming_a_voice_or_variant_espeak_lacks_is_named_before_any_work(
     assert variant == "voice 'espeak-f-black-1': espeak-ng param 'variant': 'f9' is not installed"
     assert voice.startswith("voice 'espeak-f-black-2': espeak-ng has no voice 'en-xx'")
     assert engine_problems(load_voice_pool(PROJECT / "voices" / "espeak-default.yaml")) == []
+
+
+def test_a_url_inside_the_model_spec_reaches_neither_run_id_nor_tables(tmp_path):
+    """A plugin's model may be a URL (NAME:https://TOKEN@host/...): the run id, the manifest's model
+    names (which the tables and summary copy) carry it redacted."""
+    from biasbench.models.base import GenerationSettings
+    from biasbench.models.registry import ModelChoice
+    from biasbench.models.simulated import PitchBiasedBackend
+    from biasbench.runner import RunOptions, _manifest
+
+    write(tmp_path / "tasks" / "toy.csv", TOY_DATA)
+    task = load_task(str(toy_task(tmp_path / "tasks", "toy.csv")))
+    spec = "myplug:https://S3CRET@llm.example/v1?key=S3CRET"
+    choice = ModelChoice(spec, spec, "plugin:myplug", spec.split(":", 1)[1], pipeline_check=False)
+    manifest = _manifest(RunOptions(task="toy", model=spec), task, {"hash": "p"}, choice, PitchBiasedBackend(),
+                         GenerationSettings())
+    assert "S3CRET" not in manifest["run_id"] + manifest["model"]["name"] + manifest["model"]["requested"]
+    assert manifest["run_id"].startswith("toy-myplug_https_redacted_llm.example_v1_key_redacted-")
