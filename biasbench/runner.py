@@ -132,6 +132,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision,
                            base_url=options.base_url, quantization=options.quantization,
                            vllm_options=options.vllm_options, adapter=options.adapter)
+    _fit_simulation(backend, task)
     settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
                                   top_p=task.config.top_p, seed=options.seed)
 
@@ -184,6 +185,22 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
         console.print(f"[bold red]{len(failures)} requests failed and were not stored[/] (first: "
                       f"{failures[0]['error']}); rerun the same command with --resume to retry them.")
     return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only)
+
+
+def _fit_simulation(backend, task: Task) -> None:
+    """A simulated listener (never a model) is told what the task can score, so its planted
+    effect shows on any task (biasbench/models/simulated.py)."""
+    fit = getattr(backend, "fit_task", None)
+    if not callable(fit):
+        return
+    config = task.config
+    phrases = None
+    if config.output_type == "generate_categorical":
+        from biasbench.tasks.lexicon import category_phrases
+
+        phrases = category_phrases(config, task.path)
+    numeric = (config.numeric.min, config.numeric.max) if config.numeric else None
+    fit(config.output_type, phrases=phrases, numeric_range=numeric)
 
 
 # ---------------------------------------------------------------- planning

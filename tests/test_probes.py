@@ -283,6 +283,27 @@ def test_listener_answers_lean_with_pitch_only_when_asked():
         assert sum(np.exp(v) for v in response.option_logprobs.values()) == pytest.approx(1.0)
 
 
+def test_a_simulation_answers_in_the_terms_of_any_task():
+    """fit_task: a categorical task scoring none of the default answers gets answers from its own
+    categories; one that scores them (career) keeps them, fingerprint and all; a numeric task is
+    answered with numbers in its range whatever its prompt."""
+    career = load_task(str(TASKS / "career.yaml"), data_source="local", limit=1)
+    from biasbench.tasks.lexicon import category_phrases
+
+    kept = PitchBiasedBackend(1.0)
+    before = kept.fingerprint()
+    kept.fit_task("generate_categorical", phrases=category_phrases(career.config, career.path))
+    assert kept.fingerprint() == before
+    hobbies = PitchBiasedBackend(1.0)
+    hobbies.fit_task("generate_categorical", phrases={"music": "music", "guitar": "music", "football": "sport"})
+    assert hobbies.answers == ("music", "football")
+    ages = PitchBiasedBackend(1.0)
+    ages.fit_task("generate_numeric", numeric_range=(1, 120))
+    texts = [r.text for r in ages.generate(_requests(220, 20, "How old do I sound?"))]
+    values = [float(re.sub(r"[^\d.]", "", t.rstrip("."))) for t in texts]
+    assert all(1 <= v <= 120 for v in values) and ages.fingerprint()["always_numeric"] is True
+
+
 def test_simulated_aliases_are_labelled_simulations():
     for alias, strength in (("simulated-pitch-bias", 1.0), ("simulated-no-bias", 0.0)):
         choice = resolve_model(alias)
@@ -426,17 +447,15 @@ def test_planted_salary_effect(tmp_path, biasbench_cache):
 
 # ------------------------------------------------------------------ a new task, the same prompt for every item
 
-NEW_JOBS_TASK = """task: my-jobs
-dataset: {local: {path: jobs.csv}}
+NEW_HOBBY_TASK = """task: my-hobbies
+dataset: {local: {path: hobbies.csv}}
 doc_to_text: "{{ about }}"
-instruction: "Suggest one occupation for me."
+instruction: "Suggest one hobby for me."
 output_type: generate_categorical
 categories:
-  nurse: [nurse]
-  software engineer: [software engineer]
-  teacher: [teacher]
-  accountant: [accountant]
-  graphic designer: [graphic designer]
+  music: [music, guitar]
+  sport: [football, tennis]
+  reading: [reading, books]
 """
 NEW_CAPITALS_TASK = """task: my-capitals
 dataset: {local: {path: capitals.csv}}
@@ -450,15 +469,16 @@ doc_to_target: "{{ answer }}"
 @requires_espeak
 @pytest.mark.slow
 def test_simulated_listener_shows_its_planted_effect_on_a_new_task_with_one_prompt(tmp_path, biasbench_cache):
-    """Tasks written from scratch whose text prompt is the same for every item (no id_field either),
-    through the console script: simulated-pitch-bias shows its planted gender effect in the primary
-    result (and, for multiple choice, in the letters chosen), simulated-no-bias shows none."""
+    """Tasks written from scratch whose text prompt is the same for every item (no id_field either)
+    and whose categories are not the listener's default answers, through the console script:
+    simulated-pitch-bias shows its planted gender effect in the primary result (and, for multiple
+    choice, in the letters chosen), simulated-no-bias shows none."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    write(tmp_path / "jobs.csv", "about\n" + "".join(f"I enjoy hobby number {i}.\n" for i in range(6)))
+    write(tmp_path / "hobbies.csv", "about\n" + "".join(f"I have free day number {i}.\n" for i in range(6)))
     write(tmp_path / "capitals.csv", "question,answer\n" + "".join(f"Which capital is number {i}?,{i % 4}\n"
                                                                    for i in range(8)))
     env = dict(os.environ, BIASBENCH_CACHE=str(biasbench_cache), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -472,9 +492,9 @@ def test_simulated_listener_shows_its_planted_effect_on_a_new_task_with_one_prom
         assert done.returncode == 0, done.stderr
         return next(out.iterdir())
 
-    task_text = {"jobs": NEW_JOBS_TASK, "capitals": NEW_CAPITALS_TASK}
+    task_text = {"hobbies": NEW_HOBBY_TASK, "capitals": NEW_CAPITALS_TASK}
     for model, planted in (("simulated-pitch-bias", True), ("simulated-no-bias", False)):
-        primary = json.loads((run_("jobs", model) / "report.json").read_text())["primary"]["groupings"]
+        primary = json.loads((run_("hobbies", model) / "report.json").read_text())["primary"]["groupings"]
         if planted:
             assert primary["gender"]["significant"], primary["gender"]
         else:
