@@ -249,3 +249,13 @@ def test_a_run_with_failed_requests_exits_3_and_resume_finishes_it(api_run):
     resumed = biasbench(*args, "--resume", env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "18 already stored, 18 to run" in resumed.stderr
+
+
+def test_closing_lines_say_why_there_are_no_voice_groups(tmp_path):
+    """The text control has no voices by design; any other run without groups had nothing answered."""
+    from biasbench.cli import closing_lines
+    from biasbench.runner import RunResult
+
+    assert "(a text-only run)" in closing_lines(RunResult(tmp_path, 4, 4, {}, text_only=True), report=True)
+    line = closing_lines(RunResult(tmp_path, 18, 0, {}), report=True)
+    assert "none of the 18 planned requests" in line and "text-only" not in line
