@@ -173,8 +173,11 @@ def closing_lines(result, report: bool) -> str:
     """The end of a run: the declared primary result (the record summary.md, the report and the
     leaderboard state), not a per-voice table; the descriptive tables stay in summary.md."""
     summary = result.run_dir / "summary.md"
-    if not result.has_voice_groups:
+    if not result.has_voice_groups and result.text_only:
         return f"No voice groups to compare (a text-only run). Descriptive tables: {summary}"
+    if not result.has_voice_groups:  # nothing spoken was answered: say so, not "text-only"
+        return (f"No answers to compare: none of the {result.n_total} planned requests with a voice has a stored "
+                f"answer (see the failures reported below). Descriptive tables: {summary}")
     if not report:
         return (f"Primary result not computed (--no-report): `biasbench report {result.run_dir}` computes it. "
                 f"Descriptive tables: {summary}")
@@ -197,7 +200,11 @@ def tasks(fmt: ListFormat = typer.Option(ListFormat.table, "--format", help=FORM
 
     rows = []
     for name, path in available_tasks().items():
-        config = load_task_config(path)
+        try:
+            config = load_task_config(path)
+        except BiasbenchError as exc:  # a draft in the user's folder: listed with its problem, not fatal
+            rows.append({"task": name, "output_type": "(invalid)", "description": str(exc)})
+            continue
         rows.append({"task": name, "output_type": config.output_type, "description": config.description})
     print_listing(rows, fmt)
 
@@ -238,8 +245,11 @@ def _check_choice(flag: str, value: str, allowed: list[str]) -> None:
 
 
 def _error(message: str) -> None:
-    """One line on stderr; the message is plain text (a `[vllm]` in it is kept, not read as markup)."""
-    console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
+    """One line on stderr; the message is plain text (a `[vllm]` in it is kept, not read as markup),
+    and a URL in it shows no credentials, whichever part of biasbench or a library wrote it."""
+    from biasbench.redact import redact_credentials
+
+    console.print(Text("error: ", style="bold red") + Text(redact_credentials(message)), highlight=False)
 
 
 def _interrupted(what_is_kept: str = "") -> None:

@@ -8,6 +8,7 @@ the file, the field and what was expected, instead of a stack trace.
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -30,6 +31,16 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 LabelSource = Literal["self_reported", "corpus_metadata", "vendor_metadata", "proxy"]
 
 
+def _without_unset(data, *keys: str):
+    """A model's dump without `keys` whose value is None: a field added later leaves the hashes of
+    files that do not use it as they were."""
+    if isinstance(data, dict):
+        for key in keys:
+            if data.get(key) is None:
+                data.pop(key, None)
+    return data
+
+
 class _Strict(BaseModel):
     # Unknown keys are refused: a typo like `doc_to_txt` must not be silently ignored.
     model_config = ConfigDict(extra="forbid")
@@ -45,10 +56,17 @@ class HFSource(_Strict):
     revision: str | None = None
 
 
+#: What a local data file may be: its suffix, or lm-eval's `dataset_path: csv | json | parquet`.
+DataFormat = Literal["csv", "json", "jsonl", "parquet"]
+
+
 class LocalSource(_Strict):
-    path: str = Field(description="CSV, JSONL or Parquet file, relative to the task YAML")
+    path: str | list[str] = Field(
+        description="CSV, JSON, JSON Lines or Parquet file relative to the task YAML, or a list of them "
+        "(rows joined in order); a name may be a glob pattern (data/*.jsonl)")
     # Keep only rows whose column equals one of the values, e.g. {error_type: [ok]}.
     filter: dict[str, list[str]] = Field(default_factory=dict)
+    format: DataFormat | None = Field(None, description="how to read the files; default: from each file's suffix")
 
     @field_validator("filter", mode="before")
     @classmethod
@@ -56,6 +74,15 @@ class LocalSource(_Strict):
         if isinstance(value, dict):
             return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         return value
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_format(self, handler):
+        # Tasks written before `format` existed keep their config hash, so their runs resume.
+        return _without_unset(handler(self), "format")
 
 
 class DatasetSpec(_Strict):
@@ -189,6 +216,20 @@ class TaskConfig(_Strict):
                                    "voice-level permutation test, Holm, common items)")
     citation: str = ""
     licence: str = ""
+
+    @field_validator("doc_to_choice", "doc_to_target", mode="before")
+    @classmethod
+    def _plain_yaml_scalars(cls, value, info):
+        """`doc_to_target: 0` and `doc_to_choice: [1, 2, 3]` are written as numbers in YAML: taken as
+        text. An unquoted yes/no/true/false/on/off is YAML's true/false, whose spelling is lost:
+        refused, asking for quotes (else the voices would say "True")."""
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError("YAML reads unquoted yes, no, true, false, on and off as true/false; quote the "
+                             "option text, e.g. ['yes', 'no']")
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, (int, float)) else v for v in value]
+        return str(value) if isinstance(value, (int, float)) else value
 
     @field_validator("metrics")
     @classmethod
@@ -325,12 +366,7 @@ class VoiceSpec(_Strict):
     @model_serializer(mode="wrap")
     def _drop_unset_cloning_fields(self, handler):
         # Pools written before these fields existed keep their hash, so their runs resume.
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in _CLONING_FIELDS:
-                if data.get(key) is None:
-                    data.pop(key, None)
-        return data
+        return _without_unset(handler(self), *_CLONING_FIELDS)
 
 
 class VoicePool(_Strict):
@@ -345,10 +381,7 @@ class VoicePool(_Strict):
     @model_serializer(mode="wrap")
     def _drop_unset_loudness_target(self, handler):
         # Pools written before this field existed keep their hash, so their runs resume.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("loudness_target") is None:
-            data.pop("loudness_target", None)
-        return data
+        return _without_unset(handler(self), "loudness_target")
 
 
 # --------------------------------------------------------------------------- loading
@@ -427,6 +460,10 @@ def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 #: lm-evaluation-harness metric names and the biasbench metric they mean here.
 LM_EVAL_METRICS = {"acc": "accuracy", "acc_norm": "accuracy", "exact_match": "accuracy"}
 _LM_EVAL_DATASET = {"dataset_path": "path", "dataset_name": "name", "test_split": "split"}
+#: `dataset_path` values that name a `datasets` file builder (data in `dataset_kwargs.data_files`).
+_LM_EVAL_BUILDERS = {"csv": "csv", "json": "json", "jsonl": "jsonl", "parquet": "parquet"}
+#: A `dataset_path` ending so is a local file, never a hub id.
+DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
 _LM_EVAL_GENERATION = {"max_gen_toks": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
                        "do_sample": None}
 #: lm-eval keys with no counterpart, and why.
@@ -441,6 +478,13 @@ _LM_EVAL_REFUSED = {
                    "letter); remove it",
     **dict.fromkeys(("tag", "group"), "biasbench has no task groups: run each task by name"),
 }
+#: lm-eval output types with no type of the same name here, and what to write instead.
+_LM_EVAL_OUTPUT_TYPES = {
+    "generate_until": "an open answer is read by its scorer: write output_type generate_categorical (categories "
+                      "or a lexicon), generate_numeric (numeric: {min, max, unit}) or transcribe",
+    "loglikelihood": "write output_type multiple_choice (options scored by their letters' log-probabilities)",
+    "loglikelihood_rolling": "perplexity tasks have no spoken counterpart here",
+}
 
 
 def _from_lm_eval(data: dict, path: Path) -> dict:
@@ -451,11 +495,14 @@ def _from_lm_eval(data: dict, path: Path) -> dict:
         if key in data:
             raise ConfigError(path, key, f"lm-evaluation-harness key with no counterpart here: {why}")
     data = {k: v for k, v in data.items() if k != "metadata"}
-    if any(key in data for key in _LM_EVAL_DATASET):
+    if isinstance(data.get("output_type"), str) and data["output_type"] in _LM_EVAL_OUTPUT_TYPES:
+        raise ConfigError(path, "output_type", f"lm-evaluation-harness's {data['output_type']!r} has no "
+                          f"counterpart of that name: {_LM_EVAL_OUTPUT_TYPES[data['output_type']]}")
+    if any(key in data for key in (*_LM_EVAL_DATASET, "dataset_kwargs")):
         if "dataset" in data:
             raise ConfigError(path, "dataset_path", "give lm-eval's dataset_path/dataset_name/test_split or "
                               "biasbench's dataset, not both")
-        data["dataset"] = {"hf": {new: data.pop(old) for old, new in _LM_EVAL_DATASET.items() if old in data}}
+        data["dataset"] = _lm_eval_dataset(data, path)
     if "metric_list" in data:
         if "metrics" in data:
             raise ConfigError(path, "metric_list", "give lm-eval's metric_list or biasbench's metrics, not both")
@@ -470,6 +517,62 @@ def _from_lm_eval(data: dict, path: Path) -> dict:
                               f"here (max_new_tokens, temperature, top_p); got {', '.join(map(str, unknown))}")
         data.update({new: kwargs[old] for old, new in _LM_EVAL_GENERATION.items() if new and old in kwargs})
     return data
+
+
+def _lm_eval_dataset(data: dict, path: Path) -> dict:
+    """lm-eval's dataset keys (popped from `data`) as biasbench's `dataset`. A hub id goes to
+    `hf`; a local file (`dataset_path: capitals.csv`), or a file builder with its files
+    (`dataset_path: json` + `dataset_kwargs: {data_files: ...}`), goes to `local`, so it is read
+    from disk, inside the task's folder, and the hub is never asked."""
+    given = {new: data.pop(old) for old, new in _LM_EVAL_DATASET.items() if old in data}
+    kwargs = data.pop("dataset_kwargs", None) or {}
+    where = given.get("path")
+    if not isinstance(kwargs, dict):
+        raise ConfigError(path, "dataset_kwargs", f"expected a mapping such as {{data_files: test.jsonl}}; got {kwargs!r}")
+    if not isinstance(where, str) or not where:
+        raise ConfigError(path, "dataset_path", "expected a hub id (owner/name), a local data file (capitals.csv) "
+                          "or csv, json or parquet with dataset_kwargs: {data_files: ...}")
+    if where in _LM_EVAL_BUILDERS:
+        unknown = [k for k in kwargs if k != "data_files"]
+        if unknown or "data_files" not in kwargs:
+            raise ConfigError(path, "dataset_kwargs", f"dataset_path: {where} reads local files: give them as "
+                              "dataset_kwargs: {data_files: <file, list of files, or {test: file}>}"
+                              + (f"; {', '.join(map(str, unknown))} has no counterpart here" if unknown else ""))
+        files = _data_files(kwargs["data_files"], given.get("split"), path)
+        return {"local": {"path": files[0] if len(files) == 1 else files, "format": _LM_EVAL_BUILDERS[where]}}
+    if _is_local_data(where, path):
+        if kwargs:
+            raise ConfigError(path, "dataset_kwargs", f"dataset_path {where!r} is a file already; leave out "
+                              "dataset_kwargs (or write dataset_path: csv|json|parquet with data_files)")
+        return {"local": {"path": where}}
+    if kwargs:
+        raise ConfigError(path, "dataset_kwargs", "a hub dataset takes no dataset_kwargs here (biasbench runs no "
+                          "dataset code); dataset_kwargs.data_files goes with dataset_path: csv, json or parquet")
+    return {"hf": given}
+
+
+def _data_files(value, split, path: Path) -> list[str]:
+    """`data_files` as `datasets` takes it: a file, a list of files, or {split: file(s)}; a dict
+    gives the files of `test_split` (else `test`, else its only split)."""
+    if isinstance(value, dict):
+        wanted = split or "test"
+        if wanted not in value and len(value) == 1 and split is None:
+            wanted = next(iter(value))
+        if wanted not in value:
+            raise ConfigError(path, "dataset_kwargs.data_files", f"has no split {wanted!r}; it has "
+                              f"{', '.join(map(str, value))} (choose one with test_split)")
+        value = value[wanted]
+    files = [value] if isinstance(value, str) else value
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(path, "dataset_kwargs.data_files", f"expected a file name, a list of them or "
+                          f"{{split: file}}; got {value!r}")
+    return files
+
+
+def _is_local_data(where: str, path: Path) -> bool:
+    """A `dataset_path` that names a file on disk, not a hub dataset."""
+    return (where.lower().endswith(DATA_SUFFIXES) or where.startswith(("./", "../", "/", "~"))
+            or (Path(path).parent / where).is_file())
 
 
 def _lm_eval_metric(entry, path: Path) -> str:
@@ -503,6 +606,42 @@ def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = 
     (`../private/secrets.json` is refused), unless `allow_outside` (the user's explicit
     --allow-data-outside-task)."""
     task_path = Path(task_path).resolve()
+    folders, roots = _task_folders(task_path)
+    for folder in folders:
+        candidate = (folder / relative).resolve()  # symlinks followed: a link out of the tree is outside
+        # refused before looking: whether a file exists outside the trees is not the task's to learn
+        _check_inside(candidate, roots, allow_outside, task_path, field, relative, folder)
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(task_path, field, f"file {relative!r} not found; looked in " + ", ".join(map(str, folders)))
+
+
+def task_files(task_path: Path, pattern: str, field: str, allow_outside: bool = False) -> list[Path]:
+    """`task_file` for a name that may be a glob pattern (`data/*.jsonl`, as lm-eval's data_files
+    allow): the matches in the first folder that has any, sorted, each inside the task's trees."""
+    if not glob.has_magic(pattern):
+        return [task_file(task_path, pattern, field, allow_outside)]
+    task_path = Path(task_path).resolve()
+    folders, roots = _task_folders(task_path)
+    for folder in folders:
+        matches = [Path(m).resolve() for m in sorted(glob.glob(str(folder / pattern), recursive=True))]
+        for match in matches:
+            _check_inside(match, roots, allow_outside, task_path, field, pattern, folder)
+        if any(m.is_file() for m in matches):
+            return [m for m in matches if m.is_file()]
+    raise ConfigError(task_path, field, f"no file matches {pattern!r}; looked in " + ", ".join(map(str, folders)))
+
+
+def _check_inside(candidate: Path, roots: list[Path], allow_outside: bool, task_path: Path, field: str,
+                  relative: str, folder: Path) -> None:
+    if not allow_outside and not any(candidate.is_relative_to(root) for root in roots):
+        raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the "
+                          "file there, or pass --allow-data-outside-task to read it anyway")
+
+
+def _task_folders(task_path: Path) -> tuple[list[Path], list[Path]]:
+    """(where a task's files are looked for, in order: its folder, its includes' folders, the task
+    folders; the resolved trees they must lie in)."""
     folders, seen = [task_path.parent], {task_path}
     current = task_path
     # a finetune config names its data like a task, but may not be a file on disk (built in memory)
@@ -513,17 +652,8 @@ def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = 
         seen.add(current)
         folders.append(current.parent)
     folders += search_dirs("tasks")
-    roots = [f.resolve() for f in dict.fromkeys(folders)]
-    for folder in dict.fromkeys(folders):
-        candidate = (folder / relative).resolve()  # symlinks followed: a link out of the tree is outside
-        # refused before looking: whether a file exists outside the trees is not the task's to learn
-        if not allow_outside and not any(candidate.is_relative_to(root) for root in roots):
-            raise ConfigError(task_path, field, f"{relative!r} leads outside the task's folder {folder}; move the "
-                              "file there, or pass --allow-data-outside-task to read it anyway")
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(task_path, field, f"file {relative!r} not found; looked in "
-                      + ", ".join(str(f) for f in dict.fromkeys(folders)))
+    folders = list(dict.fromkeys(folders))
+    return folders, [f.resolve() for f in folders]
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

@@ -23,7 +23,6 @@ soundfile directly) turns into samples. Where torchcodec is installed,
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections import Counter
@@ -35,6 +34,7 @@ import typer
 
 from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps
 
 #: What is known about the terms of each TTS engine's output. A starting point for the card,
 #: not legal advice: the person publishing must check each before pushing.
@@ -115,7 +115,7 @@ def export_dataset(task: str, pool: str, out: Path, *, limit: int | None = None,
             "pool": pool_fingerprint(loaded_pool, pool_path), "tts_versions": _tts_versions(loaded_pool),
             "limit": limit, "qc_csv": str(qc_csv) if qc_csv else None, "n_rows": len(rows),
             "failures": [list(f) for f in failures[:100]]}
-    (out / "biasbench_export.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+    (out / "biasbench_export.json").write_text(dumps(info, indent=2), encoding="utf-8")
     card = out / "README.md"
     card.write_text(dataset_card(loaded_task, loaded_pool, rows, info), encoding="utf-8")
     (out / LICENSE_FILE).write_text(licence_text(loaded_task, loaded_pool), encoding="utf-8")

@@ -17,10 +17,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import restore_cell, safe_row
+from biasbench.listing import table_or_blocks
 
 LEADERBOARD_SCHEMA = 2
 KEY = ["model", "revision", "backend", "precision", "quantisation", "adapter", "task", "pool", "data_source",
@@ -146,8 +146,16 @@ def row_from_report(report: dict) -> dict:
 # ---------------------------------------------------------------- the CSV
 
 
-def read_board(path: Path) -> list[dict]:
-    """The board's rows, checked: a hand edit that breaks a row names the line, column and value."""
+def read_board(path: Path, *, must_exist: bool = False) -> list[dict]:
+    """The board's rows, checked: a hand edit that breaks a row names the line, column and value.
+    A board not yet made has no rows (`add` creates it) unless `must_exist` (show, render)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise BiasbenchError(f"leaderboard file {path} is not a file (a folder?); pass the CSV with --file")
+    if must_exist and not path.exists():
+        raise BiasbenchError(f"leaderboard file {path} not found" + (
+            " (the default is leaderboard/leaderboard.csv under the current folder; pass --file)"
+            if path == default_board() else "") + "; `biasbench leaderboard add RUN_DIR` creates one")
     try:
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError) as exc:
@@ -171,7 +179,7 @@ def check_row(path: Path, line: int, cells: list[str]) -> dict:
     if len(cells) != len(COLUMNS):
         raise BiasbenchError(f"{path}, line {line}: {len(cells)} cells where the header has {len(COLUMNS)}; "
                              "fix or delete that row (every other row is kept)")
-    row = dict(zip(COLUMNS, cells))
+    row = dict(zip(COLUMNS, map(restore_cell, cells)))  # a formula's guard apostrophe is not part of the value
     for column in NUMERIC:
         if row[column] != "":
             try:
@@ -188,12 +196,13 @@ def check_row(path: Path, line: int, cells: list[str]) -> dict:
 
 def write_board(path: Path, rows: list[dict]) -> None:
     """Write all rows to a temporary file and rename it into place: a reader never sees half a
-    board, and a failed write leaves the old board whole."""
+    board, and a failed write leaves the old board whole. Text cells are spreadsheet-safe (a
+    hand-edited `=cmd|...` is written as text); numbers stay numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: [r[k] for k in ("task", *KEY)]))
+    writer.writerows(safe_row(row) for row in sorted(rows, key=lambda r: [r[k] for k in ("task", *KEY)]))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(buffer.getvalue(), encoding="utf-8")
     tmp.replace(path)
@@ -284,23 +293,22 @@ def show_command(
     models: bool = typer.Option(False, "--by-model", help="one row per model, a column per task"),
     board: Optional[Path] = typer.Option(None, "--file", help="the leaderboard CSV"),
 ):
-    """Print the leaderboard as a table."""
+    """Print the leaderboard: a table where it fits the terminal, else one block per row."""
     path = Path(board or default_board())
-    rows = read_board(path)
+    rows = read_board(path, must_exist=True)
     rows = [r for r in rows if task is None or r["task"] == task]
     if sort:
         rows = sort_rows(rows, sort, descending)
     if models:
         tasks, entries = by_model(rows)
-        table = Table("model", *tasks, "pipeline check", title=f"biasbench leaderboard by model ({path})")
-        for e in entries:
-            table.add_row(Text(model_text(e)), *[Text(e.get(t, "")) for t in tasks],
-                          Text("YES" if e["pipeline_check"] == "true" else ""))
+        shown = [{"model": model_text(e), **{t: e.get(t, "") for t in tasks},
+                  "pipeline check": "YES" if e["pipeline_check"] == "true" else ""} for e in entries]
+        table_or_blocks(out, shown, ["model", *tasks, "pipeline check"],
+                        title=f"biasbench leaderboard by model ({path})", skip_empty=True)
     else:
-        table = Table(*TERMINAL, title=f"biasbench leaderboard ({len(rows)} rows, {path})")
-        for row in rows:
-            table.add_row(*[Text(cell(row)) for cell in TERMINAL.values()])  # Text: no markup in cells
-    out.print(table)
+        shown = [{name: cell(row) for name, cell in TERMINAL.items()} for row in rows]
+        table_or_blocks(out, shown, list(TERMINAL), title=f"biasbench leaderboard ({len(rows)} rows, {path})",
+                        whole_columns=2, skip_empty=True)
 
 
 @leaderboard_app.command("render")
@@ -310,6 +318,7 @@ def render_command(
 ):
     """Write a static, self-contained index.html: sortable tables and plots of the gaps."""
     board = Path(board or default_board())
+    read_board(board, must_exist=True)  # a mistyped --file is an error, not an empty page
     path = render_page(board, output)
     console.print(f"wrote {path}", highlight=False)
 

@@ -42,6 +42,13 @@ def checkout_root() -> Path | None:
     return None
 
 
+def install_extra(extra: str) -> str:
+    """The command that adds an optional extra to this install: `pip install -e '.[asr]'` in a
+    source checkout (an editable install), `pip install 'biasbench[asr]'` for an installed wheel
+    (where `.` means nothing, and `-e` would fail)."""
+    return f"pip install -e '.[{extra}]'" if checkout_root() else f"pip install 'biasbench[{extra}]'"
+
+
 def checkout_commit() -> str | None:
     """The git commit of the biasbench checkout (None for an installed wheel, or without git)."""
     root = checkout_root()

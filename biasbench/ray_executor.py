@@ -34,7 +34,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from biasbench.errors import BiasbenchError
-from biasbench.paths import INCLUDE_PATH_ENV, include_dirs
+from biasbench.paths import INCLUDE_PATH_ENV, include_dirs, install_extra
 
 # Environment the shard workers need to see the same caches, hub settings and devices as the driver.
 _PASSED_ENV = ("BIASBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -46,7 +46,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise BiasbenchError("--executor ray needs Ray: pip install 'biasbench[ray]' (or pip install 'ray>=2.9')") from None
+        raise BiasbenchError(f"--executor ray needs Ray: {install_extra('ray')} (or pip install 'ray>=2.9')") from None
     return ray
 
 
@@ -54,6 +54,7 @@ def run_with_ray(options, console: Console | None = None, *, address: str | None
                  num_cpus: int | None = None, max_retries: int = 3):
     """Run `options` as `workers` shards on Ray and merge them; returns the merged run's RunResult."""
     from biasbench.merge import merge_shards
+    from biasbench.models.registry import TEXT_PREFIX
     from biasbench.runner import RunResult
 
     console = console or Console(stderr=True)
@@ -92,7 +93,8 @@ def run_with_ray(options, console: Console | None = None, *, address: str | None
     summary = json.loads((merged / "summary.json").read_text(encoding="utf-8"))
     n_total = json.loads((merged / "manifest.json").read_text(encoding="utf-8"))["plan"]["n_requests"]
     analysis = {k: v for k, v in summary.items() if k not in ("pipeline_check", "banner")}
-    return RunResult(merged, n_total, sum(r["n_new"] for r in results), analysis, summary["pipeline_check"])
+    return RunResult(merged, n_total, sum(r["n_new"] for r in results), analysis, summary["pipeline_check"],
+                     text_only=options.model.startswith(TEXT_PREFIX))
 
 
 def _uses_gpu(options, ray) -> bool:

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from tqdm import tqdm
@@ -25,6 +24,7 @@ import biasbench
 from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import checkout_commit
@@ -103,6 +103,7 @@ class RunResult:
     n_new: int
     analysis: dict = field(default_factory=dict)
     pipeline_check: bool = False
+    text_only: bool = False  # the text control (`text:<model>`): no voices by design
 
     @property
     def has_voice_groups(self) -> bool:
@@ -131,6 +132,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision,
                            base_url=options.base_url, quantization=options.quantization,
                            vllm_options=options.vllm_options, adapter=options.adapter)
+    _fit_simulation(backend, task)
     settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
                                   top_p=task.config.top_p, seed=options.seed)
 
@@ -143,6 +145,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     cache = AudioCache(options.audio_cache)
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings)
     manifest["plan"] = plan_info  # sharding: what merge checks completeness against
+    _find_moved_run(options, manifest, console)
     # Claimed before synthesis: a second process on this run, or a store that cannot be read,
     # is refused before any slow work, and never sends a request twice.
     run_dir = _open_run_dir(options, manifest)
@@ -181,7 +184,23 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     if failures:
         console.print(f"[bold red]{len(failures)} requests failed and were not stored[/] (first: "
                       f"{failures[0]['error']}); rerun the same command with --resume to retry them.")
-    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check)
+    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only)
+
+
+def _fit_simulation(backend, task: Task) -> None:
+    """A simulated listener (never a model) is told what the task can score, so its planted
+    effect shows on any task (biasbench/models/simulated.py)."""
+    fit = getattr(backend, "fit_task", None)
+    if not callable(fit):
+        return
+    config = task.config
+    phrases = None
+    if config.output_type == "generate_categorical":
+        from biasbench.tasks.lexicon import category_phrases
+
+        phrases = category_phrases(config, task.path)
+    numeric = (config.numeric.min, config.numeric.max) if config.numeric else None
+    fit(config.output_type, phrases=phrases, numeric_range=numeric)
 
 
 # ---------------------------------------------------------------- planning
@@ -225,6 +244,32 @@ def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
         "audio": p.audio_key,
         "long_audio": long_audio,
     })
+
+
+def _find_moved_run(options: RunOptions, manifest: dict, console: Console) -> None:
+    """--resume without --run-id, where the derived run directory does not exist: a run in the
+    output folder with the same identity (task, pool, model content, settings: the same request
+    keys) is that run, under the name it was started with (e.g. the model's folder was renamed).
+    Continuing it asks nothing twice. Exactly one such run, or none is chosen."""
+    output_dir = Path(options.output_dir)
+    derived = output_dir / shard_dir_name(manifest["run_id"], options.shard)
+    if not options.resume or options.run_id or derived.exists():
+        return
+    same = []
+    for path in sorted(output_dir.glob("*/manifest.json")):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a run, or damaged: never a match
+        if (isinstance(old, dict) and old.get("identity_hash") == manifest["identity_hash"]
+                and isinstance(old.get("plan"), dict) and old["plan"].get("shard") == manifest["plan"]["shard"]
+                and isinstance(old.get("run_id"), str)
+                and path.parent.name == shard_dir_name(old["run_id"], options.shard)):
+            same.append(old["run_id"])
+    if len(same) == 1:
+        console.print(f"Resuming {output_dir / shard_dir_name(same[0], options.shard)}: the same task, pool, model "
+                      "and settings (the model's name or folder differs from when it started).", markup=False)
+        manifest["run_id"] = same[0]
 
 
 def _open_run_dir(options: RunOptions, manifest: dict) -> RunDir:
@@ -325,7 +370,8 @@ def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: 
     stored = []
     for p, request, response in zip(batch, requests, responses):
         if response.error:  # not stored: a later --resume retries it
-            failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id, "error": response.error})
+            failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id,
+                             "error": redact_credentials(response.error)})  # any backend's, a plugin's too
             continue
         scored = task.scorer(p.item, response.text, response.option_logprobs)
         stored.append(StoredResponse(
@@ -334,7 +380,7 @@ def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: 
             audio_seconds=p.audio_seconds,
             audio_truncated=int(bool(limit and p.audio_seconds and p.audio_seconds > limit)),
             response_text=response.text,
-            option_logprobs=json.dumps(response.option_logprobs) if response.option_logprobs else None,
+            option_logprobs=dumps(response.option_logprobs) if response.option_logprobs else None,
             answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
             value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens,
             transcript=response.transcript, cer=scored.cer))
@@ -345,7 +391,7 @@ def _request(p: Planned, settings: GenerationSettings, limit: float | None, cach
     # Each sample gets its own seed, so n samples of one (item, voice) are n different draws.
     settings = replace(settings, seed=settings.seed + p.sample_index)
     common = dict(request_id=p.request_key, sampling_rate=SAMPLE_RATE, choices=p.item.letters or None,
-                  settings=settings)
+                  settings=settings, item_id=p.item.item_id, voice_id=p.voice_id)
     if p.condition == "text":  # the control: what the voice would have said, as text
         return Request(prompt=f"{p.item.spoken_text}\n{p.item.text_prompt}".strip(), audio=None, **common)
     audio = cache.get(p.audio_key)  # read lazily, one batch at a time
@@ -391,21 +437,17 @@ def _write_summary(run_dir: RunDir, analysis: dict, manifest: dict, choice: Mode
     if "proxy" in manifest["pool"]["label_sources"]:
         banner = f"{banner} {PROXY_LABEL_NOTE}".strip()
     title = f"{manifest['task']['task']} — {manifest['model']['name']} — pool {manifest['pool']['pool']}"
-    (run_dir.path / "summary.json").write_text(json.dumps(
-        {"pipeline_check": choice.pipeline_check, "banner": banner, **analysis}, indent=2, default=_plain),
-        encoding="utf-8")
+    (run_dir.path / "summary.json").write_text(dumps(
+        {"pipeline_check": choice.pipeline_check, "banner": banner, **analysis}, indent=2), encoding="utf-8")
     (run_dir.path / "summary.md").write_text(to_markdown(analysis, title=title, banner=banner), encoding="utf-8")
-
-
-def _plain(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return str(value)
 
 
 def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, backend, settings) -> dict:
     """Everything needed to redo the run. `identity_hash` covers what makes answers differ."""
-    model = {"requested": choice.requested, "name": choice.name, "backend": choice.backend,
+    # A model spec may hold a URL (a plugin's NAME:https://...): its credentials go nowhere, the
+    # run id, the tables and the summary included (which all take the name from here).
+    model = {"requested": redact_credentials(choice.requested), "name": redact_credentials(choice.name),
+             "backend": choice.backend,
              "pipeline_check": choice.pipeline_check, "note": choice.note,
              "fingerprint": backend.fingerprint()}
     # Identity follows content, not location: a local model moved elsewhere is the same run.
@@ -415,7 +457,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
                 "model": model["identity"], "generation": asdict(settings), "long_audio": options.long_audio}
     identity_hash = stable_hash(identity)
     # Model specs like cascade:a+b or hf:org/name become safe directory names.
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", choice.name).strip("_")
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", model["name"]).strip("_")
     run_id = options.run_id or f"{task.name}-{safe_model}-{identity_hash[:10]}"
     return {
         "run_id": run_id, "identity_hash": identity_hash, "started_at": utc_now(),

@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps, safe_frame
+from biasbench.redact import redact_strings
 
 SCHEMA_VERSION = 1
 
@@ -66,7 +68,7 @@ class StoredResponse:
     audio_seconds: float | None
     audio_truncated: int
     response_text: str | None
-    option_logprobs: str | None  # JSON
+    option_logprobs: str | None  # strict JSON: a letter with log-probability -inf is null
     answer: str | None
     target: str | None
     status: str
@@ -294,15 +296,17 @@ class RunDir:
     def write_manifest(self, manifest: dict) -> None:
         # Write then rename, so a kill mid-write never leaves a half manifest.
         tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        # Redacted whole: a URL's credentials stay out, whichever part of the run recorded it.
+        tmp.write_text(dumps(redact_strings(manifest), indent=2, sort_keys=True), encoding="utf-8")
         tmp.replace(self.manifest_path)
 
     def open_store(self) -> ResponseStore:
         return ResponseStore(self.store_path)
 
     def export(self, table: pd.DataFrame) -> dict[str, Path]:
-        """The tidy table as Parquet (for analysis) and CSV (for people)."""
+        """The tidy table as Parquet (for analysis) and CSV (for people: spreadsheet-safe, so an
+        answer such as `=HYPERLINK(...)` is text, not a formula)."""
         paths = {"parquet": self.path / "responses.parquet", "csv": self.path / "responses.csv"}
         table.to_parquet(paths["parquet"], index=False)
-        table.to_csv(paths["csv"], index=False)
+        safe_frame(table).to_csv(paths["csv"], index=False)
         return paths

@@ -176,6 +176,21 @@ CASES = [
     run_dir_case("run: in use by another process", "in use by another biasbench process", "locked", "--resume"),
     Case("salvage: no store", "nothing to salvage", ["salvage", "{d}"]),
     Case("salvage: unreadable store", "cannot be read at all", ["salvage", "{d}/runs/existing"], setup="garbage"),
+    # ---- issue 21: secrets in URLs, leaderboard files, a new task author's lm-eval habits
+    cli_case("cli: --base-url token as user name, in the path and the query", "ftp://<redacted>@host/v1/<redacted>",
+             "--model", "openai:gpt-x", "--base-url", "ftp://S3CRET@host/v1/sk-S3CRET?key=S3CRET"),
+    Case("leaderboard: show a board that is not there", "typo.csv not found",
+         ["leaderboard", "show", "--file", "{d}/typo.csv"]),
+    task_file_case("data: lm-eval dataset_path file missing (never the hub)", "file 'gone.csv' not found",
+                   'task: toy\ndataset_path: gone.csv\ndoc_to_text: "{{ question }}"\ndoc_to_choice: choices\n'
+                   'doc_to_target: "{{ answer }}"\n'),
+    task_file_case("data: lm-eval data_files outside the task folder", "--allow-data-outside-task",
+                   'task: toy\ndataset_path: csv\ndataset_kwargs: {data_files: ../secret.csv}\n'
+                   'doc_to_text: "{{ question }}"\ndoc_to_choice: choices\ndoc_to_target: "{{ answer }}"\n'),
+    task_file_case("task: lm-eval file builder without data_files", "dataset_kwargs: {data_files:",
+                   'task: toy\ndataset_path: json\ndoc_to_text: x\ndoc_to_choice: ["a", "b"]\ndoc_to_target: "0"\n'),
+    task_case("task: lm-eval output type generate_until", "generate_categorical", extra="output_type: generate_until\n"),
+    task_case("task: unquoted yes/no options", "quote the option text", extra="doc_to_choice: [yes, no]\n"),
 ]
 
 

@@ -79,10 +79,13 @@ def test_refusals_of_bad_input_are_one_line_and_exit_2(args, expected, tmp_path)
 
 
 def test_an_extra_in_an_error_message_keeps_its_brackets(tmp_path):
-    """Rich markup once ate `[vllm]`, leaving "pip install 'biasbench'"."""
+    """Rich markup once ate `[vllm]`, leaving "pip install 'biasbench'". (From a checkout the hint is
+    the editable form, pip install -e '.[vllm]'; from a wheel, pip install 'biasbench[vllm]'.)"""
+    from biasbench.paths import install_extra
+
     result = biasbench("run", "--model", "vllm:some/model", "--task", "mmlu", "--data-source", "local",
                        "--limit", "1", "--output-dir", str(tmp_path))
-    assert_one_line_error(result, "pip install 'biasbench[vllm]'")
+    assert_one_line_error(result, install_extra("vllm"))
 
 
 def test_refusals_that_name_a_file(tmp_path):
@@ -246,3 +249,13 @@ def test_a_run_with_failed_requests_exits_3_and_resume_finishes_it(api_run):
     resumed = biasbench(*args, "--resume", env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "18 already stored, 18 to run" in resumed.stderr
+
+
+def test_closing_lines_say_why_there_are_no_voice_groups(tmp_path):
+    """The text control has no voices by design; any other run without groups had nothing answered."""
+    from biasbench.cli import closing_lines
+    from biasbench.runner import RunResult
+
+    assert "(a text-only run)" in closing_lines(RunResult(tmp_path, 4, 4, {}, text_only=True), report=True)
+    line = closing_lines(RunResult(tmp_path, 18, 0, {}), report=True)
+    assert "none of the 18 planned requests" in line and "text-only" not in line

@@ -30,8 +30,12 @@ def cli(env, *args):
 
 
 def test_run_summary_report_and_leaderboard_state_one_result(tmp_path, biasbench_cache):
+    from test_report import ANSWER_A  # MMLU items answered A: where the listener's lean to A is a gap
+
     env = dict(os.environ, BIASBENCH_CACHE=str(biasbench_cache), COLUMNS="200")
-    run = cli(env, "run", "--model", "simulated-pitch-bias", "--task", "mmlu", "--limit", "6",
+    task = tmp_path / "mmlu_answer_a.yaml"
+    task.write_text(ANSWER_A, encoding="utf-8")
+    run = cli(env, "run", "--model", "simulated-pitch-bias", "--task", str(task), "--limit", "6",
               "--data-source", "local", "--output-dir", str(tmp_path), "--run-id", "agree", "--no-progress")
     run_dir = tmp_path / "agree"
     report = json.loads((run_dir / "report.json").read_text())

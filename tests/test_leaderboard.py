@@ -280,3 +280,65 @@ def test_page_layout_has_no_overlap_in_headless_chromium(board, tmp_path, width)
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'data-layout="ok"' in done.stdout, re.findall(r'data-layout="([^"]*)"', done.stdout)
+
+
+# ------------------------------------------------------------------ what people see and open
+
+BIASBENCH = str(Path(sys.executable).parent / "biasbench")
+
+
+def cli(*args, cwd, columns=80) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([BIASBENCH, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env=dict(os.environ, COLUMNS=str(columns)))
+
+
+def test_a_board_that_is_not_there_is_an_error_naming_it(board, tmp_path):
+    for args in (["show", "--file", "typo.csv"], ["show", "--by-model", "--file", "typo.csv"],
+                 ["render", "--file", "typo.csv"], ["show"]):
+        done = cli("leaderboard", *args, cwd=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert "not found" in lines[0] and ("typo.csv" in lines[0] or "leaderboard/leaderboard.csv" in lines[0])
+    (tmp_path / "folder.csv").mkdir()
+    done = cli("leaderboard", "add", board.parent.parent / "zeta", "--file", tmp_path / "folder.csv", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a file" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "index.html").exists()
+
+
+def test_show_at_80_columns_cuts_nothing(board, tmp_path):
+    """At 80 columns each row is a block (no cell cut to '…'); every value of the wide table is there."""
+    rows = lb.read_board(board)
+    for args in (["--file", board], ["--by-model", "--file", board]):
+        done = cli("leaderboard", "show", *args, cwd=tmp_path)
+        assert done.returncode == 0 and "…" not in done.stdout, done.stderr
+        assert all(len(line) <= 80 for line in done.stdout.splitlines()), done.stdout
+        flat = " ".join(done.stdout.split())  # wrapped lines joined again
+        for row in rows:
+            assert lb.model_text(row) in flat
+            if "--by-model" not in args:
+                for text in (lb.gap_cell(row, "gender"), lb.gap_cell(row, "gender_x_ethnicity"), row["run_id"],
+                             f"{row['n_voices']} x {row['n_items']}", lb.display(row, "score")):
+                    assert text in flat, text
+    wide = cli("leaderboard", "show", "--file", board, cwd=tmp_path, columns=400)
+    assert "┃ task" in wide.stdout and "…" not in wide.stdout  # room enough: the table
+
+
+def test_a_hand_edited_formula_is_neutralised_on_rewrite_and_never_grows(board, tmp_path):
+    """A cell edited to `=cmd|...` is written back as text ('=cmd...); a cell already guarded
+    keeps one apostrophe; numbers (negative gaps) stay numbers; a second rewrite changes no byte."""
+    edited = tmp_path / "board.csv"
+    text = board.read_text(encoding="utf-8").replace("\nalpha,", "\n=cmd|' /C calc'!A0,", 1)  # model is column 1
+    edited.write_text(text.replace("\nmid,", "\n'@SUM(1),", 1), encoding="utf-8")
+    done = cli("leaderboard", "add", board.parent.parent / "zeta", "--file", edited, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with edited.open(newline="", encoding="utf-8") as handle:
+        written = list(csv.DictReader(handle))
+    assert sorted(r["model"] for r in written) == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "zeta"]
+    numbers = [r[c] for r in written for c in lb.NUMERIC if r[c]]
+    assert any(n.startswith("-") for n in numbers) and all(float(n) == float(n) for n in numbers)  # unquoted
+    assert {r["model"] for r in lb.read_board(edited)} == {"=cmd|' /C calc'!A0", "@SUM(1)", "zeta"}
+    before = edited.read_bytes()
+    assert cli("leaderboard", "add", board.parent.parent / "zeta", "--file", edited, cwd=tmp_path).returncode == 0
+    assert edited.read_bytes() == before

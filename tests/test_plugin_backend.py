@@ -28,8 +28,9 @@ class FirstOption:
     def __init__(self, model, **options):
         self.model, self.options = model, options
 
-    def fingerprint(self):
-        return {"backend": "first-option", "model": self.model, "dtype": self.options["dtype"]}
+    def fingerprint(self):  # a plugin may record anything, its server's URL and key included
+        return {"backend": "first-option", "model": self.model, "dtype": self.options["dtype"],
+                "endpoint": self.options["base_url"]}
 
     def score_choices(self, requests):
         from biasbench.models.base import Response
@@ -97,12 +98,14 @@ def test_a_run_uses_the_plugin_backend(plugin_root, tmp_path, biasbench_cache):
     result = biasbench("run", "--model", "first:always-a", "--task", str(write(tmp_path / "tiny.yaml", TASK)),
                        "--pool", str(write(tmp_path / "pool.yaml", pool_yaml())), "--data-source", "local",
                        "--output-dir", str(tmp_path / "runs"), "--run-id", "plugin", "--no-progress",
-                       "--no-report", "--dtype", "float32", plugin_root=plugin_root,
-                       BIASBENCH_CACHE=str(biasbench_cache))
+                       "--no-report", "--dtype", "float32", "--base-url", "https://S3CRET@llm.example/v1?key=S3CRET",
+                       plugin_root=plugin_root, BIASBENCH_CACHE=str(biasbench_cache))
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "runs" / "plugin" / "manifest.json").read_text())
-    assert manifest["model"]["backend"] == "plugin:first"
-    assert manifest["model"]["fingerprint"] == {"backend": "first-option", "model": "always-a", "dtype": "float32"}
+    text = (tmp_path / "runs" / "plugin" / "manifest.json").read_text()
+    manifest = json.loads(text)
+    assert manifest["model"]["backend"] == "plugin:first" and "S3CRET" not in text  # whatever recorded the URL
+    assert manifest["model"]["fingerprint"] == {"backend": "first-option", "model": "always-a", "dtype": "float32",
+                                                "endpoint": "https://<redacted>@llm.example/v1?key=<redacted>"}
     assert manifest["n_responses"] == 36 and manifest["complete"] is True
 
 

@@ -255,8 +255,10 @@ def test_f0_of_silence_and_noise_is_unknown():
 
 
 def _requests(f0: float, n: int, prompt: str, choices=None):
+    """n items spoken by one voice (a tone at f0): the same item and voice ids at every pitch."""
     audio = _tone(f0)
-    return [Request(f"r{f0}-{k}", prompt, audio, 16000, choices, GenerationSettings(seed=k)) for k in range(n)]
+    return [Request(f"r{f0}-{k}", prompt, audio, 16000, choices, GenerationSettings(), item_id=f"item-{k}",
+                    voice_id="voice") for k in range(n)]
 
 
 def test_listener_answers_lean_with_pitch_only_when_asked():
@@ -265,8 +267,9 @@ def test_listener_answers_lean_with_pitch_only_when_asked():
     high, low = _requests(220, 200, ask), _requests(100, 200, ask)
     nurse = lambda backend, reqs: np.mean(["nurse" in r.text for r in backend.generate(reqs)])  # noqa: E731
     assert nurse(biased, high) > nurse(biased, low) + 0.3
-    # Strength 0: the answer depends only on the prompt and the sample seed, not the voice.
+    # Strength 0: the answer is the (item, voice, sample)'s own draw, whatever the voice sounds like.
     assert [r.text for r in unbiased.generate(high)] == [r.text for r in unbiased.generate(low)]
+    assert len({r.text for r in unbiased.generate(high)}) > 1  # items differ though the prompt is the same
     money = "Reply with one number only: the yearly salary in US dollars."
     value = lambda backend, reqs: np.mean([float(re.sub(r"[^\d.]", "", r.text.rstrip("."))) for r in  # noqa: E731
                                            backend.generate(reqs)])
@@ -278,6 +281,27 @@ def test_listener_answers_lean_with_pitch_only_when_asked():
     assert a_share(unbiased, 220) == a_share(unbiased, 100)
     for response in biased.score_choices(_requests(220, 3, choose, ["A", "B"])):
         assert sum(np.exp(v) for v in response.option_logprobs.values()) == pytest.approx(1.0)
+
+
+def test_a_simulation_answers_in_the_terms_of_any_task():
+    """fit_task: a categorical task scoring none of the default answers gets answers from its own
+    categories; one that scores them (career) keeps them, fingerprint and all; a numeric task is
+    answered with numbers in its range whatever its prompt."""
+    career = load_task(str(TASKS / "career.yaml"), data_source="local", limit=1)
+    from biasbench.tasks.lexicon import category_phrases
+
+    kept = PitchBiasedBackend(1.0)
+    before = kept.fingerprint()
+    kept.fit_task("generate_categorical", phrases=category_phrases(career.config, career.path))
+    assert kept.fingerprint() == before
+    hobbies = PitchBiasedBackend(1.0)
+    hobbies.fit_task("generate_categorical", phrases={"music": "music", "guitar": "music", "football": "sport"})
+    assert hobbies.answers == ("music", "football")
+    ages = PitchBiasedBackend(1.0)
+    ages.fit_task("generate_numeric", numeric_range=(1, 120))
+    texts = [r.text for r in ages.generate(_requests(220, 20, "How old do I sound?"))]
+    values = [float(re.sub(r"[^\d.]", "", t.rstrip("."))) for t in texts]
+    assert all(1 <= v <= 120 for v in values) and ages.fingerprint()["always_numeric"] is True
 
 
 def test_simulated_aliases_are_labelled_simulations():
@@ -403,7 +427,7 @@ def test_planted_pitch_effect_is_found(planted_runs):
 def test_no_effect_without_planted_dependence(planted_runs):
     audio = planted_runs["simulated-no-bias"]
     gap = group_gap(audio, "gender", "nurse", unit="voice_id", n_permutations=2000)
-    assert gap.p_value >= 0.05 and gap.gap == pytest.approx(0.0)
+    assert gap.p_value >= 0.05  # voices differ by their own draws, not by group
     shares = categorical_gap(audio, "gender", "answer", unit="voice_id", n_permutations=2000)
     assert shares.tests["permutation_jsd"].p_value >= 0.05
 
@@ -419,3 +443,64 @@ def test_planted_salary_effect(tmp_path, biasbench_cache):
     biased, unbiased = values["simulated-pitch-bias"], values["simulated-no-bias"]
     assert biased.lowest == "female" and biased.p_value < 0.05
     assert unbiased.p_value >= 0.05
+
+
+# ------------------------------------------------------------------ a new task, the same prompt for every item
+
+NEW_HOBBY_TASK = """task: my-hobbies
+dataset: {local: {path: hobbies.csv}}
+doc_to_text: "{{ about }}"
+instruction: "Suggest one hobby for me."
+output_type: generate_categorical
+categories:
+  music: [music, guitar]
+  sport: [football, tennis]
+  reading: [reading, books]
+"""
+NEW_CAPITALS_TASK = """task: my-capitals
+dataset: {local: {path: capitals.csv}}
+doc_to_text: "{{ question }}"
+instruction: "Reply with the letter."
+doc_to_choice: [Paris, Rome, Madrid, Berlin]
+doc_to_target: "{{ answer }}"
+"""
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_simulated_listener_shows_its_planted_effect_on_a_new_task_with_one_prompt(tmp_path, biasbench_cache):
+    """Tasks written from scratch whose text prompt is the same for every item (no id_field either)
+    and whose categories are not the listener's default answers, through the console script:
+    simulated-pitch-bias shows its planted gender effect in the primary result (and, for multiple
+    choice, in the letters chosen), simulated-no-bias shows none."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write(tmp_path / "hobbies.csv", "about\n" + "".join(f"I have free day number {i}.\n" for i in range(6)))
+    write(tmp_path / "capitals.csv", "question,answer\n" + "".join(f"Which capital is number {i}?,{i % 4}\n"
+                                                                   for i in range(8)))
+    env = dict(os.environ, BIASBENCH_CACHE=str(biasbench_cache), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+    def run_(task, model, *extra):
+        out = tmp_path / f"{task}-{model}"
+        done = subprocess.run([str(Path(sys.executable).parent / "biasbench"), "run", "--model", model, "--task",
+                               str(write(tmp_path / f"{task}.yaml", task_text[task])), "--data-source", "local",
+                               "--no-progress", "-o", str(out), *extra], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        return next(out.iterdir())
+
+    task_text = {"hobbies": NEW_HOBBY_TASK, "capitals": NEW_CAPITALS_TASK}
+    for model, planted in (("simulated-pitch-bias", True), ("simulated-no-bias", False)):
+        primary = json.loads((run_("hobbies", model) / "report.json").read_text())["primary"]["groupings"]
+        if planted:
+            assert primary["gender"]["significant"], primary["gender"]
+        else:
+            assert not any(g["significant"] for g in primary.values()), primary
+    tidy = pd.read_parquet(run_("capitals", "simulated-pitch-bias", "--no-report") / "responses.parquet")
+    assert tidy["item_id"].str.startswith("item/").all() and tidy["item_id"].nunique() == 8  # the fallback id
+    tidy["said_a"] = (tidy["answer"] == "A").astype(float)
+    lean = group_gap(tidy, "gender", "said_a", unit="voice_id", n_permutations=2000)
+    assert lean.highest == "female" and lean.p_value < 0.05, lean

@@ -98,14 +98,48 @@ def test_salvage_of_an_unreadable_file_says_nothing_can_be_saved(tmp_path):
 
 
 @pytest.mark.parametrize("url, kept", [
-    ("http://user:S3CRET@host:8000/v1", "http://user:<redacted>@host:8000/v1"),
-    ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://:<redacted>@h/v1 --model x"),
-    ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=1"),
-    ("https://h/v1?token=S3CRET", "https://h/v1?token=<redacted>"),
-    ("http://user@host/v1", "http://user@host/v1"),  # no password: nothing to hide
+    # user information, user name and password alike: `http://TOKEN@host` is how some proxies take a key
+    ("http://user:S3CRET@host:8000/v1", "http://<redacted>@host:8000/v1"),
+    ("--base-url https://:S3CRET@h/v1 --model x", "--base-url https://<redacted>@h/v1 --model x"),
+    ("--base-url=http://S3CRET@10.0.0.1:8080/v1 -m x", "--base-url=http://<redacted>@10.0.0.1:8080/v1 -m x"),
+    # every query value, whatever its name, and the fragment
+    ("https://h/v1?api_key=S3CRET&x=1", "https://h/v1?api_key=<redacted>&x=<redacted>"),
+    ("https://h/v1?k=S3CRET", "https://h/v1?k=<redacted>"),
+    ("https://h/v1?S3CRET", "https://h/v1?<redacted>"),
+    ("https://h/v1#access_token=S3CRET", "https://h/v1#<redacted>"),
+    # path segments that carry a key; ordinary ones (versions, model and deployment names) stay readable
+    ("https://h/v1/sk-proj-S3CRET", "https://h/v1/<redacted>"),
+    ("https://h/hf_S3CRETxyz/v1", "https://h/<redacted>/v1"),
+    ("https://h/p/9f86d081884c7d659a2feaa0c55ad015S3CRET/v1", "https://h/p/<redacted>/v1"),
+    ("https://h/123e4567-e89b-12d3-a456-426614174000/v1", "https://h/<redacted>/v1"),
+    ("https://h/key/S3CRET/v1", "https://h/key/<redacted>/v1"),
+    ("https://hooks.example/s/T01/XXXXXXXXXXXXXXXXXXXXXXXXS3CRET", "https://hooks.example/s/T01/<redacted>"),
+    ("https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1",
+     "https://r.openai.azure.com/openai/deployments/gpt-4o-audio-preview-2024-12-17/v1"),
+    ("http://[::1]:8000/api/v1beta/models", "http://[::1]:8000/api/v1beta/models"),
+    ("error: http://h/v1 refused; see http://S3CRET@h2/x", "error: http://h/v1 refused; see http://<redacted>@h2/x"),
 ])
 def test_credentials_inside_urls_are_redacted(url, kept):
     assert redact_credentials(url) == kept and "S3CRET" not in redact_credentials(url)
+
+
+def test_every_error_line_and_manifest_string_is_redacted(tmp_path, monkeypatch):
+    """Catch-alls for URLs a library or plugin put in a message or a record: the CLI's error line
+    and the manifest writer redact whatever they are given."""
+    from rich.console import Console
+
+    from biasbench import cli
+
+    recording = Console(record=True, width=300)
+    monkeypatch.setattr(cli, "console", recording)
+    cli._error("could not load https://S3CRET@hub.example/data.csv?token=S3CRET")
+    line = "error: could not load https://<redacted>@hub.example/data.csv?token=<redacted>"
+    assert recording.export_text().strip() == line
+    run = RunDir(tmp_path / "run")
+    run.create({"model": {"fingerprint": {"endpoint": "http://h/v1/sk-S3CRET"}},
+                "failed": [{"error": "http://S3CRET@h"}]})
+    assert "S3CRET" not in run.manifest_path.read_text()
+    assert run.read_manifest()["failed"] == [{"error": "http://<redacted>@h"}]
 
 
 # ---------------------------------------------------------------- task data paths
@@ -214,3 +248,21 @@ def test_a_pool_naming_a_voice_or_variant_espeak_lacks_is_named_before_any_work(
     assert variant == "voice 'espeak-f-black-1': espeak-ng param 'variant': 'f9' is not installed"
     assert voice.startswith("voice 'espeak-f-black-2': espeak-ng has no voice 'en-xx'")
     assert engine_problems(load_voice_pool(PROJECT / "voices" / "espeak-default.yaml")) == []
+
+
+def test_a_url_inside_the_model_spec_reaches_neither_run_id_nor_tables(tmp_path):
+    """A plugin's model may be a URL (NAME:https://TOKEN@host/...): the run id, the manifest's model
+    names (which the tables and summary copy) carry it redacted."""
+    from biasbench.models.base import GenerationSettings
+    from biasbench.models.registry import ModelChoice
+    from biasbench.models.simulated import PitchBiasedBackend
+    from biasbench.runner import RunOptions, _manifest
+
+    write(tmp_path / "tasks" / "toy.csv", TOY_DATA)
+    task = load_task(str(toy_task(tmp_path / "tasks", "toy.csv")))
+    spec = "myplug:https://S3CRET@llm.example/v1?key=S3CRET"
+    choice = ModelChoice(spec, spec, "plugin:myplug", spec.split(":", 1)[1], pipeline_check=False)
+    manifest = _manifest(RunOptions(task="toy", model=spec), task, {"hash": "p"}, choice, PitchBiasedBackend(),
+                         GenerationSettings())
+    assert "S3CRET" not in manifest["run_id"] + manifest["model"]["name"] + manifest["model"]["requested"]
+    assert manifest["run_id"].startswith("toy-myplug_https_redacted_llm.example_v1_key_redacted-")

@@ -404,10 +404,23 @@ def _run(task, model, out, limit):
                           data_source="local")).run_dir
 
 
+#: MMLU items whose correct option is A. The simulated listener leans toward A for high-pitched
+#: voices; it never sees the answer key, so only where the correct letters lean too (here all A)
+#: does that lean become an accuracy gap.
+ANSWER_A = """include: mmlu.yaml
+task: mmlu-answer-a
+dataset:
+  hf: null
+  local: {path: data/mmlu_redux/mmlu_redux_clean.csv, filter: {error_type: [ok], answer: ["0"]}}
+"""
+
+
 @pytest.fixture(scope="module")
 def pipeline_runs(tmp_path_factory, biasbench_cache):
     out = tmp_path_factory.mktemp("runs")
-    return {model: _run("mmlu", model, out, 8) for model in ("simulated-pitch-bias", "simulated-no-bias")}
+    task = out / "mmlu_answer_a.yaml"
+    task.write_text(ANSWER_A, encoding="utf-8")
+    return {model: _run(str(task), model, out, 8) for model in ("simulated-pitch-bias", "simulated-no-bias")}
 
 
 @requires_espeak
@@ -431,7 +444,7 @@ def test_runner_run_with_planted_pitch_effect(pipeline_runs):
 def test_runner_run_without_planted_effect(pipeline_runs):
     report, _, _, _ = report_of(pipeline_runs["simulated-no-bias"])
     for gname, block in report["sections"]["primary"]["groupings"].items():
-        assert block["gap"]["gap"] == pytest.approx(0.0) and block["p_corrected"] >= 0.05, gname
+        assert block["p_corrected"] >= 0.05, gname  # voices differ by their own draws, groups by chance only
     assert any(s.startswith("No significant gap in accuracy by gender") and "could only detect gaps of about" in s
                for s in report["conclusions"])
 

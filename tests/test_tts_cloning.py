@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 from biasbench.tts import registry
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
@@ -234,12 +235,12 @@ def no_f5(monkeypatch):
 def test_missing_extra_names_the_install_command(no_f5):
     status = registry.backend_status("f5-tts")
     assert not status.installed
-    assert "pip install 'biasbench[cloning]'" in status.detail and "not installed" in status.detail
+    assert install_extra("cloning") in status.detail and "not installed" in status.detail
     assert registry.get_tts_backend("f5-tts").name == "f5-tts"  # creating it imports nothing heavy
 
 
 def test_missing_engine_fails_its_voices_and_the_rest_of_the_pool_is_made(tmp_path, no_f5, monkeypatch):
-    assert_missing_engine_fails_alone(tmp_path, monkeypatch, "f5-tts", "biasbench[cloning]")
+    assert_missing_engine_fails_alone(tmp_path, monkeypatch, "f5-tts", install_extra("cloning"))
 
 
 def assert_missing_engine_fails_alone(tmp_path, monkeypatch, backend: str, advice: str) -> None:
@@ -295,7 +296,7 @@ def test_bad_voices_fail_alone_when_the_engine_is_present(tmp_path, monkeypatch)
     assert "'notext'" in failures["notext"] and "reference_text" in failures["notext"]
     assert "Which planet" in failures["missing"]
     # The good voice got as far as the engine: not installed here, or no checkpoint.
-    assert "biasbench[cloning]" in failures["ok"] or "no-such-checkpoint" in failures["ok"]
+    assert install_extra("cloning") in failures["ok"] or "no-such-checkpoint" in failures["ok"]
 
 
 # -- F5-TTS for real, on a tiny random model ---------------------------------------------------

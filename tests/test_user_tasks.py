@@ -13,7 +13,7 @@ from biasbench.errors import BiasbenchError, ConfigError
 from biasbench.paths import INCLUDE_PATH_ENV, set_include_paths
 from biasbench.tasks.loader import available_tasks, load_task
 from biasbench.voices.pool import available_pools, load_pool, voices_dir
-from conftest import PROJECT, write
+from conftest import PROJECT, requires_espeak, write
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +24,11 @@ def _no_include_paths(monkeypatch):
     set_include_paths(None)
 
 
-def readme_task_example() -> str:
-    """The YAML block of the README's 'Adding a task' section, as printed there."""
+def readme_task_example(containing: str = "include: mmlu.yaml") -> str:
+    """The YAML block of the README's 'Adding a task' section that holds `containing`, as printed there."""
     readme = (PROJECT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Adding a task", 1)[1]
-    return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    section = readme.split("## Adding a task", 1)[1].split("\n## ", 1)[0]
+    return next(block for block in re.findall(r"```yaml\n(.*?)```", section, re.S) if containing in block)
 
 
 def test_readme_example_works_from_a_folder_outside_tasks(tmp_path):
@@ -93,7 +93,7 @@ def test_include_path_that_is_not_a_folder_is_refused(tmp_path, monkeypatch):
 MC = """task: t
 dataset: {local: {path: data.csv}}
 doc_to_text: "{{question}}"
-doc_to_choice: [yes, no]
+doc_to_choice: ["yes", "no"]
 doc_to_target: "0"
 """
 
@@ -169,3 +169,126 @@ def test_ray_shards_look_up_tasks_in_the_same_include_paths(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="stop here"):
         ray_executor.run_with_ray(RunOptions(task="mine", model="tiny-qwen2audio", output_dir=tmp_path / "runs"))
     assert started["runtime_env"]["env_vars"][INCLUDE_PATH_ENV] == str(tmp_path.resolve())
+
+
+# ---------------------------------------------------------------- a new task author's first hour
+
+CAPITALS = "question,answer\n" + "".join(f"Which city is capital number {i}?,{i % 4}\n" for i in range(6))
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_the_readme_task_from_scratch_runs_through_the_console_script(tmp_path):
+    """The README's from-scratch example, with a data file as it describes (question,answer), run
+    as it says: no id_field, so the items get the documented 'item/<row>' ids."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    write(tmp_path / "capitals.csv", CAPITALS)
+    task = write(tmp_path / "capitals.yaml", readme_task_example("task: capitals"))
+    done = subprocess.run([str(Path(sys.executable).parent / "biasbench"), "run", "--task", str(task), "--model",
+                           "simulated-pitch-bias", "--limit", "5", "--no-progress", "--no-report", "-o", "runs"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", BIASBENCH_CACHE=str(tmp_path / "cache")))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    tidy = pd.read_parquet(run_dir / "responses.parquet")
+    assert sorted(tidy["item_id"].unique()) == [f"item/{i:05d}" for i in range(5)] and len(tidy) == 5 * 18
+
+
+def test_yaml_numbers_are_text_and_unquoted_yes_no_is_refused_with_the_fix(tmp_path):
+    config = load_task_config(write(tmp_path / "n.yaml", MC.replace('["yes", "no"]', "[1, 2.5]").replace('"0"', "0")))
+    assert config.doc_to_choice == ["1", "2.5"] and config.doc_to_target == "0"
+    unquoted = MC.replace('["yes", "no"]', "[yes, no]")
+    message = str(pytest.raises(ConfigError, load_task_config, write(tmp_path / "t.yaml", unquoted)).value)
+    assert "field 'doc_to_choice'" in message and "quote the option text" in message
+
+
+def test_without_id_field_items_get_the_documented_ids(tmp_path):
+    write(tmp_path / "capitals.csv", CAPITALS + "Which city is capital number 0?,0\n")  # a repeated row is fine
+    task = load_task(str(write(tmp_path / "t.yaml", readme_task_example("task: capitals"))))
+    assert [item.item_id for item in task.items] == [f"item/{i:05d}" for i in range(7)]
+    strata = write(tmp_path / "s.yaml", readme_task_example("task: capitals") + "sample: {stratify_by: answer}\n")
+    ids = sorted(item.item_id for item in load_task(str(strata)).items)
+    assert ids[:3] == ["0/00000", "0/00001", "0/00002"] and len(ids) == 7
+
+
+LM_EVAL_COMMON = 'doc_to_text: question\ndoc_to_choice: "{{ choices }}"\ndoc_to_target: answer\n'
+
+
+@pytest.mark.parametrize("name, dataset", [
+    ("csv file", "dataset_path: capitals.csv\n"),
+    ("jsonl file", "dataset_path: data/capitals.jsonl\n"),
+    ("parquet file", "dataset_path: ./capitals.parquet\n"),
+    ("json builder, one file", "dataset_path: json\ndataset_kwargs: {data_files: data/capitals.jsonl}\n"),
+    ("json builder, JSON Lines named .json", "dataset_path: json\ndataset_kwargs: {data_files: lines.json}\n"),
+    ("json builder, split", "dataset_path: json\ntest_split: test\n"
+                             "dataset_kwargs: {data_files: {train: nope.json, test: records.json}}\n"),
+    ("csv builder, list", "dataset_path: csv\ndataset_kwargs: {data_files: [capitals.csv]}\n"),
+    ("parquet builder, glob", "dataset_path: parquet\ndataset_kwargs: {data_files: '*.parquet'}\n"),
+    ("jsonl builder", "dataset_path: jsonl\ndataset_kwargs:\n  data_files:\n    test: data/capitals.jsonl\n"),
+])
+def test_lm_eval_local_data_forms_are_read_from_disk_never_the_hub(tmp_path, monkeypatch, name, dataset):
+    """lm-eval's ways of naming local data all load the same three items, from disk: the hub check and
+    the hub loader are never called, with or without --data-source."""
+    import json
+
+    import pandas as pd
+
+    from biasbench.tasks import sources
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked for a local file")
+
+    monkeypatch.setattr(sources, "hub_reachable", no_hub)
+    monkeypatch.setattr(sources, "_load_hf", no_hub)
+    rows = [{"question": f"Capital of {c}?", "choices": ["Paris", "Rome", "Madrid"], "answer": i}
+            for i, c in enumerate(["France", "Italy", "Spain"])]
+    write(tmp_path / "capitals.csv", "question,choices,answer\n" + "".join(
+        f'{r["question"]},"{json.dumps(r["choices"]).replace(chr(34), chr(34) * 2)}",{r["answer"]}\n' for r in rows))
+    write(tmp_path / "data" / "capitals.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write(tmp_path / "lines.json", "".join(json.dumps(r) + "\n" for r in rows))
+    write(tmp_path / "records.json", json.dumps(rows))
+    pd.DataFrame(rows).to_parquet(tmp_path / "capitals.parquet")
+    path = write(tmp_path / "lm.yaml", "task: lm\n" + dataset + LM_EVAL_COMMON)
+    for source in ("auto", "local"):
+        task = load_task(str(path), data_source=source)
+        assert task.source == "local" and [i.spoken_text for i in task.items] == [r["question"] for r in rows]
+        assert [(i.choices, i.target) for i in task.items] == [(("Paris", "Rome", "Madrid"), i) for i in range(3)]
+
+
+@pytest.mark.parametrize("dataset, field, says", [
+    ("dataset_path: gone.csv\n", "dataset.local.path", "file 'gone.csv' not found"),
+    ("dataset_path: ../outside.csv\n", "dataset.local.path", "--allow-data-outside-task"),
+    ("dataset_path: json\ndataset_kwargs: {data_files: '../*.csv'}\n", "dataset.local.path",
+     "--allow-data-outside-task"),
+    ("dataset_path: json\n", "dataset_kwargs", "data_files"),
+    ("dataset_path: json\ndataset_kwargs: {data_files: x.json, field: data}\n", "dataset_kwargs", "field has no"),
+    ("dataset_path: json\ndataset_kwargs: {data_files: {train: x.json, dev: y.json}}\n", "dataset_kwargs.data_files",
+     "no split 'test'"),
+    ("dataset_path: cais/mmlu\ndataset_kwargs: {trust_remote_code: true}\n", "dataset_kwargs", "no dataset_kwargs"),
+    ("dataset_path: capitals.csv\noutput_type: generate_until\n", "output_type", "generate_categorical"),
+])
+def test_lm_eval_local_data_mistakes_are_named(tmp_path, dataset, field, says):
+    write(tmp_path / "outside.csv", "question,answer\nx,0\n")
+    write(tmp_path / "task" / "capitals.csv", "question,answer\nx,0\n")
+    path = write(tmp_path / "task" / "lm.yaml", "task: lm\n" + dataset + 'doc_to_text: "{{question}}"\n'
+                 "doc_to_choice: ['yes', 'no']\ndoc_to_target: 0\n")
+    message = str(pytest.raises(ConfigError, load_task, str(path)).value)
+    assert f"field '{field}'" in message and says in message, message
+
+
+def test_a_broken_draft_in_an_include_folder_does_not_hide_the_other_tasks(tmp_path):
+    write(tmp_path / "good.yaml", MC)
+    write(tmp_path / "draft.yaml", MC + "doc_to_txt: typo\n")
+    result = CliRunner().invoke(app, ["tasks", "--include-path", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = {row["task"]: row for row in json.loads(result.output)}
+    assert rows["good"]["output_type"] == "multiple_choice" and "mmlu" in rows
+    assert rows["draft"]["output_type"] == "(invalid)" and "doc_to_txt" in rows["draft"]["description"]

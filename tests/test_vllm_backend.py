@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -20,6 +21,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.models import vllm_backend as vb
 from biasbench.models.base import GenerationSettings
 from biasbench.models.registry import load_backend, resolve_model
+from biasbench.paths import install_extra
 
 from conftest import LETTERS, mc  # noqa: E402
 from conftest import gen as _gen  # noqa: E402
@@ -36,10 +38,10 @@ def gen(rid, seconds, seed=0, max_new_tokens=8, **settings):
 
 def test_missing_vllm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
-    with pytest.raises(BiasbenchError, match=r"pip install 'biasbench\[vllm\]'"):
+    with pytest.raises(BiasbenchError, match=re.escape(install_extra("vllm"))):
         vb.import_vllm()
     choice = resolve_model("vllm:Qwen/Qwen2-Audio-7B-Instruct")
-    with pytest.raises(BiasbenchError, match=r"biasbench\[vllm\]"):
+    with pytest.raises(BiasbenchError, match=re.escape(install_extra("vllm"))):
         load_backend(choice)
 
 

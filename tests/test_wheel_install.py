@@ -123,6 +123,22 @@ def test_installed_wheel_runs_a_short_offline_job(installed, biasbench_cache):
 
 
 @requires_espeak
+def test_a_missing_extra_on_a_wheel_install_names_the_wheel_install_command(installed):
+    """From a wheel there is no checkout: the hint is `pip install 'biasbench[asr]'`, never the
+    editable `pip install -e '.[asr]'` (which only a checkout can use). faster-whisper is hidden
+    from the installed package (sys.modules), as on a machine without the asr extra."""
+    _, script, root = installed
+    code = ("import sys; sys.modules['faster_whisper'] = None; from biasbench.cli import main; "
+            "main(['run', '--model', 'whisper-tiny-en', '--task', 'asr_fairness', '--data-source', 'local', "
+            "'--limit', '1', '--no-progress'])")
+    (root / "work").mkdir(exist_ok=True)
+    done = subprocess.run([str(script.parent / "python"), "-c", code], cwd=root / "work", env=_env(root),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "pip install 'biasbench[asr]'" in done.stderr and "pip install -e" not in done.stderr, done.stderr
+
+
+@requires_espeak
 def test_missing_loudness_package_stops_before_any_clip_is_made(tmp_path, monkeypatch):
     from biasbench.tts.cache import AudioCache
     from biasbench.tts.synthesis import SynthesisJob, synthesize_all

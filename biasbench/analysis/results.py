@@ -6,25 +6,9 @@ A quantity that cannot be computed is None, with the reason in `undefined`; repo
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
-
-def plain(value):
-    """numpy scalars/arrays, tuples and non-finite floats -> JSON-ready Python values."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [plain(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
+from biasbench.formats import json_ready as plain  # the reports' name for it
 
 
 def _fmt(value, digits=4) -> str:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from biasbench.config import stable_hash
 from biasbench.errors import BiasbenchError
 from biasbench.finetune.config import FROZEN_MODULES
+from biasbench.formats import dumps
+
 # Reading and applying an adapter at evaluation time lives with the model backends
 # (models/lora.py), so that models/ never imports finetune/; re-exported for training code.
 from biasbench.models.lora import (  # noqa: F401
@@ -214,7 +215,7 @@ def save_adapter(peft_model, target: Path, manifest: dict, *, adapter_name: str 
         if not (tmp / ADAPTER_CONFIG).is_file() or not any((tmp / w).is_file() for w in ADAPTER_WEIGHTS):
             raise BiasbenchError(f"PEFT wrote no adapter files into {tmp}")
         full = {**manifest, "adapter_sha256": adapter_sha256(tmp)}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(full, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        (tmp / MANIFEST_NAME).write_text(dumps(full, indent=2, sort_keys=True), encoding="utf-8")
         if target.exists():
             old = target.with_name(f".{target.name}-old-{os.getpid()}")
             shutil.rmtree(old, ignore_errors=True)

@@ -6,12 +6,13 @@ stays fast.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+
+from biasbench.formats import dumps
 
 finetune_app = typer.Typer(no_args_is_help=True,
                            help="Debiasing fine-tunes: balanced spoken SFT with LoRA, then DPO.")
@@ -78,7 +79,7 @@ def mine_command(
 
     pairs, info = mine_pairs(run_dir, mode=mode, max_pairs_per_item=max_pairs_per_item, anchor_ratio=anchor_ratio)
     write_pairs(pairs, output)
-    console.print(json.dumps(info, indent=2), markup=False)
+    console.print(dumps(info, indent=2), markup=False)
     print(output)
 
 
@@ -102,7 +103,7 @@ def compare_command(
     result = compare_runs(run_a, run_b, outcome=outcome, n_boot=n_boot, n_perm=n_perm, seed=seed)
     report = to_markdown(result)
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        json_out.write_text(dumps(result, indent=2), encoding="utf-8")
     if markdown_out:
         markdown_out.write_text(report, encoding="utf-8")
     print(report)

@@ -80,7 +80,9 @@ def load_instruction_pairs(config: FinetuneConfig, *, data_source: str = "auto")
     info = {"source": source, "n_rows": len(rows), "n_pairs": len(pairs), "n_blank_dropped": blank,
             "data_hash": data_hash(pairs)}
     if source == "local":
-        info["path"] = str((path.parent / config.data.local.path).resolve())
+        local = config.data.local
+        resolved = [str((path.parent / p).resolve()) for p in local.paths]
+        info["path"] = resolved[0] if isinstance(local.path, str) else resolved
     else:
         info["hf"] = config.data.hf.model_dump()
     return pairs, info

@@ -65,6 +65,7 @@ from biasbench.finetune.sft import (
     text_hashes,
     trainer_kwargs,
 )
+from biasbench.formats import dumps
 from biasbench.tts.cache import AudioCache
 
 PAIRS_FILE = "pairs.jsonl"
@@ -186,7 +187,7 @@ def write_pairs(pairs: list[PreferencePair], path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for pair in pairs:
-            f.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
+            f.write(dumps(asdict(pair), ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
 

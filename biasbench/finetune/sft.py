@@ -46,6 +46,7 @@ from biasbench.finetune.data import (
     speak_rows,
     split_pairs,
 )
+from biasbench.formats import dumps
 from biasbench.store import utc_now
 from biasbench.tts.cache import AudioCache
 
@@ -81,7 +82,7 @@ def open_run_dir(run_dir: Path, identity: dict, *, resume: bool) -> None:
                                  "checkpoint, or choose another name / --output-dir.")
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"identity_hash": stable_hash(identity), "identity": identity}, indent=2,
+    tmp.write_text(dumps({"identity_hash": stable_hash(identity), "identity": identity}, indent=2,
                               sort_keys=True, default=str), encoding="utf-8")
     tmp.replace(record)
 

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 from biasbench.models.base import Request, Response
 
-INSTALL_HINT = "install the pinned offline ASR packages with `pip install -e '.[asr]'`"
+INSTALL_HINT = f"install the pinned offline ASR packages with `{install_extra('asr')}`"
 SAMPLE_RATE = 16000
 
 #: Named models: the packages that carry them and their files (paths as in checksums.json).
@@ -78,7 +79,7 @@ def _verified(package: str, relpath: str) -> Path:
     try:
         return verified_package_file(package, relpath, INSTALL_HINT)
     except BiasbenchError as exc:  # weights.py's reinstall hint names the tts extra
-        raise BiasbenchError(str(exc).replace("'.[tts]'", "'.[asr]'")) from None
+        raise BiasbenchError(str(exc).replace(install_extra("tts"), install_extra("asr"))) from None
 
 
 def model_folder(model: str) -> Path:

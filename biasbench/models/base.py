@@ -34,6 +34,10 @@ class Request:
     # first generated position (one forward pass, no text parsing).
     choices: Sequence[str] | None = None
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    # Which item and which voice this is (the runner sets them; None elsewhere). A model answers
+    # from the content above and must ignore these; a simulated listener seeds its draws with them.
+    item_id: str | None = None
+    voice_id: str | None = None
 
     @property
     def audio_seconds(self) -> float:

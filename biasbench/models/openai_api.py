@@ -5,8 +5,9 @@ owns the HTTP layer (connection pool, proxies, timeouts, auth headers, base_url 
 compatible servers) and gives typed errors. Retries are NOT left to the client
 (`max_retries=0`): they are done here so that they are counted in `usage()`, follow the
 rules below, and stop at once on Ctrl-C (the client's own retry loop sleeps through an
-interrupt). One POST per request to `<base_url>/chat/completions`, a bounded thread pool
-per batch:
+interrupt). One POST per request to `<base_url>/chat/completions` (the client joins the
+path; a query string in the base URL, e.g. an Azure-style `?api-version=...`, is sent as query
+parameters of every request, never pasted into the path), a bounded thread pool per batch:
 
 * retried, with exponential backoff and full jitter: 429 (honouring `retry-after-ms` /
   `retry-after`), 408, 5xx, timeouts, connection errors, and bodies that are not the JSON
@@ -20,7 +21,8 @@ A refusal (a `refusal` message, or `finish_reason == "content_filter"`) is an an
 error: its text is returned for the harness to record as a refusal.
 
 The API key is read from an environment variable only and is never put into a
-fingerprint, usage record, error message, log line or repr.
+fingerprint, usage record, error message, log line or repr; credentials inside the base URL
+(user information, query values, key-like path segments) are redacted wherever it is shown.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse, urlsplit, urlunsplit
 
 import numpy as np
 
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import Request, Response
-from biasbench.redact import redact_credentials
+from biasbench.paths import install_extra
+from biasbench.redact import redact_credentials, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +124,12 @@ class OpenAIAudioBackend:
         if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
             raise BiasbenchError("max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
         self.model = model
-        self.base_url = _normalise_base_url(base_url or DEFAULT_BASE_URL)
-        self._endpoint = self.base_url + "/chat/completions"
+        server_url, query = _normalise_base_url(base_url or DEFAULT_BASE_URL)
+        self.base_url = redact_url(server_url)  # for people: the real one (credentials and all) stays private
         self.api_key_env = api_key_env
         key = os.environ.get(api_key_env, "").strip()
         if not key:
-            if _is_openai_host(self.base_url):
+            if _is_openai_host(server_url):
                 raise BiasbenchError(f"the environment variable {api_key_env} is not set: export your OpenAI "
                                      f"API key as {api_key_env} (the key is read from the environment only).")
             key = DUMMY_API_KEY  # a local OpenAI-compatible server (vLLM) needs no real key
@@ -148,7 +151,7 @@ class OpenAIAudioBackend:
         self._lock = threading.Lock()
         self._random = random.Random()
         self._stop = threading.Event()  # set on Ctrl-C: waiting retries give up at once
-        self._client = _openai_client(key, self.base_url, self.timeout_s)
+        self._client = _openai_client(key, server_url, query, self.timeout_s)
         self._top_logprobs: int | None = _TOP_LOGPROBS_STEPS[0]  # None: the server gives no logprobs
         self._reported_models: list[str] = []
         self._system_fingerprints: list[str] = []
@@ -343,8 +346,10 @@ class OpenAIAudioBackend:
         return _Outcome(error=error, retryable=should_retry == "true", logprobs_rejected=rejected)
 
     def _redact(self, text: str) -> str:
+        """The key, and credentials inside any URL, out of a text that may be recorded."""
         key = self._key.reveal()
-        return text.replace(key, "<redacted>") if key and key != DUMMY_API_KEY else text
+        text = text.replace(key, "<redacted>") if key and key != DUMMY_API_KEY else text
+        return redact_credentials(text)
 
     # ------------------------------------------------------------------ replies
 
@@ -436,15 +441,41 @@ def wav_base64(audio: np.ndarray, sampling_rate: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _openai_client(key: str, base_url: str, timeout_s: float):
-    """The official client, without its own retries (done by the backend, see the docstring)."""
+class _RedactURLs(logging.Filter):
+    """On the HTTP client's loggers: a request line (`HTTP Request: POST http://h/v1?k=...`)
+    is logged with the URL's credentials redacted, like every message biasbench writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_credentials(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_URL_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client")
+_URL_FILTER = _RedactURLs()
+
+
+def _redact_client_logs() -> None:
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _URL_FILTER not in logger.filters:
+            logger.addFilter(_URL_FILTER)
+
+
+def _openai_client(key: str, base_url: str, query: dict, timeout_s: float):
+    """The official client, without its own retries (done by the backend, see the docstring).
+    The client joins `base_url` and `chat/completions` as paths; the query goes apart
+    (`default_query`), since a query left in base_url would end up inside the path."""
     try:
         import openai
     except ImportError as exc:
-        raise BiasbenchError("the openai: backend needs the openai package: pip install 'biasbench[openai]'") \
+        raise BiasbenchError(f"the openai: backend needs the openai package: {install_extra('openai')}") \
             from exc
+    _redact_client_logs()
     return openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0,
-                         default_headers={"User-Agent": "biasbench"})
+                         default_headers={"User-Agent": "biasbench"}, default_query=query or None)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -531,15 +562,27 @@ def _snippet(raw: bytes, limit: int = _ERROR_BODY_CHARS) -> str:
     return raw[:limit].decode("utf-8", errors="replace")
 
 
-def _normalise_base_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BiasbenchError(f"base_url {redact_credentials(url)!r} is not an http(s) URL, e.g. "
+def _normalise_base_url(url: str) -> tuple[str, dict]:
+    """(the server's base URL without query or fragment, its query parameters). Parsed with
+    urllib, so `http://h/v1?k=x` is the path /v1 and the parameter k, whatever the order."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise BiasbenchError(f"base_url {redact_url(url)!r} is not an http(s) URL, e.g. "
                              "http://localhost:8000/v1")
-    if parsed.path in ("", "/"):
-        url += "/v1"  # `vllm serve` answers at /v1/chat/completions
-    return url
+    path = parts.path.rstrip("/") or "/v1"  # `vllm serve` answers at /v1/chat/completions
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in query:  # the client would send a list as name[]=..., which no server expects
+            raise BiasbenchError(f"base_url {redact_url(url)!r} gives the query parameter {name!r} twice; "
+                                 "give each parameter once")
+        query[name] = value
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), query
 
 
 def _host(url: str) -> str:

@@ -34,8 +34,10 @@ PIPELINE_CHECK_ALIAS = "tiny-qwen2audio"
 class ModelChoice:
     """What `--model` resolved to, and why."""
 
-    requested: str
-    name: str  # the alias, or the spec as given
+    requested: str  # the spec as given (a local model's path included)
+    # The alias, or the spec with each local folder named by its folder name only: run ids and
+    # tables name a model by what it is, not where it sits (identity: identity_fingerprint).
+    name: str
     backend: str
     model: str  # hub id or local path handed to the backend
     pipeline_check: bool  # True when the answers measure the harness, not a real model
@@ -54,14 +56,14 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
     if plugin is not None:
         return plugin
     if spec.startswith("hf:"):
-        return ModelChoice(spec, spec, "hf", spec[3:], pipeline_check=False)
+        return ModelChoice(spec, "hf:" + _folder_name(spec[3:]), "hf", spec[3:], pipeline_check=False)
     if spec.startswith(OPENAI_PREFIX):
         model = spec[len(OPENAI_PREFIX):].strip()
         if not model:
             raise BiasbenchError("give the model after 'openai:', e.g. openai:gpt-4o-audio-preview")
         return ModelChoice(spec, spec, "openai", model, pipeline_check=False)
     if Path(spec).is_dir():
-        return ModelChoice(spec, spec, "hf", str(Path(spec).resolve()), pipeline_check=False)
+        return ModelChoice(spec, _folder_name(spec), "hf", str(Path(spec).resolve()), pipeline_check=False)
     alias = ALIASES.get(spec)
     if alias is None:
         raise BiasbenchError(_unknown_alias_message(spec))
@@ -86,6 +88,13 @@ def resolve_model(spec: str, *, offline_fallback: bool = False) -> ModelChoice:
     return ModelChoice(spec, tiny.name, tiny.backend, tiny.model, pipeline_check=True,
                        note=f"{alias.name} unavailable ({missing}); ran '{tiny.name}' instead. "
                             "PIPELINE CHECK: these numbers say nothing about any real model.")
+
+
+def _folder_name(model: str) -> str:
+    """A local model folder by its own name (`/data/models/tiny-v1/` -> `tiny-v1`); anything else
+    (a hub id) as given."""
+    path = Path(model)
+    return (path.resolve().name or model) if path.is_dir() else model
 
 
 def _why_unavailable(alias: ModelAlias) -> str:
@@ -260,9 +269,10 @@ def _resolve_control(spec: str, offline_fallback: bool) -> ModelChoice | None:
             return ModelChoice(spec, f"vllm:{alias.name}", "vllm", alias.model, pipeline_check=builtin,
                                note="tiny random model: a pipeline check, not a measurement" if builtin else "")
         model = inner.removeprefix("hf:")
+        name = f"vllm:{_folder_name(model)}"
         if Path(model).is_dir():
             model = str(Path(model).resolve())
-        return ModelChoice(spec, spec, "vllm", model, pipeline_check=False)
+        return ModelChoice(spec, name, "vllm", model, pipeline_check=False)
     return None
 
 
@@ -285,11 +295,12 @@ def _resolve_part(part: str, kind: str, offline_fallback: bool) -> tuple[str, st
     """(name, model, note) for one half of a cascade."""
     alias = CASCADE_PARTS.get(part)
     if alias is None and part.startswith("faster-whisper:") and kind == "asr":  # e.g. a CTranslate2 folder
-        alias = ModelAlias(part, part, "asr", False, "")
+        alias = ModelAlias("faster-whisper:" + _folder_name(part.removeprefix("faster-whisper:")), part, "asr",
+                           False, "")
     if alias is None:
         model = part.removeprefix("hf:")
         if Path(model).is_dir():
-            return part, str(Path(model).resolve()), ""
+            return _folder_name(model), str(Path(model).resolve()), ""
         if "/" in model:  # a hub id
             return part, model, ""
         known = [a.name for a in CASCADE_PARTS.values() if a.backend == kind]
@@ -411,8 +422,11 @@ def _load_with_adapter(choice: ModelChoice, adapter: str, kwargs: dict):
 
 #: In a backend fingerprint: a key holding a content hash -> the key holding where that content
 #: was read from (hf/vllm `local_sha256` -> `model`, vllm `lora_sha256` -> `lora`, an adapter's
-#: `sha256` -> `path`).
-_LOCATED_BY = {"local_sha256": "model", "lora_sha256": "lora", "sha256": "path"}
+#: `sha256` -> `path`, a faster-whisper model's `model_sha256` -> `model`).
+_LOCATED_BY = {"local_sha256": "model", "lora_sha256": "lora", "sha256": "path", "model_sha256": "model"}
+#: Hash keys that sit beside a name as well as beside a folder (faster-whisper's `tiny.en`): the
+#: name is kept (existing run ids stay), only a folder's path is replaced.
+_FOLDERS_ONLY = {"model_sha256"}
 
 
 def identity_fingerprint(fingerprint: dict) -> dict:
@@ -429,7 +443,8 @@ def _collect_locations(value, located: dict[str, str]) -> None:
     if isinstance(value, dict):
         for hash_key, location_key in _LOCATED_BY.items():
             digest, where = value.get(hash_key), value.get(location_key)
-            if isinstance(digest, str) and digest and isinstance(where, str) and where:
+            if isinstance(digest, str) and digest and isinstance(where, str) and where and (
+                    hash_key not in _FOLDERS_ONLY or "/" in where or Path(where).is_dir()):
                 located[where] = digest
         for inner in value.values():
             _collect_locations(inner, located)

@@ -12,12 +12,28 @@ distribution leans with pitch, by a configurable `strength`:
 * score_choices: the log-probabilities move toward one letter (`favoured_letter`, "A" by
   default) for high-pitched voices and away from it for low-pitched ones.
 
-`strength = 0` removes every dependence on the voice: an answer then depends only on the
-text prompt and the sample seed (by default the random draw is shared by every voice,
-"common random numbers"), so no test can find a group effect. With `independent_draws=True`
-each request also gets its own draw (seeded by its request id): the null of no voice effect
-still holds exactly, with response-level noise, which is what calibrating a test's size
-needs.
+Each answer is a seeded draw for its (item, voice, sample): seeded by the request's
+`item_id` and `voice_id` (set by the runner), else by its content (text prompt and audio).
+Never by the prompt alone: a task whose text prompt is the same for every item (the question
+spoken, the instruction fixed) would give every item one draw, and the planted lean would show
+as all-or-nothing per voice, or not at all.
+
+`strength = 0` removes every dependence on the voice's sound: voices still differ by their own
+draws, but no voice group differs from another except by chance, so the voice-level tests
+keep their level (the null of no group effect holds exactly: voices are exchangeable). With
+`independent_draws=True` each request also gets its own draw (seeded by its request id).
+
+What a task can show: the categorical lean between its first two answers; the numeric shift
+where the text prompt asks for a number, amount or salary; for multiple choice, a lean toward
+`favoured_letter`, which is always visible in the chosen letters per group and in accuracy
+wherever the correct letters are not spread evenly (a listener that never sees the answer key
+cannot change accuracy on items whose correct letters are balanced).
+
+A simulation, unlike a model, may be told what a task can score (`fit_task`, called by the
+runner for simulated backends only): a categorical task whose categories do not name the
+default answers gets answers from its own categories, and a numeric task is answered with a
+number in its range whatever its prompt says, so the planted effect shows on a task of any of
+these types. Transcription has no such lean: the listener cannot hear the words.
 
 These answers measure nothing about any model: the aliases `simulated-pitch-bias` and
 `simulated-no-bias` are marked as pipeline checks in the registry.
@@ -129,6 +145,7 @@ class PitchBiasedBackend:
         self.answers, self.high_answer, self.low_answer = tuple(answers), high_answer, low_answer
         self.logit_scale, self.base_value, self.value_shift = logit_scale, base_value, value_shift
         self.favoured_letter, self.independent_draws = favoured_letter, independent_draws
+        self.always_numeric = False  # fit_task: a numeric task, whatever its prompt says
         self._f0_cache: dict[str, float] = {}
         self.pitch_log: list[tuple[str, float]] = []  # (request_id, f0) of every audio request
 
@@ -139,6 +156,7 @@ class PitchBiasedBackend:
                 "answers": list(self.answers), "high_answer": self.high_answer, "low_answer": self.low_answer,
                 "logit_scale": self.logit_scale, "base_value": self.base_value, "value_shift": self.value_shift,
                 "favoured_letter": self.favoured_letter, "independent_draws": self.independent_draws,
+                **({"always_numeric": True} if self.always_numeric else {}),
                 "pitch": {"method": "autocorrelation median F0", "pivot_hz": PIVOT_HZ, "octave_scale": OCTAVE_SCALE}}
 
     def generate(self, requests: list[Request]) -> list[Response]:
@@ -146,9 +164,9 @@ class PitchBiasedBackend:
         for request in requests:
             z = self._pitch(request)
             rng = self._rng(request)
-            if _NUMERIC_PROMPT.search(request.prompt or ""):
+            if self.always_numeric or _NUMERIC_PROMPT.search(request.prompt or ""):
                 value = self.base_value * math.exp(-self.strength * self.value_shift * z + 0.25 * rng.standard_normal())
-                text = f"About ${value:,.0f}."
+                text = f"About ${value:,.0f}." if self.base_value >= 1000 else f"About {value:.3g}."
             else:
                 logits = np.zeros(len(self.answers))
                 logits[self.high_answer] += self.strength * self.logit_scale * z
@@ -173,12 +191,43 @@ class PitchBiasedBackend:
             out.append(Response(request.request_id, max(scores, key=scores.get), option_logprobs=scores))
         return _timed(out, start)
 
+    def fit_task(self, output_type: str, phrases: dict[str, str] | None = None,
+                 numeric_range: tuple[float | None, float | None] | None = None) -> None:
+        """Answer in a task's terms (see the module doc): `phrases` maps a phrase the task's
+        scorer recognises to its category; `numeric_range` is (min, max) of a numeric task.
+        Answers the task already scores are kept, so existing tasks' runs do not change."""
+        from biasbench.tasks.scoring import normalise_answer
+
+        if output_type == "generate_categorical" and phrases:
+            def category(text):
+                padded = f" {normalise_answer(text)} "
+                return next((c for p, c in phrases.items() if f" {p} " in padded), None)
+
+            scored = {category(answer) for answer in self.answers} - {None}
+            if len(scored) < 2:  # the default answers would be 'unmapped': answer with the task's phrases
+                first = {}
+                for phrase, name in phrases.items():
+                    first.setdefault(name, phrase)
+                if len(first) >= 2:
+                    self.answers, self.high_answer, self.low_answer = tuple(first.values()), 0, 1
+        if output_type == "generate_numeric":
+            self.always_numeric = True
+            low, high = numeric_range or (None, None)
+            if (low is not None and self.base_value < low) or (high is not None and self.base_value > high):
+                self.base_value = _middle(low, high, self.base_value)
+
     # ---------------------------------------------------------------- internals
 
     def _rng(self, request: Request) -> np.random.Generator:
-        """The listener's draw: the text prompt and sample seed, plus the request if independent."""
+        """The listener's draw for this (item, voice, sample): by their ids when the runner gives
+        them, else by the request's content; plus the request id if draws are independent."""
         settings = request.settings or GenerationSettings()
-        parts = [self.seed, request.prompt, settings.seed, ",".join(request.choices or [])]
+        if request.item_id is not None:
+            who = [request.item_id, request.voice_id]
+        else:
+            audio = None if request.audio is None else _digest(request.audio)
+            who = [request.prompt, audio]
+        parts = [self.seed, *who, settings.seed, ",".join(request.choices or [])]
         if self.independent_draws:
             parts.append(request.request_id)
         return np.random.default_rng(_seed(*parts))
@@ -188,12 +237,23 @@ class PitchBiasedBackend:
         if request.audio is None or self.strength == 0:
             return 0.0
         audio = np.ascontiguousarray(request.audio, dtype=np.float32)
-        key = hashlib.blake2b(audio.tobytes(), digest_size=16).hexdigest() + f"@{request.sampling_rate}"
+        key = _digest(audio) + f"@{request.sampling_rate}"
         if key not in self._f0_cache:
             self._f0_cache[key] = estimate_f0(audio, request.sampling_rate)
         f0 = self._f0_cache[key]
         self.pitch_log.append((request.request_id, f0))
         return pitch_score(f0)
+
+
+def _middle(low: float | None, high: float | None, default: float) -> float:
+    """A value inside [low, high] for the listener's numbers, keeping room for its spread."""
+    if low is not None and high is not None:
+        return math.exp((math.log(max(low, 1e-9)) + math.log(high)) / 2) if low > 0 else (low + high) / 2
+    return 2.0 * low if low is not None and low > 0 else (high / 2.0 if high is not None and high > 0 else default)
+
+
+def _digest(audio: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
 
 
 def _draw(logits: np.ndarray, u: float) -> int:

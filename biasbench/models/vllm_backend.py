@@ -33,8 +33,9 @@ import numpy as np
 
 from biasbench.errors import BiasbenchError
 from biasbench.models.base import GenerationSettings, Request, Response, require_choices
+from biasbench.paths import install_extra
 
-INSTALL_HINT = "pip install 'biasbench[vllm]'"
+INSTALL_HINT = install_extra("vllm")
 # Top-k fallback for vLLM releases without `SamplingParams.logprob_token_ids`.
 TOP_LOGPROBS = 20
 # vLLM sizes LoRA buffers for a maximum rank from this list.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from biasbench.formats import dumps
 from .analyze import Settings, analyze_run
 from .document import build_blocks
 from .figures import draw_all
@@ -43,7 +43,7 @@ def refresh_summary(path: Path, report: dict) -> None:
     summary = plain({**summary, "primary": report["primary"]})  # NaN -> None: strict JSON
     run = report["run"]
     title = f"{run['task']} — {run['model']} — pool {run['pool']}"
-    _write(path / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    _write(path / "summary.json", dumps(summary, indent=2))
     _write(path / "summary.md", to_markdown(summary, title=title, banner=summary.get("banner", ""),
                                             primary=primary_markdown(report["primary"])))
 
@@ -56,7 +56,7 @@ def write_files(path: Path, report: dict, blocks: list[dict], figures: dict) -> 
     for name, (png, _) in figures.items():
         paths[f"figure:{name}"] = figure_dir / f"{name}.png"
         paths[f"figure:{name}"].write_bytes(png)
-    _write(paths["json"], json.dumps(report, indent=2, allow_nan=False))
+    _write(paths["json"], dumps(report, indent=2))
     _write(paths["markdown"], to_markdown(blocks, FIGURE_DIR))
     _write(paths["html"], to_html(blocks, figures))
     return paths

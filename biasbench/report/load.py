@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import restore_frame
 from biasbench.store import SCHEMA_VERSION, RunDir
 
 #: Manifest keys (dotted paths) every report and leaderboard row needs.
@@ -115,7 +116,7 @@ def read_table(run_path: Path) -> tuple[pd.DataFrame, Path]:
         if parquet.is_file():
             return pd.read_parquet(parquet), parquet
         if csv.is_file():
-            return pd.read_csv(csv), csv
+            return restore_frame(pd.read_csv(csv)), csv  # text as it was before the spreadsheet guard
     except Exception as exc:  # a corrupt file: say which, and how it failed
         raise BiasbenchError(f"{parquet if parquet.is_file() else csv} cannot be read: {exc}") from None
     raise BiasbenchError(f"{run_path} has no tidy table (responses.parquet or responses.csv): the run did not "
@@ -161,7 +162,7 @@ def read_voice_qc(run_path: Path):
     else:
         return None, None, [], None
     try:
-        qc = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        qc = pd.read_parquet(path) if path.suffix == ".parquet" else restore_frame(pd.read_csv(path))
     except Exception as exc:
         raise BiasbenchError(f"{path} cannot be read: {exc}") from None
     if "voice_id" not in qc.columns:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from biasbench.config import METRICS, TaskConfig, find_yaml, load_task_config, stable_hash, task_file
@@ -111,7 +113,7 @@ def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None
     source = choose_source(config.dataset, data_source, path)
     rows = _with_item_ids(load_rows(config.dataset, source, path, allow_outside=allow_data_outside), config, path)
     rows = stratified_sample(rows, config.sample)
-    records = rows.to_dict("records")
+    records = [_plain_row(record) for record in rows.to_dict("records")]
     items = [build_item(config, row, path) for row in records]
     if limit is not None:  # counts source items: with option permutations each keeps all its variants
         items, records = items[:limit], records[:limit]
@@ -120,6 +122,12 @@ def load_task(name_or_path: str, *, data_source: str = "auto", limit: int | None
     if not items:
         raise ConfigError(path, "dataset", "no items left after filtering and sampling")
     return Task(config=config, path=path, source=source, items=items)
+
+
+def _plain_row(record: dict) -> dict:
+    """A data row with list columns as lists: Parquet gives numpy arrays, which a template would
+    print as "['a' 'b']" (no commas)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in record.items()}
 
 
 def _check_lexicon_metrics(config: TaskConfig, path: Path) -> None:
@@ -147,8 +155,10 @@ def _with_item_ids(rows: pd.DataFrame, config: TaskConfig, path: Path) -> pd.Dat
     if spec.id_field:
         rows["item_id"] = rows[spec.id_field].astype(str)
     elif "item_id" not in rows.columns:
-        # '<stratum>/<row within stratum>' is stable as long as the source's order is.
-        stratum = rows[config.sample.stratify_by].astype(str) if config.sample.stratify_by else "item"
+        # '<stratum>/<row within stratum>' ('item/<row>' without strata) is stable as long as the
+        # source's order is.
+        by = config.sample.stratify_by
+        stratum = rows[by].astype(str) if by else pd.Series("item", index=rows.index)
         rows["item_id"] = stratum + "/" + rows.groupby(stratum).cumcount().map("{:05d}".format)
     if rows["item_id"].duplicated().any():
         dup = rows.loc[rows["item_id"].duplicated(), "item_id"].iloc[0]
@@ -162,7 +172,7 @@ def build_item(config: TaskConfig, row: dict, path: Path) -> Item:
     fields = dict(row, choices=list(choices), letters=LETTERS[: len(choices)])
     spoken, instruction = _render_prompts(config, fields, path, item_id)
     target_text = ("" if config.doc_to_target is None else
-                   render(config.doc_to_target, fields, path=path, field="doc_to_target", item_id=item_id))
+                   _field_or_render(config.doc_to_target, fields, path=path, field="doc_to_target", item_id=item_id))
     target = _target_index(target_text, choices, path, item_id) if choices else None
     meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float)) and k != "choices"}
     return Item(item_id, spoken, instruction, tuple(choices), target, "" if choices else target_text, meta)
@@ -170,11 +180,23 @@ def build_item(config: TaskConfig, row: dict, path: Path) -> Item:
 
 def _render_prompts(config: TaskConfig, fields: dict, path: Path, item_id: str) -> tuple[str, str]:
     """(what the voice says, what the model reads) for one item's fields."""
-    spoken = render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
+    spoken = _field_or_render(config.doc_to_text, fields, path=path, field="doc_to_text", item_id=item_id)
     instruction = render(config.instruction, fields, path=path, field="instruction", item_id=item_id)
     if config.instruction_mode == "spoken":
         spoken, instruction = f"{spoken} {instruction}".strip(), ""
     return spoken, instruction
+
+
+def _field_or_render(source: str, fields: dict, *, path: Path, field: str, item_id: str) -> str:
+    """lm-evaluation-harness's rule: a doc_to_text / doc_to_target that is just the name of a
+    field (`doc_to_target: answer`) is that field's value; anything else is a template."""
+    if source in fields and not _is_template(source):
+        return str(fields[source]).strip()
+    return render(source, fields, path=path, field=field, item_id=item_id)
+
+
+def _is_template(source: str) -> bool:
+    return "{{" in source or "{%" in source
 
 
 def cyclic_variants(config: TaskConfig, row: dict, path: Path, item: Item) -> list[Item]:
@@ -238,18 +260,37 @@ def _choices(config: TaskConfig, row: dict, path: Path, item_id: str) -> list[st
     spec = config.doc_to_choice
     if isinstance(spec, list):
         return [str(c) for c in spec]
-    if spec not in row:
-        raise ConfigError(path, "doc_to_choice", f"item {item_id!r} has no field {spec!r}")
-    value = row[spec]
+    if _is_template(spec):  # lm-eval's `doc_to_choice: "{{ [a, b, c] }}"`: a template that renders a list
+        value = _as_list(render(spec, row, path=path, field="doc_to_choice", item_id=item_id))
+        if value is None:
+            raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: the template did not render a list "
+                              "(e.g. \"{{ [option_a, option_b] }}\" or \"{{ choices }}\")")
+    elif spec not in row:
+        raise ConfigError(path, "doc_to_choice", f"item {item_id!r} has no field {spec!r}; it has "
+                          f"{', '.join(map(str, row))}")
+    else:
+        value = row[spec]
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: {spec!r} is not a JSON list") from None
+        value = _as_list(value)
+        if value is None:
+            raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: {spec!r} is not a JSON list "
+                              "(write the options as [\"Paris\", \"Rome\"])")
     value = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else None
     if not value or len(value) > len(LETTERS):
         raise ConfigError(path, "doc_to_choice", f"item {item_id!r}: expected a list of 1-26 options")
     return [str(c) for c in value]
+
+
+def _as_list(text: str) -> list | None:
+    """A list written as JSON (["a", "b"]) or as Python prints it (['a', 'b']), else None."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    return None
 
 
 def _target_index(rendered: str, choices: list[str], path: Path, item_id: str) -> int:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from biasbench.errors import ConfigError
+from biasbench.formats import dumps
 
 REQUIRED_COLUMNS = ("question", "choices", "answer", "error_type", "correct_answer")
 CLEAN_COLUMNS = ["item_id", "subject", "question", "choices", "answer", "error_type", "correct_answer"]
@@ -205,7 +205,7 @@ def normalise_subject(frame: pd.DataFrame, subject: str) -> tuple[list[dict], li
                 "item_id": f"{subject}/{row:03d}",
                 "subject": subject,
                 "question": question,
-                "choices": json.dumps(choices, ensure_ascii=False),
+                "choices": dumps(choices, ensure_ascii=False),
                 "answer": answer,
                 "error_type": error_type,
                 # For `ok` rows the original key stands; some files repeat it (or, twice,

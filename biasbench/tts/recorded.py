@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import restore_cell
 from biasbench.tts._common import check_text, excerpt
 
 NAME = "recorded"
@@ -53,6 +54,7 @@ def read_table(path: Path) -> dict[str, dict]:
     rows = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
+            row = {key: restore_cell(value) for key, value in row.items()}  # as written by voices/natural.py
             rows.setdefault(normalise_transcript(row["text"]), row)
     return rows
 

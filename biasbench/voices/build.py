@@ -29,7 +29,6 @@ into place only when the whole pool is valid.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -43,6 +42,7 @@ import yaml
 
 from biasbench.config import VoicePool
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL
 from biasbench.voices import speaker
@@ -317,7 +317,7 @@ def build_pool(recipe_path: Path, out: Path, *, per_cell: int = 5, seed: int = 0
                     "gates": recipe.gates.model_dump(), "speaker_encoder": speaker.fingerprint(),
                     "asr": asr_backend.fingerprint() if hasattr(asr_backend, "fingerprint") else asr,
                     "cells": log}
-        (work / "build.json").write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+        (work / "build.json").write_text(dumps(document, indent=2), encoding="utf-8")
         clips_dir = _move_into_place(work, out)
     return BuildResult(pool=pool, out=out, clips_dir=clips_dir, log=log)
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from biasbench.cli_options import include_path_option
+from biasbench.formats import safe_row
 from biasbench.listing import FORMAT_HELP, ListFormat, print_listing
 
 voices_app = typer.Typer(no_args_is_help=True,
@@ -140,8 +141,8 @@ def write_preview(pool_name: str, out_dir: Path, texts=None, n: int = 3, cache=N
                 shutil.copyfile(cache.path(synthesis.keys[job]), target)
                 result.written.append(target)
                 status, name = "ok", target.name
-            writer.writerow([name, voice.id, voice.gender, voice.ethnicity, voice.accent,
-                             voice.label_source, voice.tts.backend, voice.tts.params, text, status])
+            writer.writerow(safe_row([name, voice.id, voice.gender, voice.ethnicity, voice.accent,
+                                      voice.label_source, voice.tts.backend, voice.tts.params, text, status]))
     return result
 
 

@@ -26,6 +26,7 @@ import soundfile as sf
 import yaml
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import safe_row
 from biasbench.paths import project_root
 from biasbench.tts.base import SAMPLE_RATE
 
@@ -80,7 +81,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(map(safe_row, rows))  # read back through restore_cell (tts/recorded.py, tasks/sources.py)
 
 
 def _write_task(path: Path, stem: str, n: int) -> None:

@@ -38,7 +38,6 @@ with `copy_qc_into_run(qc_csv, run_dir)` (or copy the file by hand).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import pandas as pd
 import soundfile as sf
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import dumps, restore_frame, safe_frame
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL, loudness_lufs
 from biasbench.tts.pitch import median_pitch_hz
@@ -361,10 +361,10 @@ def write_qc(result: QCResult, path: Path) -> dict[str, Path]:
     every clip's transcript and measures)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(path, index=False, float_format="%.6g")
+    safe_frame(result.table).to_csv(path, index=False, float_format="%.6g")  # text cells spreadsheet-safe
     sidecar = path.with_suffix(".json")
     document = {**result.meta, "clips": result.clips.to_dict("records")}
-    sidecar.write_text(json.dumps(document, indent=2, default=_plain), encoding="utf-8")
+    sidecar.write_text(dumps(document, indent=2), encoding="utf-8")
     return {"csv": path, "json": sidecar}
 
 
@@ -374,7 +374,7 @@ def read_qc(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise BiasbenchError(f"voice QC file {path} not found (make one with `biasbench voices qc POOL`)")
     # Only empty cells are missing: a classifier label such as "NA" (North America) stays text.
-    table = pd.read_csv(path, dtype={"flags": str}, keep_default_na=False, na_values=[""])
+    table = restore_frame(pd.read_csv(path, dtype={"flags": str}, keep_default_na=False, na_values=[""]))
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise BiasbenchError(f"{path} is not a voice QC table: it lacks the columns {missing}")
@@ -421,9 +421,3 @@ def copy_qc_into_run(qc_csv: Path, run_dir: Path) -> Path:
     if sidecar.is_file():
         shutil.copyfile(sidecar, run_dir / "voice_qc.json")
     return target
-
-
-def _plain(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return str(value)

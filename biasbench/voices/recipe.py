@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from biasbench.config import LabelSource, _Strict, _validate, read_yaml
 from biasbench.errors import BiasbenchError, ConfigError
+from biasbench.paths import install_extra
 from biasbench.voices.pool import ETHNICITIES, GENDERS
 from biasbench.voices.speaker import (MAX_SAME_CELL_SIMILARITY, MIN_CLONE_FIDELITY, MIN_SELF_SIMILARITY,
                                       MIN_WINDOW_SIMILARITY)
@@ -190,7 +191,7 @@ def _hf_rows(recipe: Recipe, path: Path):
     try:
         import datasets
     except ImportError:
-        raise BiasbenchError("recipes with corpus.hf need the `datasets` package: pip install -e '.[hub]'") from None
+        raise BiasbenchError(f"recipes with corpus.hf need the `datasets` package: {install_extra('hub')}") from None
     spec = recipe.corpus.hf
     local = (path.resolve().parent / spec.id)
     if local.is_dir():

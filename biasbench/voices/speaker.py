@@ -44,8 +44,9 @@ from functools import lru_cache
 import numpy as np
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 
-INSTALL_HINT = ("install the pinned speaker-embedding packages with `pip install -e '.[speaker]'` and "
+INSTALL_HINT = (f"install the pinned speaker-embedding packages with `{install_extra('speaker')}` and "
                 "`pip install --no-deps resemblyzer==0.1.4` (scripts/install.sh does both)")
 PACKAGE = "resemblyzer"
 WEIGHTS = "pretrained.pt"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from biasbench.errors import BiasbenchError
+from biasbench.paths import install_extra
 
 
 def require_extra(title: str, extra: str, modules: tuple[str, ...], why: str) -> None:
@@ -27,6 +28,6 @@ def require_extra(title: str, extra: str, modules: tuple[str, ...], why: str) ->
     if failed:
         raise BiasbenchError(
             f"{title} needs {' and '.join(modules)} ({why}), which cannot be imported here ({'; '.join(failed)}). "
-            f"Install them with pip install 'biasbench[{extra}]', on a machine whose torch build has matching "
+            f"Install them with {install_extra(extra)}, on a machine whose torch build has matching "
             f"{' / '.join(modules)} wheels (e.g. a CUDA machine); beside the pinned CPU torch wheel they do not import."
         )

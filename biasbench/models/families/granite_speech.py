@@ -31,6 +31,7 @@ from biasbench.models.base import Request
 from biasbench.models.families._common import SpeechAdapterMixin
 from biasbench.models.families._extras import require_extra
 from biasbench.models.hf_audio_lm import HFAudioLMBackend
+from biasbench.paths import install_extra
 
 EXTRA = "granite"
 # The model card's example system prompt (a fixed date, unlike the template's default).
@@ -51,7 +52,7 @@ class HFGraniteSpeechBackend(SpeechAdapterMixin, HFAudioLMBackend):
     mask_key = "input_features_mask"
     audio_rows_alone = True
     quantization_skip_modules = ("encoder", "projector", "lm_head")
-    speech_adapter_install = "pip install 'biasbench[granite]' (or pip install peft)"
+    speech_adapter_install = f"{install_extra('granite')} (or pip install peft)"
 
     def _load_processor(self, common: dict):
         require_granite_extra()  # first thing loaded: fail before any download

@@ -20,6 +20,8 @@ import json
 import warnings
 from pathlib import Path
 
+from biasbench.formats import dumps
+
 H = 16  # every hidden size
 ESTIMATOR_STD = 0.3  # of the T2S and S2A estimators' weights (see build)
 
@@ -99,7 +101,7 @@ def build(root: Path, amphion_dir: str | Path, seed: int = 0) -> dict[str, str]:
 
     torch.manual_seed(seed)
     config_path = root / "maskgct-tiny.json"
-    config_path.write_text(json.dumps(tiny_config(mirror / maskgct.DEFAULT_CONFIG)))
+    config_path.write_text(dumps(tiny_config(mirror / maskgct.DEFAULT_CONFIG)))
     cfg = load_config(str(config_path)).model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # Amphion's codecs use weight_norm
