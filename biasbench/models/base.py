@@ -34,6 +34,12 @@ class Request:
     # first generated position (one forward pass, no text parsing).
     choices: Sequence[str] | None = None
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    # The item this request asks: the same for every voice and condition. Backends answer from the
+    # audio and prompt and may ignore it; a simulated listener keys its per-item draws by it.
+    item_id: str = ""
+    # The task asks for a free answer (output type generate_open): backends generate as always;
+    # a simulated listener answers in prose instead of naming a category.
+    open_answer: bool = False
 
     @property
     def audio_seconds(self) -> float:
