@@ -256,10 +256,18 @@ def _embedder():
 
     from biasbench.tts.weights import verified_package_file
 
+    from transformers.utils import logging as hf_logging
+
     files = [verified_package_file(EMBEDDING_PACKAGE, f"model/{name}", EMBEDDING_INSTALL) for name in EMBEDDING_FILES]
     folder = files[0].parent
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 90 MB load needs no bar of its own inside a run's output
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return tokenizer, model, torch
 
 
