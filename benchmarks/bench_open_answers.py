@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from bench_hf_batching import batches, synthetic_clips
+from bench_hf_batching import batches, qwen2audio_backend, synthetic_clips
 
 from biasbench.models.base import GenerationSettings, Request
 
@@ -80,15 +80,8 @@ def main() -> None:
     parser.add_argument("--metric-responses", type=int, default=480, help="responses the metric timing scores")
     args = parser.parse_args()
 
-    import torch
-
-    from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
-    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
-
-    model = args.model or str(tiny_qwen2audio_path())
-    backend = HFQwen2AudioBackend(model)
+    backend = qwen2audio_backend(args.model)
     clips = synthetic_clips(args.n)
-    print(f"model {model}\ndevice {backend.device}, dtype {backend.torch_dtype}, torch threads {torch.get_num_threads()}")
     print(f"{args.n} requests per setting, max_new_tokens {args.tokens}, best of {args.repeats} passes\n")
     configs = [("one at a time", 1), ("batch 8, sorted", 8), ("batch 16, sorted", 16)]
     print(f"{'':20}{'spoken (2-12 s clips)':>34}{'text control':>34}")
