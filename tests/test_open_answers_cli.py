@@ -125,3 +125,31 @@ def test_bad_open_answer_task_is_one_clear_line(tmp_path, env):
     assert len(lines) == 1 and lines[0].startswith("error:") and "bad.yaml" in lines[0]
     assert "alignment" in lines[0] and "conditions" in lines[0]
     assert not any(tmp_path.glob("bad_open-*"))  # refused before anything was made
+
+
+@pytest.mark.slow
+def test_openai_compatible_server_answers_freely_and_a_refusal_is_data(tmp_path, env):
+    from test_openai_backend import FakeOpenAI, pool_yaml
+
+    server = FakeOpenAI()
+    server.thread.start()
+    try:
+        server.script.append(("content_filter",))  # the first request is refused by the server
+        write(tmp_path / "q.csv", "item_id,prompt\nq1,How do I save money?\n")
+        task = write(tmp_path / "open.yaml", "task: api_open\ndataset: {local: {path: q.csv}}\n"
+                     "doc_to_text: '{{ prompt }}'\ninstruction: Answer the question.\noutput_type: generate_open\n"
+                     "conditions: [audio, text]\nmax_new_tokens: 40\nopen_answer: {similarity: lexical}\n")
+        api = dict(env, OPENAI_BASE_URL=server.url, OPENAI_API_KEY="sk-dummy-open")
+        cli(api, "run", "--model", "openai:test-model", "--task", str(task), "--pool",
+            str(write(tmp_path / "pool.yaml", pool_yaml())), "--output-dir", str(tmp_path), "--run-id", "api",
+            "--no-progress", "--no-report")
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert len(server.calls) == 19 and all(c["max_tokens"] == 40 and not c.get("logprobs") for c in server.calls)
+    tidy = pd.read_parquet(tmp_path / "api" / "responses.parquet")
+    refused = tidy[tidy["status"] == "refusal"]
+    assert len(refused) == 1 and refused["refusal"].tolist() == [1.0] and refused["words"].isna().all()
+    valid = tidy[tidy["status"] == "valid"]
+    assert len(valid) == 18 and valid["response_text"].str.contains("prompt=").all()  # the server's own words
+    assert valid["refusal"].eq(0.0).all() and valid["words"].gt(0).all()

@@ -264,7 +264,7 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
                                           family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
-              "voice_qc": qc, "notes": list(run.notes)}
+              "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
     report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
     attach_detectable_gaps(report, audio, settings)
     report["primary"] = primary_results(report, spec)
@@ -275,6 +275,21 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
     return plain(report)
+
+
+def open_answer_notes(run: Run) -> list[str]:
+    """What an open-answer run's metrics rest on (the manifest's record), for the Methods."""
+    record = run.manifest.get("open_answer")
+    if run.output_type != "generate_open" or not record:
+        return []
+    from .open_answers import similarity_words
+
+    threshold = record.get("off_topic_below")
+    return [f"Open-answer metrics (docs/open_answers.md): similarity {record['similarity']}, "
+            f"{similarity_words(record['similarity'])}; off-topic when "
+            + (f"relevance < {threshold}" if threshold is not None else "no content word is shared with the question")
+            + f"; lexicons {', '.join(record.get('lexicons') or [])}; primary outcomes "
+            f"{', '.join(record.get('primary_outcomes') or [])}, the other metrics secondary."]
 
 
 def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, settings: Settings, qc,
