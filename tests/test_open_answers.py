@@ -224,6 +224,15 @@ def test_default_metrics_are_those_the_task_can_compute(tmp_path):
     assert full.metrics == list(OPEN_METRICS)
 
 
+def test_changing_how_answers_are_compared_keeps_the_run_and_its_answers(tmp_path):
+    write(tmp_path / "q.csv", "item_id,prompt\nq1,How do I save?\n")
+    base = OPEN_TASK + "conditions: [audio, text]\n"
+    fingerprints = [load_task(str(write(tmp_path / f"t{i}.yaml", base + extra))).fingerprint()["config_hash"]
+                    for i, extra in enumerate(["", "open_answer: {similarity: lexical, off_topic_below: 0.1}\n",
+                                               "analysis: {outcomes: [hedging]}\n", "max_new_tokens: 99\n"])]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2] != fingerprints[3]  # only decoding changes answers
+
+
 # ------------------------------------------------------------------ the shipped tasks
 
 

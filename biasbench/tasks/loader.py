@@ -104,7 +104,9 @@ class Task:
             "task": self.name,
             "path": str(self.path),
             "source": self.source,
-            "config_hash": stable_hash(self.config.model_dump(exclude={"analysis"})),  # answers do not depend on it
+            # answers depend on neither the analysis nor how open answers are compared (their metrics are
+            # recomputed from the stored text): changing either keeps the run and its answers
+            "config_hash": stable_hash(self.config.model_dump(exclude={"analysis", "open_answer"})),
             "items_hash": stable_hash(rendered),
             "n_items": len(self.items),
         }
