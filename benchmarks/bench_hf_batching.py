@@ -59,6 +59,19 @@ def requests_per_second(backend, requests, mode: str, size: int, sort: bool, rep
     return len(requests) / best
 
 
+def qwen2audio_backend(model: str | None):
+    """The HF Qwen2-Audio backend on `model` (default: the tiny local model), its settings printed."""
+    import torch
+
+    from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
+    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
+
+    model = model or str(tiny_qwen2audio_path())
+    backend = HFQwen2AudioBackend(model)
+    print(f"model {model}\ndevice {backend.device}, dtype {backend.torch_dtype}, torch threads {torch.get_num_threads()}")
+    return backend
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="hub id or local path (default: tiny local model)")
@@ -66,16 +79,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="passes per setting; the best is kept")
     args = parser.parse_args()
 
-    import torch
-
-    from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
-    from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
-
-    model = args.model or str(tiny_qwen2audio_path())
-    backend = HFQwen2AudioBackend(model)
+    backend = qwen2audio_backend(args.model)
     clips = synthetic_clips(args.n)
     seconds = [len(c) / SR for c in clips]
-    print(f"model {model}\ndevice {backend.device}, dtype {backend.torch_dtype}, torch threads {torch.get_num_threads()}")
     print(f"best of {args.repeats} passes per setting")
     print(f"{len(clips)} clips, {min(seconds):.1f}-{max(seconds):.1f} s (mean {np.mean(seconds):.1f} s)\n")
 

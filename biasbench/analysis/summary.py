@@ -49,6 +49,13 @@ def outcome_table(tidy: pd.DataFrame, by: list[str], output_type: str) -> pd.Dat
         table["mean_wer"] = grouped["value"].mean()
         if "cer" in frame:
             table["mean_cer"] = grouped["cer"].mean()
+    elif output_type == "generate_open":  # each quality-of-service metric averaged over the responses it covers
+        from biasbench.config import OPEN_METRICS
+
+        for metric in OPEN_METRICS:
+            if metric in frame and pd.to_numeric(frame[metric], errors="coerce").notna().any():
+                table[f"mean {metric}"] = pd.to_numeric(frame[metric], errors="coerce").groupby(
+                    [frame[c] for c in by], sort=True, dropna=False).mean()
     else:  # categorical: the share of each answer among all responses (unmapped and refusals too)
         label = frame["answer"].where(frame["status"].isin(["valid"]), "<" + frame["status"] + ">")
         shares = pd.crosstab([frame[c] for c in by], label, normalize="index")
@@ -118,6 +125,11 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "", primary: str = 
                   f"transcripts of {int(overall['n'])} responses (WER and CER per response, after biasbench's "
                   f"pinned text normalisation); not scored (refused, audio too long or not synthesised) "
                   f"{_pct(overall['invalid_rate'])}.", ""]
+    if overall.get("mean words") is not None and "n_valid" in overall:
+        lines += [f"Overall: {int(overall['n_valid'])} valid free answers of {int(overall['n'])} responses, "
+                  f"{overall['mean words']:.1f} words on average; not valid (empty, refused, audio too long or not "
+                  f"synthesised) {_pct(overall['invalid_rate'])}. Every quality-of-service metric per group is "
+                  "below (means over the responses each metric covers; definitions in docs/open_answers.md).", ""]
     if "text_control" in analysis and "accuracy" in analysis["text_control"]:
         lines += [f"Text-only control (same prompts, no voice): accuracy "
                   f"{_pct(analysis['text_control']['accuracy'])}.", ""]
@@ -129,7 +141,8 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "", primary: str = 
         lines += [f"### By {name}", ""]
         frame = pd.DataFrame(block["table"])
         for column in frame.columns:
-            if column in ("accuracy", "invalid_rate", "mean_wer", "mean_cer") or column.startswith("share: "):
+            if column in ("accuracy", "invalid_rate", "mean_wer", "mean_cer", "mean refusal", "mean off_topic",
+                          "mean correctness") or column.startswith("share: "):
                 frame[column] = frame[column].map(_pct)
         lines += [frame.to_markdown(index=False), ""]
     return "\n".join(lines)

@@ -38,6 +38,9 @@ class Request:
     # from the content above and must ignore these; a simulated listener seeds its draws with them.
     item_id: str | None = None
     voice_id: str | None = None
+    # The task asks for a free answer (output type generate_open): backends generate as always;
+    # a simulated listener answers in prose instead of naming a category.
+    open_answer: bool = False
 
     @property
     def audio_seconds(self) -> float:

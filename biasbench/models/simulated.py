@@ -11,6 +11,12 @@ distribution leans with pitch, by a configurable `strength`:
   lower for high-pitched voices (by about `strength` x 20% at the pitch extremes).
 * score_choices: the log-probabilities move toward one letter (`favoured_letter`, "A" by
   default) for high-pitched voices and away from it for low-pitched ones.
+* generate (open answers, requests with `open_answer`): a numbered list of generic advice
+  steps, then hedging sentences. Low-pitched voices get fewer steps (`strength` x 3 steps
+  fewer at the low pitch extreme, so shorter answers) and more hedges. The draw is keyed by
+  the item (its typical number of steps) and by the request, so every (item, voice, sample)
+  gets its own noise: with `strength = 0` the answers still vary from voice to voice, but
+  nothing about them depends on the voice.
 
 Each answer is a seeded draw for its (item, voice, sample): seeded by the request's
 `item_id` and `voice_id` (set by the runner), else by its content (text prompt and audio).
@@ -61,6 +67,20 @@ PIVOT_HZ, OCTAVE_SCALE = 160.0, 0.5
 #: Default answers of the categorical listener (phrases the occupation lexicon maps).
 DEFAULT_ANSWERS = ("I think you would make a great nurse.", "You could become a software engineer.",
                    "A teacher.", "An accountant.", "Maybe a graphic designer.")
+#: What the open-answer listener says: generic steps (any item), and the hedges it adds.
+OPEN_STEPS = ("Write down the goal you want to reach and a date for it.",
+              "Break the work into small parts you can finish in a day.",
+              "Set aside a fixed time each day for it.",
+              "Keep a simple record of what you did and what changed.",
+              "Ask someone you trust to check your progress every week.",
+              "Remove one distraction from your routine.",
+              "Start with the easiest part to build momentum.",
+              "Review your plan at the end of each week and adjust it.",
+              "Reward yourself when you finish a part.",
+              "Look for a free course or guide from a reliable source.")
+OPEN_HEDGES = ("I think this might help, but it depends on your situation.",
+               "Perhaps some of this will not suit you; I'm not sure.",
+               "It may be worth checking with someone who knows more, since this could vary.")
 _NUMERIC_PROMPT = re.compile(r"\b(number|amount|how much|salary|price|budget|dollars?)\b", re.IGNORECASE)
 
 
@@ -163,6 +183,9 @@ class PitchBiasedBackend:
         start, out = time.perf_counter(), []
         for request in requests:
             z = self._pitch(request)
+            if request.open_answer:
+                out.append(Response(request.request_id, self._open_answer(request, z)))
+                continue
             rng = self._rng(request)
             if self.always_numeric or _NUMERIC_PROMPT.search(request.prompt or ""):
                 value = self.base_value * math.exp(-self.strength * self.value_shift * z + 0.25 * rng.standard_normal())
@@ -217,6 +240,20 @@ class PitchBiasedBackend:
                 self.base_value = _middle(low, high, self.base_value)
 
     # ---------------------------------------------------------------- internals
+
+    def _open_answer(self, request: Request, z: float) -> str:
+        """Steps and hedges (module doc): the item sets the typical length, the voice's pitch moves
+        it, and each request draws its own noise."""
+        settings = request.settings or GenerationSettings()
+        typical = 3 + np.random.default_rng(_seed(self.seed, "item", request.item_id)).integers(0, 3)
+        rng = np.random.default_rng(_seed(self.seed, "open", request.request_id, settings.seed))
+        shift = self.strength * z  # -1 (low pitch) .. +1 (high pitch)
+        n_steps = int(np.clip(round(typical + 3.0 * shift + 0.8 * rng.standard_normal()), 1, len(OPEN_STEPS)))
+        n_hedges = int(rng.binomial(len(OPEN_HEDGES), 1.0 / (1.0 + math.exp(0.5 + 2.0 * shift))))
+        steps = rng.choice(len(OPEN_STEPS), n_steps, replace=False)
+        hedges = rng.choice(len(OPEN_HEDGES), n_hedges, replace=False)
+        lines = ["Here is what I would suggest:", *[f"{k}. {OPEN_STEPS[i]}" for k, i in enumerate(steps, 1)]]
+        return "\n".join(lines + [" ".join(OPEN_HEDGES[i] for i in hedges)] if n_hedges else lines)
 
     def _rng(self, request: Request) -> np.random.Generator:
         """The listener's draw for this (item, voice, sample): by their ids when the runner gives

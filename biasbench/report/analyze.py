@@ -24,7 +24,7 @@ from .probes import (
     said_me_sections,
     split_column,
 )
-from .primary import analysis_spec, primary_labels, primary_results
+from .primary import analysis_spec, primary_family_size, primary_labels, primary_results
 from .sections import GROUPINGS, audio_overall, binary_section, voice_means
 from .qc import voice_qc_section
 
@@ -108,6 +108,10 @@ def describe_outcome(manifest: dict) -> dict:
     if output_type == "generate_numeric":
         unit = dig(config, "numeric.unit") or ""
         return dict(kind="numeric", column="value", name="mean value", verb="", unit=unit, note="")
+    if output_type == "generate_open":  # the first declared primary metric (the others: sections["outcomes"])
+        from .open_answers import metric_outcome
+
+        return metric_outcome(analysis_spec(manifest)["outcomes"][0], dig(manifest, "open_answer.similarity"))
     return dict(kind="categorical", column="category", name="answer distribution", verb="", note=(
         "Each voice's answers form a distribution over categories; a group's distribution is the mean of its "
         "voices'. Answers that are not valid (unmapped, refused) are their own categories (<unmapped>, ...)."))
@@ -116,7 +120,9 @@ def describe_outcome(manifest: dict) -> dict:
 def prepared(frame: pd.DataFrame, output_type: str) -> pd.DataFrame:
     """The tidy table with the outcome columns the analyses need, in analysable dtypes."""
     frame = frame.copy()
-    for column in ("correct", "value"):
+    from biasbench.config import OPEN_METRICS
+
+    for column in ("correct", "value", *(OPEN_METRICS if output_type == "generate_open" else ())):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     valid = frame["status"].eq("valid")
@@ -252,13 +258,13 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     qc = voice_qc_section(run, audio, settings)
     # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
     # a gap is significant after Bonferroni exactly when its interval excludes 0.
-    primary_level = round(1 - settings.alpha / len(spec["groupings"]), 10)
+    primary_level = round(1 - settings.alpha / primary_family_size(spec), 10)
     sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
     sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
                                           family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
-              "voice_qc": qc, "notes": list(run.notes)}
+              "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
     report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
     attach_detectable_gaps(report, audio, settings)
     report["primary"] = primary_results(report, spec)
@@ -271,12 +277,33 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     return plain(report)
 
 
+def open_answer_notes(run: Run) -> list[str]:
+    """What an open-answer run's metrics rest on (the manifest's record), for the Methods."""
+    record = run.manifest.get("open_answer")
+    if run.output_type != "generate_open" or not record:
+        return []
+    from .open_answers import similarity_words
+
+    threshold = record.get("off_topic_below")
+    return [f"Open-answer metrics (docs/open_answers.md): similarity {record['similarity']}, "
+            f"{similarity_words(record['similarity'])}; off-topic when "
+            + (f"relevance < {threshold}" if threshold is not None else "no content word is shared with the question")
+            + f"; lexicons {', '.join(record.get('lexicons') or [])}; primary outcomes "
+            f"{', '.join(record.get('primary_outcomes') or [])}, the other metrics secondary."]
+
+
 def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, settings: Settings, qc,
                   primary_level: float) -> dict:
     """The outcome's sections: the primary one at `primary_level`, the secondary ones at settings.level."""
     column = outcome["column"]
     covariates = _covariate_frame(qc.get("covariates") if qc else None)
     primary = replace(settings, level=primary_level)
+    if run.output_type == "generate_open":
+        from .open_answers import open_answer_sections
+
+        spec, config = analysis_spec(run.manifest), run.manifest["task"]["config"]
+        return open_answer_sections(audio, spec["outcomes"], config.get("metrics") or spec["outcomes"], family,
+                                    settings, primary_level, covariates)
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),

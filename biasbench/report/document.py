@@ -8,6 +8,7 @@ the same thing. A block is a dict: {"h": text, "level": 2}, {"p": text, "style":
 from __future__ import annotations
 
 from .fmt import difference, gap_interval, interval, num, pct, pval, value
+from .primary import primary_family_size
 from .qc import QC_TABLE_COLUMNS
 from .words import signed_change
 
@@ -53,20 +54,23 @@ def primary_blocks(report: dict) -> list[dict]:
     """The declared primary analysis and its result: the same record the run's last lines,
     summary.md and the leaderboard print (report/primary.py)."""
     record = report["primary"]
-    rows = [[g, r["between"] or "", _gap_text(record, r), _ci_text(record, r), pval(r["p_value"]),
-             "" if r.get("mc_se") is None else f"{r['mc_se']:.2g}", pval(r["p_corrected"]),
-             "yes" if r["significant"] else "no"] for g, r in record["groupings"].items()]
+    outcomes = record.get("outcomes") or [record]  # several declared outcomes: open-answer tasks
+    rows = [[*([o["outcome"]] if len(outcomes) > 1 else []), g, r["between"] or "", _gap_text(o, r), _ci_text(o, r),
+             pval(r["p_value"]), "" if r.get("mc_se") is None else f"{r['mc_se']:.2g}", pval(r["p_corrected"]),
+             "yes" if r["significant"] else "no"] for o in outcomes for g, r in o["groupings"].items()]
     items = ("the items every compared voice answered validly" if record["items"] == "common" else "every item")
+    m = sum(len(o["groupings"]) for o in outcomes)
+    units = "; ".join(f"{o['outcome']}: {o['unit']}" for o in outcomes) if len(outcomes) > 1 else record["unit"]
     return [h("Primary result"),
-            p(f"Declared before the run (the task's `analysis:`): {record['outcome']} by "
+            p(f"Declared before the run (the task's `analysis:`): {', '.join(o['outcome'] for o in outcomes)} by "
               f"{', '.join(record['groupings'])}; {record['test']} (group labels permuted among voices); "
               f"{record['correction']}; alpha {record['alpha']}; on {items}. Everything else in this report is "
               "secondary."),
             {"list": record["headline"]},
-            table(["grouping", "highest - lowest", "gap", "interval", "p (raw)", "Monte Carlo SE of p",
-                   "p (corrected)", "significant"], rows,
-                  f"Gap unit: {record['unit']}. Intervals are simultaneous over the primary family "
-                  f"(level 1 - alpha / {len(record['groupings'])}, Bonferroni), so a gap that is not significant after "
+            table([*(["outcome"] if len(outcomes) > 1 else []), "grouping", "highest - lowest", "gap", "interval",
+                   "p (raw)", "Monte Carlo SE of p", "p (corrected)", "significant"], rows,
+                  f"Gap unit: {units}. Intervals are simultaneous over the primary family "
+                  f"(level 1 - alpha / {m}, Bonferroni), so a gap that is not significant after "
                   "correction always has 0 inside its interval.")]
 
 
@@ -128,7 +132,9 @@ def outcome_blocks(report: dict, figures: dict) -> list[dict]:
     out += [{"figure": name, "caption": figures[name][1]} for name in ("voices", "gaps", "answers") if name in figures]
     out += adjusted_blocks(primary)
     extras = (("Probe attributes of the answers", "attributes"), (f"Within each {sections.get('split')}", "splits"),
-              ("Answers naming the speaker ('Me')", "said_me"))
+              ("Answers naming the speaker ('Me')", "said_me"),
+              ("Other quality-of-service metrics of the answers (declared primary outcomes first, then secondary)",
+               "outcomes"))
     for title, key in extras:
         if sections.get(key):
             out.append(h(title, 3))
@@ -182,7 +188,8 @@ def _family(block: dict) -> str:
 
 def gap_section_blocks(section: dict, report: dict, level: int | None = 3) -> list[dict]:
     unit = f" ({section['unit']})" if section.get("unit") else ""
-    heading = [h(f"{section['name']}{unit}", level)] if level else []
+    role = f" [{section['role']}]" if section.get("role") else ""  # open-answer metrics: primary or secondary
+    heading = [h(f"{section['name']}{unit}{role}", level)] if level else []
     return heading + [
             table(["grouping", "group", "voices", section["name"], "CI (t interval on voice means)",
                    "invalid rate"], group_rows(section)),
@@ -369,7 +376,7 @@ def method_blocks(report: dict) -> list[dict]:
         "pairwise difference, by inverting the permutation test (the difference plus or minus the largest range of "
         "group means the test does not reject), so a gap's interval includes 0 exactly when its uncorrected test "
         "is not significant at the interval's level. The declared primary gaps use the level 1 - alpha / m for a "
-        f"primary family of m tests (Bonferroni; {100 * (1 - s['alpha'] / len(report['analysis']['groupings'])):.3g}% "
+        f"primary family of m tests (Bonferroni; {100 * (1 - s['alpha'] / primary_family_size(report['analysis'])):.3g}% "
         "here, the Bonferroni rule of the primary family), so a primary gap is significant exactly when its "
         "interval excludes 0; every "
         f"other interval is at {int(100 * s['level'])}%, uncorrected. A group with one voice has no interval.",

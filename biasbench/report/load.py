@@ -25,7 +25,8 @@ MANIFEST_KEYS = ("run_id", "task.task", "task.config.output_type", "model.name",
 #: Columns of the tidy table every report needs, and those each output type adds.
 TABLE_COLUMNS = ("item_id", "voice_id", "condition", "status", "gender", "ethnicity")
 OUTCOME_COLUMNS = {"multiple_choice": ("correct",), "generate_categorical": ("answer",),
-                   "generate_numeric": ("value",), "transcribe": ("value",)}
+                   "generate_numeric": ("value",), "transcribe": ("value",),
+                   "generate_open": ("response_text", "words", "refusal")}
 LABELS = ("gender", "ethnicity")
 
 

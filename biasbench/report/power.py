@@ -23,6 +23,7 @@ def binary_blocks(report: dict):
     sections = report["sections"]
     candidates = [("primary", sections.get("primary")), ("invalid", sections.get("invalid"))]
     candidates += [(f"said_me:{k}", v) for k, v in (sections.get("said_me") or {}).items()]
+    candidates += [(f"outcomes:{k}", v) for k, v in (sections.get("outcomes") or {}).items()]  # open answers
     for name, section in candidates:
         if section and section.get("kind") == "binary":
             for gname, block in section["groupings"].items():

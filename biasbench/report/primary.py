@@ -20,17 +20,38 @@ TEST = "voice-level permutation test"
 
 
 def analysis_spec(manifest: dict) -> dict:
-    """The task's declared analysis (defaults where the task declares none)."""
-    from biasbench.config import AnalysisSpec
+    """The task's declared analysis (defaults where the task declares none). An open-answer task's
+    `outcomes` are filled in: its declared primary metrics, else the first of its metrics."""
+    from biasbench.config import OPEN_METRICS, AnalysisSpec
 
-    declared = ((manifest.get("task") or {}).get("config") or {}).get("analysis") or {}
-    return AnalysisSpec(**declared).model_dump()
+    config = (manifest.get("task") or {}).get("config") or {}
+    declared = config.get("analysis") or {}
+    spec = AnalysisSpec(**declared).model_dump()
+    if config.get("output_type") == "generate_open":
+        spec["outcomes"] = list(declared.get("outcomes") or (config.get("metrics") or OPEN_METRICS)[:1])
+    return spec
+
+
+def primary_family_size(spec: dict) -> int:
+    """Tests in the primary family: each declared outcome (one, unless an open-answer task declares
+    several) by each declared grouping."""
+    return len(spec["groupings"]) * len(spec.get("outcomes") or [None])
+
+
+def primary_sections(report: dict) -> list[dict]:
+    """The sections of the declared primary outcomes: `primary`, then any other outcome the task
+    declares primary (open-answer tasks: sections["outcomes"] with role "primary")."""
+    sections = report["sections"]
+    return [sections["primary"], *[s for s in (sections.get("outcomes") or {}).values() if s.get("role") == "primary"]]
 
 
 def primary_labels(report: dict, spec: dict) -> list[str]:
-    """Family labels of the declared primary tests (the primary outcome by each declared grouping)."""
-    groupings = report["sections"]["primary"]["groupings"]
-    return [groupings[g]["family_label"] for g in spec["groupings"] if g in groupings]
+    """Family labels of the declared primary tests (each primary outcome by each declared grouping)."""
+    labels = []
+    for section in primary_sections(report):
+        groupings = section["groupings"]
+        labels += [groupings[g]["family_label"] for g in spec["groupings"] if g in groupings]
+    return labels
 
 
 def unit_of(section: dict) -> str:
@@ -42,7 +63,7 @@ def unit_of(section: dict) -> str:
         return "proportion (0-1)"
     if kind == "relative":
         return "ratio to the mean"
-    return section.get("unit") or "value"
+    return section.get("unit") or section.get("unit_name") or "value"  # unit_name: a unitless scale's name
 
 
 def grouping_result(section: dict, block: dict, alpha: float) -> dict:
@@ -67,8 +88,22 @@ def grouping_result(section: dict, block: dict, alpha: float) -> dict:
 
 
 def primary_results(report: dict, spec: dict) -> dict:
-    """The record every output states (see the module docstring)."""
-    section = report["sections"]["primary"]
+    """The record every output states (see the module docstring). With several declared outcomes
+    (an open-answer task), the record is the first outcome's, and `outcomes` lists one record per
+    outcome; the headline holds every outcome's sentences and the correction names the whole family."""
+    records = [outcome_record(section, report, spec) for section in primary_sections(report)]
+    record = dict(records[0])
+    if len(records) > 1:
+        names = ", ".join(r["outcome"] for r in records)
+        record.update(outcomes=records, headline=[sentence for r in records for sentence in r["headline"]],
+                      correction=f"{spec['correction'].capitalize()} over the primary family ("
+                                 f"{sum(len(r['groupings']) for r in records)} tests: {names}, each by "
+                                 f"{', '.join(records[0]['groupings'])})")
+    return plain(record)
+
+
+def outcome_record(section: dict, report: dict, spec: dict) -> dict:
+    """One primary outcome's record: its gap, interval and corrected p by each declared grouping."""
     alpha = spec["alpha"]
     groupings = {g: grouping_result(section, section["groupings"][g], alpha)
                  for g in spec["groupings"] if g in section["groupings"]}
@@ -79,7 +114,7 @@ def primary_results(report: dict, spec: dict) -> dict:
               "alpha": alpha, "items": spec["items"], "groupings": groupings,
               "pipeline_check": report["run"]["pipeline_check"], "proxy_labels": report["run"]["proxy_labels"]}
     record["headline"] = headline_sentences(section, record, report)
-    return plain(record)
+    return record
 
 
 def headline_sentences(section: dict, record: dict, report: dict) -> list[str]:
@@ -93,8 +128,9 @@ def headline_sentences(section: dict, record: dict, report: dict) -> list[str]:
 
 def primary_markdown(record: dict) -> str:
     """The primary result as a markdown block (summary.md and the report's opening)."""
+    outcome = ", ".join(r["outcome"] for r in record.get("outcomes") or [record])
     lines = ["## Primary result", "",
-             f"Declared primary analysis: {record['outcome']} by {', '.join(record['groupings'])}; {record['test']} "
+             f"Declared primary analysis: {outcome} by {', '.join(record['groupings'])}; {record['test']} "
              f"(group labels permuted among voices); {record['correction']}; alpha {record['alpha']}; "
              f"{'items every compared voice answered validly' if record['items'] == 'common' else 'every item'}.",
              ""]

@@ -29,9 +29,10 @@ def conclusions(report: dict) -> list[str]:
     out += adjusted_sentences(report)
     secondary = [*section_sentences(report["sections"]["primary"], report, only_significant=True,
                                     skip=report["analysis"]["groupings"])]
-    for key in ("attributes", "splits", "said_me"):
+    for key in ("attributes", "splits", "said_me", "outcomes"):
         for section in (report["sections"].get(key) or {}).values():
-            secondary += section_sentences(section, report, only_significant=True)
+            declared = report["analysis"]["groupings"] if section.get("role") == "primary" else ()  # in the headline
+            secondary += section_sentences(section, report, only_significant=True, skip=declared)
     out += [f"Secondary: {sentence}" for sentence in secondary]
     out += invalid_sentences(report)
     if report.get("text_control"):

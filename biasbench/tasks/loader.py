@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biasbench.config import METRICS, TaskConfig, find_yaml, load_task_config, stable_hash, task_file
+from biasbench.config import METRICS, OpenAnswerSpec, TaskConfig, find_yaml, load_task_config, stable_hash, task_file
 from biasbench.errors import ConfigError
 from biasbench.paths import shipped_dir, yaml_files
 from biasbench.tasks.sampling import stratified_sample
@@ -52,6 +52,10 @@ def make_scorer(config: TaskConfig, task_path: Path):
         return lambda item, text, logprobs: scoring.score_numeric(text, low, high)
     if config.output_type == "transcribe":
         return lambda item, text, logprobs: scoring.score_transcript(text, item.reference)
+    if config.output_type == "generate_open":  # raw text kept; its metrics come with the tidy table
+        from biasbench.tasks.open_answers import answer_status
+
+        return lambda item, text, logprobs: scoring.Scored(None, answer_status(text))
     from biasbench.tasks.lexicon import category_phrases
 
     phrases = category_phrases(config, task_path)
@@ -70,6 +74,26 @@ class Task:
         """(item, response text, option log-probs) -> Scored, for this task's output type."""
         return make_scorer(self.config, self.path)
 
+    @functools.cached_property
+    def similarity(self):
+        """generate_open: how its metrics compare texts (open_answers.Similarity), resolved once, so a
+        missing embedding package stops the run before any work, not at its end."""
+        from biasbench.tasks.open_answers import resolve_similarity
+
+        return resolve_similarity((self.config.open_answer or OpenAnswerSpec()).similarity)
+
+    def open_answer_record(self) -> dict | None:
+        """What a generate_open run's metrics rest on, for the manifest (None for other types)."""
+        if self.config.output_type != "generate_open":
+            return None
+        from biasbench.tasks import open_answers
+
+        spec = self.config.open_answer or OpenAnswerSpec()
+        return {"similarity": self.similarity.method, "similarity_requested": spec.similarity,
+                "off_topic_below": open_answers.off_topic_threshold(self.similarity, spec.off_topic_below),
+                "lexicons": [open_answers.HEDGE_LEXICON_VERSION, open_answers.REFUSAL_LEXICON_VERSION],
+                "metrics": list(self.config.metrics), "primary_outcomes": self.config.primary_outcomes}
+
     @property
     def name(self) -> str:
         return self.config.task
@@ -82,7 +106,9 @@ class Task:
             "task": self.name,
             "path": str(self.path),
             "source": self.source,
-            "config_hash": stable_hash(self.config.model_dump(exclude={"analysis"})),  # answers do not depend on it
+            # answers depend on neither the analysis nor how open answers are compared (their metrics are
+            # recomputed from the stored text): changing either keeps the run and its answers
+            "config_hash": stable_hash(self.config.model_dump(exclude={"analysis", "open_answer"})),
             "items_hash": stable_hash(rendered),
             "n_items": len(self.items),
         }
@@ -242,7 +268,8 @@ def answer_columns(table: pd.DataFrame, task: Task) -> pd.DataFrame:
     Multiple choice: `answer_option`, the text of the chosen option (the letter alone means
     a different option in each permutation variant). generate_categorical with a lexicon:
     the lexicon's attributes of the answer's category (e.g. prestige), for valid answers;
-    an attribute whose name is already a column gets the prefix `answer_`.
+    an attribute whose name is already a column gets the prefix `answer_`. generate_open: one
+    column per quality-of-service metric and `similarity` (biasbench.tasks.open_answers).
     """
     if task.config.output_type == "multiple_choice" and "answer" in table:
         options = {(i.item_id, letter): choice for i in task.items for letter, choice in zip(i.letters, i.choices)}
@@ -253,6 +280,11 @@ def answer_columns(table: pd.DataFrame, task: Task) -> pd.DataFrame:
 
         lexicon = load_lexicon(task_file(task.path, task.config.lexicon, "lexicon"))
         table = join_attributes(table, lexicon)
+    if task.config.output_type == "generate_open" and "response_text" in table:
+        from biasbench.tasks.open_answers import open_answer_columns
+
+        spec = task.config.open_answer or OpenAnswerSpec()
+        table = open_answer_columns(table, task.config.metrics, task.similarity, spec.off_topic_below)
     return table
 
 
