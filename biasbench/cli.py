@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 2 a problem the user can fix (BiasbenchError, or a usage error such
 as an unknown option), printed as one line without a traceback; 3 a run that finished but
-left requests unanswered (rerun with --resume); 130 interrupted (Ctrl-C). Anything else is a
-bug and keeps its traceback.
+left requests unanswered (clips that could not be made, requests that failed when asked), or
+that stopped part way (a full disk): rerun with --resume; 130 interrupted (Ctrl-C), 143
+SIGTERM, 129 SIGHUP, each resumable. Anything else is a bug and keeps its traceback.
 
 Start-up stays fast (`--help` well under half a second): this module and the sub-apps import
 nothing heavy (pandas, numpy, torch) at module level; each command imports what it needs.
@@ -148,9 +149,10 @@ def run(
             result = run_with_ray(options, console, address=address, workers=replicas)
         else:
             result = run_benchmark(options, console)
-    except KeyboardInterrupt:
-        _interrupted("Every finished batch is stored; rerun the same command with --resume to continue.")
-        raise typer.Exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (errors.Stopped)
+        code = _interrupted("Every finished batch is stored; rerun the same command with --resume to continue.",
+                            exc)
+        raise typer.Exit(code)
     print(closing_lines(result, report))  # plain print: a pipe or a log gets the same words
     console.print(f"\nRun directory: {result.run_dir}  ({result.n_new} new responses, {result.n_total} in all)",
                   markup=False)
@@ -158,14 +160,19 @@ def run(
 
 
 def _exit_if_requests_failed(run_dir: Path) -> None:
-    """A run that left requests unanswered is not a success: exit 3 and say how to finish it."""
-    import json
+    """A run that left requests unanswered (clips that could not be made, requests that failed
+    when asked) is not a success: exit 3 with one line saying how many, why, and how to finish it."""
+    from biasbench.runner import unanswered_line
+    from biasbench.store import RunDir
 
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = RunDir(run_dir).read_manifest()
+    line = unanswered_line(manifest.get("unanswered") or {})
     failed = manifest.get("n_failed_requests") or 0
-    if failed:
-        _error(f"{failed} requests failed and were not stored; rerun the same command with --resume "
-               "to retry them.")
+    if line is None and failed:  # a manifest written without `unanswered` (the Ray executor's merge)
+        line = (f"{failed} requests failed and were not stored; rerun the same command with --resume "
+                "to retry them.")
+    if line:
+        _error(line)
         raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
@@ -252,10 +259,33 @@ def _error(message: str) -> None:
     console.print(Text("error: ", style="bold red") + Text(redact_credentials(message)), highlight=False)
 
 
-def _interrupted(what_is_kept: str = "") -> None:
-    """Ctrl-C: say what was kept, then exit with 130 without delay."""
-    console.print(Text(f"Interrupted. {what_is_kept}".strip(), style="yellow"), highlight=False)
-    _exit_now_if_threads_would_hold_it(EXIT_INTERRUPTED)
+def _interrupted(what_is_kept: str = "", exc: BaseException | None = None) -> int:
+    """Ctrl-C (exit 130), SIGTERM (143) or SIGHUP (129): say what was kept, then exit without
+    delay; returns the exit code when no thread would hold the exit."""
+    import signal
+
+    signum = getattr(exc, "signum", None) or getattr(getattr(exc, "__cause__", None), "signum", None)
+    what = f"Stopped by {signal.Signals(signum).name}." if signum else "Interrupted."
+    console.print(Text(f"{what} {what_is_kept}".strip(), style="yellow"), highlight=False)
+    code = 128 + signum if signum else EXIT_INTERRUPTED
+    _exit_now_if_threads_would_hold_it(code)
+    return code
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end biasbench like Ctrl-C (errors.Stopped, a KeyboardInterrupt raised in
+    the main thread): the run's store stays consistent, a line says so, the exit code is 128 + the
+    signal. A signal the parent set to be ignored (nohup ignores SIGHUP) stays ignored."""
+    import signal
+
+    from biasbench.errors import Stopped
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, stop)
 
 
 def _exit_now_if_threads_would_hold_it(code: int) -> None:
@@ -298,6 +328,7 @@ def _usage_error_types() -> tuple[type, ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the app and exit with its code (see the module docstring)."""
+    _stop_on_signals()
     sys.exit(_run(argv))
 
 
@@ -307,12 +338,11 @@ def _run(argv: list[str] | None) -> int:
         code = app(args=argv, prog_name="biasbench", standalone_mode=False)
     except BiasbenchError as exc:
         _error(str(exc))
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)  # errors.RunStopped: 3, a run stopped part way
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        _interrupted()
-        return EXIT_INTERRUPTED
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        return _interrupted(exc=exc)
     except usage_errors as exc:
         if exc.__class__.__name__ == "NoArgsIsHelpError":  # `biasbench` alone: the help, as asked
             exc.show()

@@ -514,7 +514,7 @@ def _expanded_size(node, sizes: dict[int, int]) -> int:
 
 def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """lm-eval-style inheritance: `include: base.yaml` first, then this file's keys win."""
-    path = Path(path).resolve()
+    path = _resolve(path)
     if path in seen:
         raise ConfigError(path, "include", "include cycle")
     data = _from_lm_eval(read_yaml(path), path)
@@ -652,6 +652,16 @@ def _lm_eval_metric(entry, path: Path) -> str:
     return LM_EVAL_METRICS.get(name, name)
 
 
+def _resolve(path: Path, where: Path | None = None, field: str | None = None) -> Path:
+    """`path` with its symlinks followed; a symlink loop (RuntimeError before Python 3.13, OSError
+    ELOOP after) is a ConfigError naming the file that led to it, not a traceback."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        what = "cannot be followed" if where is None else f"{path} cannot be followed"
+        raise ConfigError(where or path, field, f"{what} (a symlink loop?): {exc}") from None
+
+
 def _find_include(path: Path, base_name) -> Path:
     """`include: NAME` is looked for beside the including file, then in the task folders
     (`--include-path` folders, then the shipped tasks), so a task anywhere can build on
@@ -661,7 +671,7 @@ def _find_include(path: Path, base_name) -> Path:
         raise ConfigError(path, "include", "expected the file name of a base YAML")
     tried = [path.parent / base_name] + [folder / base_name for folder in search_dirs("tasks")]
     for candidate in tried:
-        if candidate.is_file() and candidate.resolve() != path:
+        if candidate.is_file() and _resolve(candidate, path, "include") != path:
             return candidate
     raise ConfigError(path, "include", f"{base_name!r} not found; looked in " + ", ".join(str(c.parent) for c in tried))
 
@@ -673,10 +683,10 @@ def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = 
     A task file is user input, so the file must lie inside one of those folders' trees
     (`../private/secrets.json` is refused), unless `allow_outside` (the user's explicit
     --allow-data-outside-task)."""
-    task_path = Path(task_path).resolve()
+    task_path = _resolve(task_path)
     folders, roots = _task_folders(task_path)
     for folder in folders:
-        candidate = (folder / relative).resolve()  # symlinks followed: a link out of the tree is outside
+        candidate = _resolve(folder / relative, task_path, field)  # symlinks followed: a link out of the tree is outside
         # refused before looking: whether a file exists outside the trees is not the task's to learn
         _check_inside(candidate, roots, allow_outside, task_path, field, relative, folder)
         if candidate.is_file():
@@ -689,10 +699,10 @@ def task_files(task_path: Path, pattern: str, field: str, allow_outside: bool = 
     allow): the matches in the first folder that has any, sorted, each inside the task's trees."""
     if not glob.has_magic(pattern):
         return [task_file(task_path, pattern, field, allow_outside)]
-    task_path = Path(task_path).resolve()
+    task_path = _resolve(task_path)
     folders, roots = _task_folders(task_path)
     for folder in folders:
-        matches = [Path(m).resolve() for m in sorted(glob.glob(str(folder / pattern), recursive=True))]
+        matches = [_resolve(Path(m), task_path, field) for m in sorted(glob.glob(str(folder / pattern), recursive=True))]
         for match in matches:
             _check_inside(match, roots, allow_outside, task_path, field, pattern, folder)
         if any(m.is_file() for m in matches):
@@ -714,14 +724,14 @@ def _task_folders(task_path: Path) -> tuple[list[Path], list[Path]]:
     current = task_path
     # a finetune config names its data like a task, but may not be a file on disk (built in memory)
     while current.is_file() and isinstance(base := read_yaml(current).get("include"), str) and base:
-        current = _find_include(current, base).resolve()
+        current = _resolve(_find_include(current, base), current, "include")
         if current in seen:
             break
         seen.add(current)
         folders.append(current.parent)
     folders += search_dirs("tasks")
     folders = list(dict.fromkeys(folders))
-    return folders, [f.resolve() for f in folders]
+    return folders, [_resolve(f, task_path) for f in folders]
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

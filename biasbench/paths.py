@@ -22,8 +22,17 @@ _cli_include_dirs: list[Path] = []
 
 def cache_dir() -> Path:
     """`$BIASBENCH_CACHE`, else `~/.cache/biasbench`. Created on first use."""
-    root = Path(os.environ.get("BIASBENCH_CACHE") or Path.home() / ".cache" / "biasbench")
-    root.mkdir(parents=True, exist_ok=True)
+    from_env = os.environ.get("BIASBENCH_CACHE")
+    root = Path(from_env or Path.home() / ".cache" / "biasbench")
+    where = f"BIASBENCH_CACHE={from_env}" if from_env else f"the cache folder {root}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BiasbenchError(f"{where} names a file, not a folder: point it at a folder") from None
+    except OSError as exc:
+        raise BiasbenchError(f"{where} cannot be created: {exc.strerror or exc}") from None
+    if not root.is_dir():  # e.g. a symlink to a file, or a file somewhere on its path
+        raise BiasbenchError(f"{where} is not a folder: point it at a folder")
     return root
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import sqlite3
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -23,20 +24,21 @@ from tqdm import tqdm
 import biasbench
 from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
-from biasbench.errors import BiasbenchError
+from biasbench.errors import BiasbenchError, RunStopped
 from biasbench.formats import dumps
 from biasbench.models.base import GenerationSettings, Request
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import checkout_commit
 from biasbench.redact import redact_credentials
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
-from biasbench.store import SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, utc_now
+from biasbench.store import (SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, disk_full,
+                             utc_now)
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
-from biasbench.voices.pool import DEFAULT_POOL, engine_problems, load_pool, pool_fingerprint
+from biasbench.voices.pool import DEFAULT_POOL, engine_problems, load_pool, pool_fingerprint, unusable_voices
 
 SYNTHESIS_FAILED = "synthesis_failed"
 PIPELINE_CHECK_BANNER = ("PIPELINE CHECK: a tiny random model or a simulation answered, not a real speech "
@@ -104,6 +106,7 @@ class RunResult:
     analysis: dict = field(default_factory=dict)
     pipeline_check: bool = False
     text_only: bool = False  # the text control (`text:<model>`): no voices by design
+    unanswered: dict = field(default_factory=dict)  # unanswered_record(): requests that could not be made
 
     @property
     def has_voice_groups(self) -> bool:
@@ -114,7 +117,21 @@ class RunResult:
 def run(options: RunOptions, console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True)
     with ExitStack() as cleanup:  # releases the run directory's lock however the run ends
-        return _run(options, console, cleanup)
+        try:
+            return _run(options, console, cleanup)
+        except (sqlite3.Error, OSError) as exc:
+            if not disk_full(exc):
+                raise
+            raise _stopped_by_full_disk(options, exc) from None
+
+
+def _stopped_by_full_disk(options: RunOptions, exc: BaseException) -> RunStopped:
+    """The output disk filled up mid-run: every batch committed before is kept (one transaction
+    per batch), so the run resumes where it stopped once there is space."""
+    what = getattr(exc, "filename", None) or f"the run's files under {options.output_dir}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return RunStopped(f"{what} could not be written ({reason}): the run stopped part way; every answer stored "
+                      "before is kept. Free space on that disk, then rerun the same command with --resume.")
 
 
 def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult:
@@ -128,6 +145,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     if unspeakable:  # every clip of such a voice would fail, after a whole run: refuse now
         raise BiasbenchError(f"voice pool {pool_path}: " + "; ".join(unspeakable))
     choice = resolve_model(options.model, offline_fallback=options.offline_fallback)
+    _refuse_unusable_pool(pool, pool_path, task, choice)
     if choice.pipeline_check:
         console.print(f"[bold yellow]{PIPELINE_CHECK_BANNER}[/]" + (f"\n{choice.note}" if choice.note else ""))
     backend = load_backend(choice, dtype=options.dtype, device=options.device, revision=options.revision,
@@ -180,14 +198,14 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     run_dir.export(table)
     analysis = first_analysis(table, task.config.output_type)
     _write_summary(run_dir, analysis, manifest, choice)
-    manifest.update(finished_at=utc_now(), n_responses=len(table), complete=len(table) == len(plan),
-                    failed_requests=failures[:100], n_failed_requests=len(failures),
+    unanswered = unanswered_record(table, failures, manifest["synthesis"], len(plan))
+    manifest.update(finished_at=utc_now(), n_responses=len(table),
+                    complete=len(table) == len(plan) and not unanswered["n"],
+                    failed_requests=failures[:100], n_failed_requests=len(failures), unanswered=unanswered,
                     usage=backend.usage() if hasattr(backend, "usage") else None)
     run_dir.write_manifest(manifest)
-    if failures:
-        console.print(f"[bold red]{len(failures)} requests failed and were not stored[/] (first: "
-                      f"{failures[0]['error']}); rerun the same command with --resume to retry them.")
-    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only)
+    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only,
+                     unanswered)
 
 
 def _fit_simulation(backend, task: Task) -> None:
@@ -204,6 +222,48 @@ def _fit_simulation(backend, task: Task) -> None:
         phrases = category_phrases(config, task.path)
     numeric = (config.numeric.min, config.numeric.max) if config.numeric else None
     fit(config.output_type, phrases=phrases, numeric_range=numeric)
+
+
+def _refuse_unusable_pool(pool: VoicePool, pool_path: Path, task: Task, choice: ModelChoice) -> None:
+    """A pool none of whose voices can be spoken (every reference clip or recordings table
+    unreadable) would only store `synthesis_failed` rows: refused before any work, naming the files."""
+    if choice.text_only or "audio" not in task.config.conditions:
+        return
+    problems = [problem.removeprefix(f"voice pool {pool_path}: ") for problem in unusable_voices(pool)]
+    if problems and len(problems) == len(pool.voices):
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more voices" if len(problems) > 3 else "")
+        raise BiasbenchError(f"voice pool {pool_path}: none of its {len(pool.voices)} voices can be spoken: "
+                             f"{shown}")
+
+
+def unanswered_record(table: pd.DataFrame, failures: list[dict], synthesis: dict, n_planned: int) -> dict:
+    """The planned requests left without an answer, by reason: their clip could not be made
+    (`synthesis_failed` rows) or the model could not be asked (`failures`, not stored).
+    A --resume retries both."""
+    unspoken = int((table["status"] == SYNTHESIS_FAILED).sum()) if "status" in table else 0
+    first = {}
+    if unspoken:
+        reasons = synthesis.get("failures") or []
+        first["synthesis_failed"] = reasons[0]["error"] if reasons else "see the earlier run's manifest"
+    if failures:
+        first["failed_when_asked"] = failures[0]["error"]
+    return {"n": unspoken + len(failures), "of": n_planned, "synthesis_failed": unspoken,
+            "failed_when_asked": len(failures), "first_reason": first}
+
+
+def unanswered_line(record: dict) -> str | None:
+    """One line saying how many requests were not answered and why, or None when all were."""
+    if not record or not record.get("n"):
+        return None
+    parts = []
+    if record.get("synthesis_failed"):
+        parts.append(f"{record['synthesis_failed']} could not be spoken (synthesis failed; first: "
+                     f"{record['first_reason'].get('synthesis_failed')})")
+    if record.get("failed_when_asked"):
+        parts.append(f"{record['failed_when_asked']} failed when asked and were not stored (first: "
+                     f"{record['first_reason'].get('failed_when_asked')})")
+    return (f"{record['n']} of {record['of']} requests were not answered: {'; '.join(parts)}. "
+            "Rerun the same command with --resume to retry them.")
 
 
 # ---------------------------------------------------------------- planning

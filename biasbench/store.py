@@ -136,16 +136,67 @@ def check_output_dir(path: Path) -> None:
         raise BiasbenchError(f"--output-dir {path} cannot be written: {exc.strerror or exc}") from None
 
 
+#: The manifest fields the harness reads back, and the JSON type each must have when present.
+MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "identity_hash": (str,), "started_at": (str,), "finished_at": (str,),
+    "resumed_at": (list,), "schema_version": (int,), "complete": (bool,), "n_responses": (int,),
+    "n_failed_requests": (int,), "failed_requests": (list,), "unanswered": (dict,), "plan": (dict,),
+    "task": (dict,), "pool": (dict,), "model": (dict,), "generation": (dict,), "synthesis": (dict,),
+    "options": (dict,), "harness": (dict,),
+}
+_JSON_NAMES = {str: "a string", list: "a list", int: "a whole number", bool: "true or false", dict: "an object"}
+
+
+def check_manifest_fields(manifest, path: Path) -> None:
+    """BiasbenchError naming `path` and the field when the manifest is not an object, or one of
+    the fields the harness reads back has the wrong JSON type (a damaged or hand-edited file)."""
+    fix = "restore it from a backup, or remove the run's folder to start the run afresh"
+    if not isinstance(manifest, dict):
+        raise BiasbenchError(f"{path}: expected a JSON object, got {_json_type(manifest)}; {fix}")
+    for name, types in MANIFEST_FIELDS.items():
+        value = manifest.get(name)
+        wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        if value is not None and wrong:
+            raise BiasbenchError(f"{path}, field '{name}': expected {_JSON_NAMES[types[0]]}, got "
+                                 f"{_json_type(value)}; {fix}")
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or a file size limit or quota) stopped a write: SQLite's
+    "database or disk is full" or "disk I/O error", or an OSError ENOSPC, EFBIG or EDQUOT."""
+    import errno
+
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or \
+            "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 class ResponseStore:
     """The SQLite file of one run. WAL mode, so an export can read while a run writes."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path)
+        if self.path.exists() and not self.path.is_file():
+            raise BiasbenchError(f"{self.path} is a folder (or another non-file), not the run's response store: "
+                                 "move it away, then run again (nothing was changed)")
+        try:
+            self.db = sqlite3.connect(self.path)
+        except sqlite3.Error as exc:
+            raise BiasbenchError(f"{self.path} cannot be opened as the run's response store: {exc}") from None
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
             self.db.close()
+            if disk_full(exc):
+                raise BiasbenchError(f"{self.path} cannot be written: {exc} (free space on its disk, then run "
+                                     "again; nothing was changed)") from None
             raise BiasbenchError(f"{self.path} is damaged ({' '.join(str(exc).split())}); nothing was changed. `biasbench salvage "
                                  f"{self.path.parent}` copies its readable answers into a new store and keeps "
                                  "the damaged file beside it; then --resume asks only the rest again.") from None
@@ -287,11 +338,17 @@ class RunDir:
 
     def read_manifest(self) -> dict:
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BiasbenchError(f"{self.path} is not a biasbench run (no manifest.json)") from None
         except json.JSONDecodeError as exc:
             raise BiasbenchError(f"{self.manifest_path} is not valid JSON: {exc}") from None
+        except UnicodeDecodeError:
+            raise BiasbenchError(f"{self.manifest_path} is not valid UTF-8 text") from None
+        except OSError as exc:  # a folder, a device, unreadable
+            raise BiasbenchError(f"{self.manifest_path} cannot be read: {exc.strerror or exc}") from None
+        check_manifest_fields(manifest, self.manifest_path)
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         # Write then rename, so a kill mid-write never leaves a half manifest.

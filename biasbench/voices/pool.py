@@ -105,6 +105,22 @@ def engine_problems(pool: VoicePool) -> list[str]:
     return problems
 
 
+#: The params a pool loader attaches when a voice's own audio cannot be used (tts.reference, tts.recorded).
+UNUSABLE_PARAMS = ("reference_error", "recordings_error")
+
+
+def unusable_voices(pool: VoicePool) -> list[str]:
+    """The voices whose reference clip or recordings table cannot be used, each with its
+    problem (which names the file); every clip of such a voice would fail."""
+    problems = []
+    for voice in pool.voices:
+        params = voice.tts.params
+        problem = next((params[name] for name in UNUSABLE_PARAMS if name in params), None)
+        if problem:
+            problems.append(str(problem))
+    return problems
+
+
 def pool_fingerprint(pool: VoicePool, path: Path) -> dict:
     return {
         "pool": pool.pool,
