@@ -566,6 +566,9 @@ def _normalise_base_url(url: str) -> tuple[str, dict]:
     """(the server's base URL without query or fragment, its query parameters). Parsed with
     urllib, so `http://h/v1?k=x` is the path /v1 and the parameter k, whatever the order."""
     url = url.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):  # urlsplit drops some (tabs, newlines): refused whole
+        raise BiasbenchError(f"base_url {redact_url(url)!r} holds control characters (a newline, tab or other "
+                             "unprintable character); give a plain http(s) URL, e.g. http://localhost:8000/v1")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
