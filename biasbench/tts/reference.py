@@ -89,29 +89,49 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: A reference file larger than this is refused before it is read: 30 s of audio is far less
+#: (8 channels of 32-bit samples at 192 kHz are 184 MB), so hashing or decoding it would only cost.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Frames decoded at a time when a clip is checked: memory stays bounded whatever the file holds.
+_BLOCK_FRAMES = 1 << 16
+
+
 def inspect_clip(path: str | Path) -> ReferenceInfo:
-    """Read and check one reference clip; BiasbenchError (without a voice name) if unusable."""
+    """Read and check one reference clip; BiasbenchError (without a voice name) if unusable.
+
+    Its duration comes from the header (soundfile.info) and is checked before anything is
+    hashed or decoded, so a 10-hour file is refused at once; the samples are then read block by
+    block, at most MAX_SECONDS of them, so memory stays small whatever the file."""
     path = Path(path)
     if not path.exists():
         raise BiasbenchError(f"file not found: {path}")
     if not path.is_file():
         raise BiasbenchError(f"not a file: {path}")
-    try:
-        sha = file_sha256(path)
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except OSError as err:
-        raise BiasbenchError(f"cannot read {path}: {err.strerror or err}") from None
-    except (RuntimeError, ValueError, TypeError) as err:  # soundfile: not audio it knows
-        raise BiasbenchError(f"{path} is not a readable audio file (WAV, FLAC or OGG): {err}") from None
-    seconds = audio.shape[0] / float(rate) if rate else 0.0
-    if seconds < MIN_SECONDS:
-        raise BiasbenchError(f"{path} is too short to clone from ({seconds:.2f} s; "
-                             f"use {ADVISED_SECONDS[0]:g}-{ADVISED_SECONDS[1]:g} s of speech)")
+    header = _header(path)
+    rate = int(header.samplerate)
+    seconds = header.frames / float(rate) if rate > 0 else 0.0
     if seconds > MAX_SECONDS:
         raise BiasbenchError(f"{path} is too long ({seconds:.1f} s; the cloning engine takes at most "
                              f"{MAX_SECONDS:g} s, use {ADVISED_SECONDS[0]:g}-{ADVISED_SECONDS[1]:g} s "
                              "and cut reference_text to match)")
-    if not np.isfinite(audio).all() or float(np.max(np.abs(audio))) < SILENCE_PEAK:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BiasbenchError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB, more than a {MAX_SECONDS:g} s "
+                             f"reference clip can be ({MAX_FILE_BYTES // 2**20} MiB at most)")
+    try:
+        sha = file_sha256(path)
+        frames, peak, finite = _scan(path, int(MAX_SECONDS * rate) + 1)
+    except OSError as err:
+        raise BiasbenchError(f"cannot read {path}: {err.strerror or err}") from None
+    except (RuntimeError, ValueError, TypeError) as err:  # soundfile: damaged past its header
+        raise BiasbenchError(f"{path} is not a readable audio file (WAV, FLAC or OGG): {err}") from None
+    seconds = frames / float(rate) if rate else 0.0  # what could be decoded, not what the header says
+    if seconds < MIN_SECONDS:
+        raise BiasbenchError(f"{path} is too short to clone from ({seconds:.2f} s; "
+                             f"use {ADVISED_SECONDS[0]:g}-{ADVISED_SECONDS[1]:g} s of speech)")
+    if seconds > MAX_SECONDS:  # a header that understated the length
+        raise BiasbenchError(f"{path} holds more than {MAX_SECONDS:g} s of audio (its header says "
+                             f"{header.frames / float(rate):.1f} s); the cloning engine takes at most {MAX_SECONDS:g} s")
+    if not finite or peak < SILENCE_PEAK:
         raise BiasbenchError(f"{path} is silent (or holds non-finite samples)")
     notes = []
     if seconds < ADVISED_SECONDS[0]:
@@ -123,7 +143,36 @@ def inspect_clip(path: str | Path) -> ReferenceInfo:
                      "and its transcript to under 12 s")
     if rate < ADVISED_MIN_RATE:
         notes.append(f"{path} is sampled at {rate} Hz; record at {ADVISED_MIN_RATE} Hz or more")
-    return ReferenceInfo(path, sha, seconds, int(rate), notes)
+    return ReferenceInfo(path, sha, seconds, rate, notes)
+
+
+def _header(path: Path):
+    """soundfile's reading of the header (frames, rate, channels), decoding nothing."""
+    try:
+        header = sf.info(str(path))
+    except OSError as err:
+        raise BiasbenchError(f"cannot read {path}: {err.strerror or err}") from None
+    except (RuntimeError, ValueError, TypeError) as err:  # soundfile: not audio it knows
+        raise BiasbenchError(f"{path} is not a readable audio file (WAV, FLAC or OGG): {err}") from None
+    if header.samplerate <= 0 or header.channels <= 0 or header.frames < 0:
+        raise BiasbenchError(f"{path} has a damaged header ({header.samplerate} Hz, {header.channels} channels)")
+    return header
+
+
+def _scan(path: Path, max_frames: int) -> tuple[int, float, bool]:
+    """(frames read, peak sample, all samples finite), reading at most `max_frames`
+    frames in blocks."""
+    frames, peak, finite = 0, 0.0, True
+    with sf.SoundFile(str(path)) as handle:
+        while frames < max_frames:
+            block = handle.read(min(_BLOCK_FRAMES, max_frames - frames), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            frames += len(block)
+            finite = finite and bool(np.isfinite(block).all())
+            if finite:
+                peak = max(peak, float(np.max(np.abs(block))))
+    return frames, peak, finite
 
 
 def reference_params(clip: str | Path, text: str | None, where: str = "") -> dict:

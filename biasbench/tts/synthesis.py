@@ -233,10 +233,14 @@ def _make_clips(units, by_key, backends, cache, workers, progress) -> dict[str, 
             if errors:
                 bar.set_postfix(failed=len(errors))
             bar.update(len(futures[future]))
+    except BaseException:
+        # Ctrl-C or SIGTERM: drop queued jobs, and never wait on an engine call that hangs (a
+        # network TTS): the clips already stored stay, each written atomically.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
-        # On Ctrl-C, drop queued jobs instead of waiting for all of them to run.
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    pool.shutdown(wait=True)
     return errors
 
 
