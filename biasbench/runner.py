@@ -174,8 +174,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
                                progress=options.progress)
     manifest["synthesis"] = _synthesis_record(synthesis)
-    if synthesis.repaired:
-        console.print(f"{synthesis.repaired} damaged clips in the audio cache were synthesised again.")
+    _say_what_was_repaired(synthesis, cache, console)
     if options.shard:
         write_planned(run_dir.path, plan)  # lets merge name exactly what a shard is missing
     for p in plan:
@@ -206,6 +205,15 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     run_dir.write_manifest(manifest)
     return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only,
                      unanswered)
+
+
+def _say_what_was_repaired(synthesis, cache: AudioCache, console: Console) -> None:
+    if synthesis.repaired:
+        console.print(f"{synthesis.repaired} damaged clips in the audio cache were synthesised again.")
+    if synthesis.changed:
+        console.print(f"warning: {synthesis.changed} clips in the audio cache {cache.root} had changed since they "
+                      "were written (their content no longer matched the digest recorded then: swapped or "
+                      "overwritten) and were synthesised again.", markup=False, highlight=False)
 
 
 def _fit_simulation(backend, task: Task) -> None:
@@ -539,7 +547,7 @@ def _manifest(options: RunOptions, task: Task, pool: dict, choice: ModelChoice, 
 
 def _synthesis_record(synthesis) -> dict:
     return {"made": synthesis.made, "reused": synthesis.reused, "failed": synthesis.failed,
-            "repaired": synthesis.repaired,
+            "repaired": synthesis.repaired, "changed": synthesis.changed,
             "failures": [{"voice_id": j.voice_id, "text": j.text[:80], "error": e} for j, e in synthesis.failures[:50]]}
 
 

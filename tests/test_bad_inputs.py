@@ -10,6 +10,7 @@ options) belong to the CLI's main() and are not catalogued here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pytest
 
 from conftest import PROJECT, requires_espeak
@@ -49,6 +52,8 @@ class Case:
     args: list[str]  # {d} is the case's folder
     files: dict[str, str | bytes] | None = None  # written into the case's folder first
     setup: str | None = None  # a prepared run directory to copy in: "finished" or "damaged", etc.
+    prepare: Callable[[Path], None] | None = None  # makes what `files` cannot (links, sparse files)
+    env: dict[str, str] | None = None  # added to the environment; {d} is the case's folder
 
 
 def task_case(name, expected, text="{{ question }}", data="toy.csv", extra="", files=None):
@@ -81,6 +86,44 @@ def run_dir_case(name, expected, setup, *extra, model="simulated-pitch-bias"):
 
 
 VOICE = "  - {id: v1, gender: female, ethnicity: black, accent: x, label_source: proxy, tts: {backend: espeak-ng, voice: en-us}}\n"
+
+CLONE_VOICE = ("  - {{id: {id}, gender: {gender}, ethnicity: black, accent: x, label_source: proxy, "
+               "reference_clip: {clip}, reference_text: Hello there, tts: {{backend: standin-clone}}}}\n")
+
+
+def clone_pool_case(name, expected, clips: dict[str, bytes | None], prepare=None):
+    """A two-voice cloning pool whose reference clips are `clips` (None: made by `prepare`)."""
+    voices = "".join(CLONE_VOICE.format(id=f"v{i}", gender=gender, clip=clip)
+                     for i, (clip, gender) in enumerate(zip(clips, ["female", "male"])))
+    files = {"pool.yaml": "pool: p\nvoices:\n" + voices,
+             **{clip: data for clip, data in clips.items() if data is not None}}
+    return Case(name, expected, [*RUN, "--task", "mmlu", "--pool", "{d}/pool.yaml", "--allow-unbalanced",
+                                 "-o", "{d}/runs"], files, prepare=prepare)
+
+
+def _device_and_text(folder: Path) -> None:
+    (folder / "dev.wav").symlink_to("/dev/zero")
+
+
+def _ten_hours(folder: Path) -> None:
+    """A 10-hour 16 kHz WAV, sparse: 1.15 GB long, almost nothing on disk."""
+    import soundfile as sf
+
+    path = folder / "long.wav"
+    sf.write(path, np.zeros(16000, np.int16), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    n = 10 * 3600 * 16000 * 2
+    data[4:8] = (36 + n).to_bytes(4, "little")
+    data[40:44] = n.to_bytes(4, "little")
+    path.write_bytes(bytes(data[:44]))
+    with path.open("r+b") as handle:
+        handle.truncate(44 + n)
+
+
+def _symlink_loop(folder: Path) -> None:
+    (folder / "inc").mkdir()
+    (folder / "inc" / "loop.yaml").symlink_to("loop.yaml")
+
 
 CASES = [
     # ---- task files
@@ -191,6 +234,28 @@ CASES = [
                    'task: toy\ndataset_path: json\ndoc_to_text: x\ndoc_to_choice: ["a", "b"]\ndoc_to_target: "0"\n'),
     task_case("task: lm-eval output type generate_until", "generate_categorical", extra="output_type: generate_until\n"),
     task_case("task: unquoted yes/no options", "quote the option text", extra="doc_to_choice: [yes, no]\n"),
+    # ---- issue 21, second pass: clips that cannot be read, damaged state, unusual paths
+    clone_pool_case("pool: every reference clip unreadable (empty, random bytes)", "none of its 2 voices can be spoken",
+                    {"empty.wav": b"", "noise.wav": bytes(range(256)) * 64}),
+    clone_pool_case("pool: every reference clip unreadable (text, device)", "none of its 2 voices can be spoken",
+                    {"text.wav": "just some words\n", "dev.wav": None}, prepare=_device_and_text),
+    clone_pool_case("pool: a 10-hour reference clip, refused from its header", "too long (36000.0 s",
+                    {"long.wav": None, "empty.wav": b""}, prepare=_ten_hours),
+    run_dir_case("store: manifest holds [1]", "manifest.json: expected a JSON object, got a list", "manifest-list",
+                 "--resume"),
+    run_dir_case("store: manifest holds null", "manifest.json: expected a JSON object, got null", "manifest-null",
+                 "--resume"),
+    run_dir_case("store: manifest field of the wrong type", "manifest.json, field 'resumed_at': expected a list",
+                 "manifest-field", "--resume"),
+    run_dir_case("store: responses.sqlite is a folder", "responses.sqlite is a folder", "store-dir", "--resume"),
+    Case("cli: BIASBENCH_CACHE names a file", "BIASBENCH_CACHE={d}/cachefile names a file",
+         [*RUN, "--task", "mmlu", "-o", "{d}/runs"], {"cachefile": "x"}, env={"BIASBENCH_CACHE": "{d}/cachefile"}),
+    Case("task: a symlink loop in an --include-path folder", "symlink loop",
+         [*RUN, "--include-path", "{d}/inc", "--task", "loop", "-o", "{d}/runs"], prepare=_symlink_loop),
+    cli_case("cli: --base-url with a control character", "holds control characters", "--model", "openai:gpt-x",
+             "--base-url", "http://host/v1\x01"),
+    cli_case("cli: --base-url with a newline, password hidden", "holds control characters", "--model",
+             "openai:gpt-x", "--base-url", "http://user:S3CRET@ho\nst/v1?key=S3CRET"),
 ]
 
 
@@ -233,6 +298,16 @@ def _prepare(case: Case, folder: Path, finished: Path) -> Path:
             (run_dir / "manifest.json").write_text("{ not json")
         elif case.setup == "garbage":
             store.write_bytes(b"not a database " * 200)
+        elif case.setup in ("manifest-list", "manifest-null"):
+            (run_dir / "manifest.json").write_text("[1]" if case.setup == "manifest-list" else "null")
+        elif case.setup == "manifest-field":
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            (run_dir / "manifest.json").write_text(json.dumps({**manifest, "resumed_at": 5}))
+        elif case.setup == "store-dir":
+            store.unlink()
+            (store / "x").mkdir(parents=True)
+    if case.prepare:
+        case.prepare(folder)
     return folder
 
 
@@ -242,6 +317,7 @@ def _run(case: Case, folder: Path, env: dict) -> dict:
     holder = _hold_lock(folder) if case.setup == "locked" else None
     args = [arg.replace("{d}", str(folder)) for arg in case.args]
     started = time.monotonic()
+    env = {**env, **{name: value.replace("{d}", str(folder)) for name, value in (case.env or {}).items()}}
     process = subprocess.Popen([BIASBENCH, *args], env=env, cwd=folder, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     status, usage, hung = _wait(process, WALL_LIMIT_S)
@@ -277,8 +353,12 @@ def _hold_lock(folder: Path):
     return handle
 
 
-def _digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+def _digest(path: Path) -> str | tuple | None:
+    if not path.exists():
+        return None
+    if path.stat().st_size > 64 * 2**20:  # a sparse 10-hour clip: never read whole by the test either
+        return (path.stat().st_size, path.stat().st_mtime_ns)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -283,7 +283,46 @@ def test_cache_put_get_roundtrip(tmp_path):
     assert back.dtype == np.float32 and back.shape == audio.shape
     assert np.max(np.abs(back - audio)) <= 1 / 32768 + 1e-7
     assert cache.duration(key) == pytest.approx(0.5)
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+    assert sorted(p.name for p in path.parent.iterdir()) == [f"{key}.b2", path.name]  # no temp files left
+
+
+@pytest.mark.parametrize("change", ["swapped", "noise", "digest_copied_too", "no_digest"])
+def test_a_clip_whose_content_changed_is_a_miss(tmp_path, change):
+    """Issue 21 #2: a cached clip swapped for another voice's, or overwritten with noise of the
+    right length, is whole (its header fits its size) but not what was put there."""
+    cache = AudioCache(tmp_path)
+    key, other = cache.key(**BASE), cache.key(**{**BASE, "text": "another"})
+    path = cache.put(key, np.full(16000, 0.25, dtype=np.float32), SAMPLE_RATE)
+    other_path = cache.put(other, np.full(16000, -0.5, dtype=np.float32), SAMPLE_RATE)
+    data = path.read_bytes()
+    if change == "swapped":
+        path.write_bytes(other_path.read_bytes())
+    elif change == "noise":
+        noise = np.random.default_rng(0).integers(-2**15, 2**15, (len(data) - 44) // 2, dtype=np.int16)
+        path.write_bytes(data[:44] + noise.tobytes())
+    elif change == "digest_copied_too":
+        path.write_bytes(other_path.read_bytes())
+        cache.digest_path(key).write_bytes(cache.digest_path(other).read_bytes())
+    else:
+        cache.digest_path(key).unlink()
+    assert cache.state(key) == ("missing" if change == "no_digest" else "changed")
+    assert cache.get(key) is None and not cache.has(key)
+    assert cache.get(other) is not None  # the other clip is untouched
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_a_changed_clip_is_made_again_and_counted(tmp_path):
+    from biasbench.tts.synthesis import SynthesisJob, synthesize_all
+
+    cache = AudioCache(tmp_path)
+    jobs = [SynthesisJob("v1", "espeak-ng", {"voice": "en-us"}, text) for text in ("One.", "Two.")]
+    first = synthesize_all(jobs, cache, workers=1, progress=False)
+    one = cache.path(first.keys[jobs[0]])
+    original = one.read_bytes()
+    one.write_bytes(original[:44] + bytes(reversed(original[44:])))  # other samples, the same length
+    again = synthesize_all(jobs, cache, workers=1, progress=False)
+    assert (again.made, again.changed, again.reused, again.repaired) == (1, 1, 1, 0)
+    assert one.read_bytes() == original
 
 
 @pytest.mark.parametrize("damage", ["truncate_keep_header", "empty", "ten_bytes", "not_wav"])

@@ -5,12 +5,20 @@ version, voice params, text, stored format), so a cached file can never be stale
 any input and the key changes. Nothing is ever invalidated, only added. A damaged file (cut
 short, emptied) counts as absent and is re-made: every use checks the WAV header against the
 file's size.
+
+A clip's content is checked too, not trusted: put() records a digest of the file beside it
+(`<key>.b2`: BLAKE2b keyed with the clip's cache key, so a clip copied over another key's file,
+sidecar and all, does not match either), and every read verifies it. A clip whose bytes changed
+since they were written (swapped for another voice's clip, overwritten with noise of the right
+length) reads as "changed", and synthesis makes it again. A clip without a digest (written by a
+biasbench before digests) is made again once, like a missing one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -73,49 +81,65 @@ class AudioCache:
         _check_key(key)
         return self.root / key[:2] / f"{key}.wav"
 
+    def digest_path(self, key: str) -> Path:
+        """Where the digest put() recorded for `key`'s clip is kept."""
+        return self.path(key).with_suffix(".b2")
+
     def has(self, key: str) -> bool:
         """True when a whole clip is cached; a damaged one counts as absent, so it is re-made."""
         return self.state(key) == "ok"
 
     def state(self, key: str) -> str:
-        """"ok", "missing" or "damaged" (cut short, empty, or not the WAV put() writes)."""
+        """"ok", "missing" (or written without a digest), "damaged" (cut short, empty, or not the
+        WAV put() writes) or "changed" (whole, but not the bytes put() wrote: its digest differs)."""
         path = self.path(key)
         if not path.exists():
             return "missing"
-        return "ok" if _wav_intact(path) else "damaged"
+        return self._read(key)[0]
 
     def get(self, key: str) -> np.ndarray | None:
-        """The clip as float32, or None when it is not cached or damaged."""
-        path = self.path(key)
-        # Checked first: libsndfile reads a clip cut short without complaint, and a voice
-        # silently half-played would be a different stimulus than the other voices got.
-        if not _wav_intact(path):
+        """The clip as float32, or None when it is not cached, damaged or changed."""
+        state, data = self._read(key)
+        if state != "ok":
             return None
         try:
-            audio, _ = sf.read(path, dtype="float32")
+            audio, _ = sf.read(io.BytesIO(data), dtype="float32")
         except RuntimeError:
             # Treat a damaged file as a miss: the caller re-synthesises and put() replaces it.
             return None
         return audio
 
+    def _read(self, key: str) -> tuple[str, bytes]:
+        """(state, the clip's bytes): the file is read once, its header checked, its digest verified."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return "missing", b""
+        except OSError:
+            return "damaged", b""
+        # Checked first: libsndfile reads a clip cut short without complaint, and a voice
+        # silently half-played would be a different stimulus than the other voices got.
+        if not _intact(data[:4096], len(data)):
+            return "damaged", b""
+        try:
+            recorded = self.digest_path(key).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return "missing", b""  # no digest: made again (written before digests, or killed between files)
+        return ("ok" if recorded == clip_digest(key, data) else "changed"), data
+
     def put(self, key: str, audio: np.ndarray, sr: int) -> Path:
-        """Store a mono clip at SAMPLE_RATE. Atomic: readers see the old file or the whole new one."""
+        """Store a mono clip at SAMPLE_RATE, and its digest. Atomic: readers see the old file or
+        the whole new one (the digest is replaced first: a kill between the two leaves a clip that
+        does not match, which is made again)."""
         samples = _as_storable(audio, sr)
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target and rename: os.replace is atomic within a file system,
-        # so a process killed mid-write leaves only a stray .tmp file, never a short .wav.
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                sf.write(handle, samples, sr, format="WAV", subtype="PCM_16")
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached clips are not secret
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return final
+        buffer = io.BytesIO()
+        sf.write(buffer, samples, sr, format="WAV", subtype="PCM_16")
+        data = buffer.getvalue()
+        _write_atomically(self.digest_path(key), clip_digest(key, data).encode("ascii"), key)
+        return _write_atomically(final, data, key)
 
     def duration(self, key: str) -> float | None:
         """Seconds of audio, from the header only; None when not cached or damaged."""
@@ -123,16 +147,43 @@ class AudioCache:
         return sf.info(str(path)).duration if _wav_intact(path) else None
 
 
+def clip_digest(key: str, data: bytes) -> str:
+    """BLAKE2b of a clip file's bytes, keyed with its cache key: the same bytes under another
+    key give another digest. About 1 GB/s: a few hundred microseconds per clip."""
+    return hashlib.blake2b(data, digest_size=16, key=bytes.fromhex(key)).hexdigest()
+
+
+def _write_atomically(final: Path, data: bytes, key: str) -> Path:
+    # Write next to the target and rename: os.replace is atomic within a file system,
+    # so a process killed mid-write leaves only a stray .tmp file, never a short file.
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached clips are not secret
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return final
+
+
 def _wav_intact(path: Path) -> bool:
-    """Whether `path` is a whole clip as put() writes it: RIFF/WAVE, mono 16-bit PCM at
-    SAMPLE_RATE, and every byte its data chunk declares present. Header only: cheap enough to
-    run on every use (a truncated write or a half-copied cache fails the last test)."""
+    """Whether `path` is a whole clip as put() writes it (see _intact). Header only."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError:
         return False
+    return _intact(head, size)
+
+
+def _intact(head: bytes, size: int) -> bool:
+    """Whether a file of `size` bytes starting with `head` is a whole clip as put() writes it:
+    RIFF/WAVE, mono 16-bit PCM at SAMPLE_RATE, and every byte its data chunk declares present
+    (a truncated write or a half-copied cache fails the last test)."""
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return False
     fmt_ok, pos = False, 12

@@ -89,6 +89,7 @@ class SynthesisResult:
     reused: int = 0  # clips that were already cached
     failed: int = 0  # clips that could not be made
     repaired: int = 0  # of `made`: clips whose cached file was damaged (cut short, empty)
+    changed: int = 0  # of `made`: clips whose cached file no longer matched its digest (swapped, overwritten)
     failures: list[tuple[SynthesisJob, str]] = field(default_factory=list)
     _failed_jobs: set = field(default_factory=set, repr=False)
     _failed_seen: int = field(default=-1, repr=False)  # len(failures) when _failed_jobs was built
@@ -142,6 +143,7 @@ def synthesize_all(
     result.made = len(todo) - len(errors)
     result.failed += len(errors)
     result.repaired = sum(1 for key in todo if states[key] == "damaged" and key not in errors)
+    result.changed = sum(1 for key in todo if states[key] == "changed" and key not in errors)
     return result
 
 
