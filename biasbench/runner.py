@@ -128,7 +128,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
 def _stopped_by_full_disk(options: RunOptions, exc: BaseException) -> RunStopped:
     """The output disk filled up mid-run: every batch committed before is kept (one transaction
     per batch), so the run resumes where it stopped once there is space."""
-    what = getattr(exc, "filename", None) or f"the run's files under {options.output_dir}"
+    what = getattr(exc, "filename", None) or f"a file under {options.output_dir}"
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return RunStopped(f"{what} could not be written ({reason}): the run stopped part way; every answer stored "
                       "before is kept. Free space on that disk, then rerun the same command with --resume.")

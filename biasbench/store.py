@@ -14,6 +14,7 @@ run fills them in.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasbench.errors import BiasbenchError
+from biasbench.errors import BiasbenchError, RunStopped
 from biasbench.formats import dumps, safe_frame
 from biasbench.redact import redact_strings
 
@@ -233,6 +234,19 @@ class ResponseStore:
                 if name not in have and "NOT NULL" not in kind and "PRIMARY KEY" not in kind:
                     self.db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write that fills the disk (SQLite's "database or disk is full") stops the run with one
+        line (errors.RunStopped, exit 3): the transaction is rolled back, earlier batches stay."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            raise RunStopped(f"{self.path} could not be written ({exc}): the run stopped part way; every answer "
+                             "stored before is kept. Free space on its disk, then rerun the same command with "
+                             "--resume.") from None
+
     def done_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
 
@@ -247,7 +261,7 @@ class ResponseStore:
             return 0
         now = utc_now()
         rows = [_row(r, now) for r in responses]
-        with self.db:  # one transaction: the whole batch or nothing
+        with self._writing(), self.db:  # one transaction: the whole batch or nothing
             before = self.db.total_changes
             self.db.executemany(_INSERT, rows)
             added = self.db.total_changes - before
@@ -259,14 +273,14 @@ class ResponseStore:
     def drop_superseded(self, placeholder: str) -> int:
         """Delete placeholder rows whose slot also holds a real answer (stores written before
         `add(supersedes=...)` existed); returns how many went."""
-        with self.db:
+        with self._writing(), self.db:
             before = self.db.total_changes
             self.db.execute(_DROP_SUPERSEDED, (placeholder, placeholder))
             return self.db.total_changes - before
 
     def add_prompts(self, prompts: dict[str, tuple[str, str]]) -> None:
         """prompt_hash -> (spoken text, text prompt), kept once each."""
-        with self.db:
+        with self._writing(), self.db:
             self.db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?)",
                                 [(key, spoken, text) for key, (spoken, text) in prompts.items()])
 

@@ -39,6 +39,38 @@ exec {real} "$@"
 """
 
 
+#: Imported at start-up by every Python process of a run (a `sitecustomize` on its PYTHONPATH):
+#: disk faults on demand, for what a wrapper program cannot reach. RLIMIT_FSIZE would be closer to
+#: a real full disk, but espeak-ng itself dies under any limit small enough to matter.
+_SITECUSTOMIZE = """
+import errno, os
+
+_full = os.environ.get("BIASBENCH_FAULT_FULL_DIR")
+if _full:  # every file opened for writing under this folder: ENOSPC, as on a full disk
+    _open = os.open
+
+    def _full_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and os.path.abspath(path).startswith(_full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return _open(path, flags, *args, **kwargs)
+
+    os.open = _full_open
+
+_pages = os.environ.get("BIASBENCH_FAULT_MAX_PAGES")
+if _pages:  # SQLite's own "database or disk is full" once a database holds this many pages
+    import sqlite3
+
+    _connect = sqlite3.connect
+
+    def _small_connect(*args, **kwargs):
+        db = _connect(*args, **kwargs)
+        db.execute(f"PRAGMA max_page_count = {int(_pages)}")
+        return db
+
+    sqlite3.connect = _small_connect
+"""
+
+
 class Faults:
     """A sandbox for runs: its own audio cache, output folder and fault-injecting espeak-ng."""
 
@@ -52,8 +84,13 @@ class Faults:
         wrapper.write_text(_WRAPPER.format(voice=FAILING_VOICE, real=shutil.which("espeak-ng")))
         wrapper.chmod(0o755)
         self.out = self.root / "runs"
+        site = self.root / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+        python_path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
         self.env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAULTS=str(self.flags),
-                        BIASBENCH_CACHE=str(self.root / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+                        BIASBENCH_CACHE=str(self.root / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                        PYTHONPATH=python_path)
 
     # ------------------------------------------------------------ faults
 
@@ -62,6 +99,14 @@ class Faults:
 
     def slow(self, seconds: float | None) -> None:
         _flag(self.flags / "slow", None if seconds is None else str(seconds))
+
+    def disk_full(self, folder: Path | None) -> None:
+        """Every file later runs open for writing under `folder` fails with ENOSPC (None: none)."""
+        _env(self.env, "BIASBENCH_FAULT_FULL_DIR", None if folder is None else str(Path(folder).resolve()))
+
+    def store_pages(self, pages: int | None) -> None:
+        """SQLite databases of later runs are full at `pages` pages (None: no limit)."""
+        _env(self.env, "BIASBENCH_FAULT_MAX_PAGES", None if pages is None else str(pages))
 
     def fresh_audio_cache(self, name: str) -> None:
         """Point later runs at an empty audio cache, so they synthesise every clip again."""
@@ -143,3 +188,10 @@ def _flag(path: Path, content: str | None) -> None:
         path.unlink(missing_ok=True)
     else:
         path.write_text(content)
+
+
+def _env(env: dict, name: str, value: str | None) -> None:
+    if value is None:
+        env.pop(name, None)
+    else:
+        env[name] = value

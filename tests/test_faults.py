@@ -62,7 +62,11 @@ def test_killed_while_answering_after_a_synthesis_failure_then_resumed(faults, r
     faults.fresh_audio_cache(f"cache-answering-{seed}")  # the failing voice's clips are not cached yet
     faults.failing(True)
     first = faults.run(run_id)  # complete but for the failing voice: 2 synthesis_failed rows
-    assert first.returncode == 0 and (faults.stored(run_id)["status"] == "synthesis_failed").sum() == 2
+    assert (faults.stored(run_id)["status"] == "synthesis_failed").sum() == 2
+    # Issue 21 #1: not a success: exit 3, one line counting what could not be spoken
+    assert first.returncode == 3 and faults.manifest(run_id)["complete"] is False
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of 36 requests were not answered: 2 could not be spoken") and "--resume" in last
     faults.failing(False)
     retried = random.Random(seed).randint(0, 1)  # of the failed voice's 2 answers, stored before the kill
     process = faults.start(run_id, "--resume")
@@ -98,6 +102,56 @@ def test_damaged_clips_are_made_again_counted_and_answered_as_before(faults, ref
     assert differences(faults.stored("damaged-again"), reference) == []
 
 
+def test_changed_clips_are_made_again_with_a_warning_and_answered_as_before(faults, reference):
+    """Issue 21 #2: clips swapped for other voices' clips, or overwritten with noise of the right
+    length, are whole WAV files; their digests tell, and they are made again."""
+    faults.fresh_audio_cache("cache")  # the reference run's clips
+    wavs = sorted((faults.root / "cache" / "tts").glob("*/*.wav"))
+    a, b, c = wavs[:3]
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    data = c.read_bytes()
+    c.write_bytes(data[:44] + bytes(random.Random(0).getrandbits(8) for _ in range(len(data) - 44)))
+    result = faults.run("changed-again")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 3 clips in the audio cache" in result.stderr and "synthesised again" in result.stderr
+    assert faults.manifest("changed-again")["synthesis"]["changed"] == 3
+    assert differences(faults.stored("changed-again"), reference) == []
+
+
+def test_an_audio_cache_on_a_full_disk_exits_3_with_one_line_and_resumes(faults, reference):
+    """Issue 21 #1: no clip can be written, so nothing can be spoken: not a success."""
+    faults.fresh_audio_cache("cache-full")
+    faults.disk_full(faults.root / "cache-full")
+    try:
+        first = faults.run("cache-full")
+    finally:
+        faults.disk_full(None)
+    assert first.returncode == 3 and "Traceback" not in first.stderr
+    errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: 36 of 36 requests were not answered: 36 could not be "
+                                                     "spoken") and "No space left on device" in errors[0]
+    assert faults.manifest("cache-full")["complete"] is False
+    assert differences(resume_clean(faults, "cache-full"), reference) == []
+
+
+def test_a_store_whose_disk_fills_mid_run_stops_with_one_line_keeps_its_rows_and_resumes(faults, reference):
+    """Issue 21 #3: SQLite's "database or disk is full" mid-run: exit 3, one line, rows kept."""
+    faults.fresh_audio_cache("cache")
+    faults.store_pages(7)  # a finished 36-row store has 10 pages
+    try:
+        first = faults.run("store-full")
+    finally:
+        faults.store_pages(None)
+    assert first.returncode == 3 and "Traceback" not in first.stderr, first.stderr
+    errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "responses.sqlite could not be written (database or disk is full)" in errors[0]
+    kept = faults.stored("store-full")
+    assert 0 < len(kept) < N and differences(kept, reference) == [f"{N - len(kept)} rows lost"]
+    assert differences(resume_clean(faults, "store-full"), reference) == []
+
+
 @pytest.fixture
 def api(server):
     """The loopback OpenAI server of the OpenAI backend's tests (test_openai_backend.server)."""
@@ -114,7 +168,7 @@ def test_api_errors_then_resume_match_an_uninterrupted_run_and_never_pay_twice(f
     api.script.extend([bad_request, ("raw", b"{not json"), ("raw", b"{}"), bad_request, ("raw", b"")])
     first = faults.run("api-faults", *model)
     stored = len(faults.stored("api-faults"))
-    assert first.returncode == 3 and "requests failed and were not stored" in first.stderr  # 3: rerun with --resume
+    assert first.returncode == 3 and "failed when asked and were not stored" in first.stderr  # 3: rerun with --resume
     assert 0 < stored < 18 and faults.manifest("api-faults")["complete"] is False
     before = len(api.calls)
     assert faults.run("api-faults", *model, "--resume").returncode == 0

@@ -35,7 +35,7 @@ from biasbench.paths import install_extra
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 INSTALL_HINT = f"install it with `pip install 'edge-tts>=7.2'` (or `{install_extra('tts')}`)"
 CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "edge_tts_voices.json"

@@ -27,7 +27,7 @@ import soundfile as sf
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 BINARY = "espeak-ng"
 INSTALL_HINT = "install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu)"

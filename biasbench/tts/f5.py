@@ -53,7 +53,7 @@ from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.reference import precheck_requests
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 from biasbench.tts.weights import files_identity, sha256_of
 
 ENGINE = "f5-tts"

@@ -27,7 +27,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 BINARY = "text2wave"
 APT_PACKAGES = "festival festvox-kallpc16k festvox-us-slt-hts"

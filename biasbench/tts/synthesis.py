@@ -10,40 +10,14 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from math import gcd
-
-import numpy as np
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from biasbench.errors import BiasbenchError
+from biasbench.tts.audio import resample, to_harness_audio  # noqa: F401 - also imported from here
 from biasbench.tts.base import SAMPLE_RATE, BatchedTTSBackend, TTSBackend
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.loudness import normalize_loudness, require_pyloudnorm
 from biasbench.tts.registry import get_tts_backend
-
-
-def to_harness_audio(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Any backend output -> mono float32 at SAMPLE_RATE (the one format the harness uses)."""
-    samples = np.asarray(audio)
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples / float(np.iinfo(samples.dtype).max + 1)  # int PCM -> [-1, 1)
-    samples = samples.astype(np.float32, copy=False)
-    if samples.ndim == 2:  # soundfile layout: (frames, channels)
-        samples = samples.mean(axis=1)
-    return np.ascontiguousarray(resample(samples, sr, SAMPLE_RATE), dtype=np.float32)
-
-
-def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    """Mono float32 audio from `sr_from` to `sr_to` Hz (unchanged when they are equal).
-
-    Polyphase resampling with the reduced ratio (22050 -> 16000 is 320/441): exact rate,
-    built-in anti-alias filter, no FFT-length artefacts."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if int(sr_from) == int(sr_to):
-        return audio
-    common = gcd(int(sr_from), int(sr_to))
-    return resample_poly(audio, int(sr_to) // common, int(sr_from) // common).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from biasbench.formats import dumps
 from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.loudness import CLIP_LEVEL
 from biasbench.voices import speaker
+from biasbench.voices.candidate import Candidate, voice_id
 from biasbench.voices.pool import ETHNICITIES, GENDERS
 from biasbench.voices.qc import FRAME_S, SILENCE_DBFS, _frame_dbfs, snr_db
 from biasbench.voices.recipe import Corpus, Recipe, load_corpus, load_recipe
@@ -60,18 +61,6 @@ CLONE_CHECK_SENTENCES = (
     "The early train to the city was full of tired students and busy workers.",
     "Which way is the museum, and how long does it take to walk there?",
 )
-
-
-@dataclass
-class Candidate:
-    speaker_id: str
-    gender: str
-    ethnicity: str
-    utterances: list  # rows of the corpus table, sorted by utterance id
-    clip: np.ndarray | None = None
-    used: list = field(default_factory=list)  # the utterance rows in the clip
-    measures: dict = field(default_factory=dict)
-    embedding: np.ndarray | None = None
 
 
 @dataclass
@@ -97,7 +86,7 @@ def trim_silence(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def cut_reference(candidate: Candidate, corpus: Corpus, gates) -> str | None:
     """Join whole utterances into the candidate's clip; a reason when it cannot be made."""
-    from biasbench.tts.synthesis import to_harness_audio
+    from biasbench.tts.audio import to_harness_audio
 
     pieces, used, problems, total = [], [], [], 0.0
     pause = np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)
@@ -139,7 +128,7 @@ def signal_gates(candidate: Candidate, gates) -> str | None:
 
 
 def speaker_gates(candidate: Candidate, corpus: Corpus, chosen: list[Candidate], gates) -> str | None:
-    from biasbench.tts.synthesis import to_harness_audio
+    from biasbench.tts.audio import to_harness_audio
 
     per_utterance = [speaker.embed(trim_silence(to_harness_audio(*corpus.read_audio(r["audio"]))))
                      for r in candidate.used]
@@ -180,7 +169,7 @@ def asr_gate(candidate: Candidate, asr, gates) -> str | None:
 def clone_gate(candidate: Candidate, backend, gates, workdir: Path) -> str | None:
     """Clone two sentences from the candidate's clip; its fidelity must reach the threshold."""
     from biasbench.tts.reference import reference_params
-    from biasbench.tts.synthesis import to_harness_audio
+    from biasbench.tts.audio import to_harness_audio
 
     path = workdir / f".clone-check-{candidate.speaker_id}.wav"
     sf.write(path, candidate.clip, SAMPLE_RATE, subtype="PCM_16")
@@ -228,11 +217,6 @@ def select_cell(corpus: Corpus, gender: str, ethnicity: str, per_cell: int, seed
 
 
 # ------------------------------------------------------------------ the pool
-
-
-def voice_id(recipe: Recipe, candidate: Candidate) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.\-]+", "-", candidate.speaker_id).strip("-.") or "speaker"
-    return f"{recipe.recipe}-{candidate.gender[0]}-{candidate.ethnicity.replace('_', '')}-{safe}"
 
 
 def weakest_source(*sources: str) -> str:

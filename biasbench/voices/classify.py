@@ -43,7 +43,7 @@ import pandas as pd
 
 from biasbench.errors import BiasbenchError
 from biasbench.tts.base import SAMPLE_RATE
-from biasbench.tts.synthesis import resample
+from biasbench.tts.audio import resample
 
 #: Classifier label (whole label, stripped, lower-cased) -> gender. The only mapping used.
 GENDER_LABELS = {

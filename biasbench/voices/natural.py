@@ -39,8 +39,8 @@ def write_natural(corpus, cells, pool: dict, work: Path, out: Path) -> dict:
     """Write recordings, sentences and task into `work`; return the pool with recorded voices."""
     from biasbench.tasks.scoring import normalise_transcript
     from biasbench.tts.reference import file_sha256
-    from biasbench.tts.synthesis import to_harness_audio
-    from biasbench.voices.build import voice_id
+    from biasbench.tts.audio import to_harness_audio
+    from biasbench.voices.candidate import voice_id
 
     folder = f"{out.stem}-recordings"
     texts_by_voice, voices = {}, {v["id"]: v for v in pool["voices"]}

@@ -304,7 +304,7 @@ def _with_speaker_columns(table: pd.DataFrame, pool, audio_by_voice) -> tuple[pd
     """SPEAKER_COLUMNS from speaker embeddings (biasbench.voices.speaker): each voice's mean embedding
     over its QC clips; a cloning voice's clone fidelity against its reference clip; the nearest
     other voice. The meta adds mean similarities within and between cells (collapse check)."""
-    from biasbench.tts.synthesis import to_harness_audio
+    from biasbench.tts.audio import to_harness_audio
     from biasbench.voices import speaker
 
     voices = {v.id: v for v in pool.voices}

@@ -85,7 +85,7 @@ def fingerprint() -> dict:
 
 
 def _prepared(audio: np.ndarray, sr: int) -> np.ndarray:
-    from biasbench.tts.synthesis import resample
+    from biasbench.tts.audio import resample
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
