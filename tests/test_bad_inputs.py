@@ -248,7 +248,7 @@ CASES = [
     run_dir_case("store: manifest field of the wrong type", "manifest.json, field 'resumed_at': expected a list",
                  "manifest-field", "--resume"),
     run_dir_case("store: responses.sqlite is a folder", "responses.sqlite is a folder", "store-dir", "--resume"),
-    Case("cli: BIASBENCH_CACHE names a file", "BIASBENCH_CACHE={d}/cachefile names a file",
+    Case("cli: BIASBENCH_CACHE names a file", "cachefile names a file, not a folder",
          [*RUN, "--task", "mmlu", "-o", "{d}/runs"], {"cachefile": "x"}, env={"BIASBENCH_CACHE": "{d}/cachefile"}),
     Case("task: a symlink loop in an --include-path folder", "symlink loop",
          [*RUN, "--include-path", "{d}/inc", "--task", "loop", "-o", "{d}/runs"], prepare=_symlink_loop),
