@@ -139,7 +139,7 @@ def test_an_audio_cache_on_a_full_disk_exits_3_with_one_line_and_resumes(faults,
 def test_a_store_whose_disk_fills_mid_run_stops_with_one_line_keeps_its_rows_and_resumes(faults, reference):
     """Issue 21 #3: SQLite's "database or disk is full" mid-run: exit 3, one line, rows kept."""
     faults.fresh_audio_cache("cache")
-    faults.store_pages(7)  # a finished 36-row store has 10 pages
+    faults.store_pages(7)  # full after a few batches: a finished 36-row store needs more pages
     try:
         first = faults.run("store-full")
     finally:
