@@ -189,13 +189,16 @@ def measured_figures(runs_dir: Path, model_name: str) -> dict:
     Runs are matched on the resolved model name (the fingerprint needs the model loaded)."""
     import pandas as pd
 
+    from biasbench.store import check_manifest_fields
+
     latencies, runs, cost, n_cost = [], [], 0.0, 0
     for manifest_path in sorted(runs_dir.glob("**/manifest.json")) if runs_dir.is_dir() else []:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            check_manifest_fields(manifest, manifest_path)
+        except (OSError, ValueError, BiasbenchError):  # damaged or not a run: nothing to learn from it
             continue
-        if manifest.get("model", {}).get("name") != model_name:
+        if (manifest.get("model") or {}).get("name") != model_name:
             continue
         if manifest.get("merged_from"):  # its shards are counted on their own
             continue

@@ -143,7 +143,7 @@ MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "resumed_at": (list,), "schema_version": (int,), "complete": (bool,), "n_responses": (int,),
     "n_failed_requests": (int,), "failed_requests": (list,), "unanswered": (dict,), "plan": (dict,),
     "task": (dict,), "pool": (dict,), "model": (dict,), "generation": (dict,), "synthesis": (dict,),
-    "options": (dict,), "harness": (dict,),
+    "options": (dict,), "harness": (dict,), "usage": (dict,),
 }
 _JSON_NAMES = {str: "a string", list: "a list", int: "a whole number", bool: "true or false", dict: "an object"}
 

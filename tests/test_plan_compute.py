@@ -67,3 +67,15 @@ def test_plan_runs_without_a_gpu_from_the_command_line(task_file, tmp_path):
                                       "local", "--runs-dir", str(tmp_path / "none")])
     assert result.exit_code == 0, result.output
     assert "GPU hours (computed):  A100" in result.output
+
+
+def test_earlier_runs_with_damaged_manifests_are_skipped_not_a_traceback(tmp_path):
+    """Issue 21 #3: `plan` reads every run's manifest under --output-dir for measured figures."""
+    from biasbench.plan import measured_figures
+
+    for name, text in {"list": "[1]", "null": "null", "model-a-string": '{"model": "x"}',
+                       "usage-a-list": '{"model": {"name": "m"}, "usage": [1], "n_responses": 3}',
+                       "good": '{"model": {"name": "m"}, "usage": {"estimated_cost_usd": 0.3}, "n_responses": 3}'}.items():
+        write(tmp_path / name / "manifest.json", text)
+    figures = measured_figures(tmp_path, "m")
+    assert figures["cost_per_request"] == pytest.approx(0.1)  # the good run alone
