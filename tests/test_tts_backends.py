@@ -610,3 +610,23 @@ def test_catalogue_cli_shows_the_shipped_voices():
     result = CliRunner().invoke(voices_app, ["catalogue"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "en-NG-EzinneNeural" in result.output and "female" in result.output
+
+
+def test_a_recording_far_longer_than_a_sentence_is_refused_from_its_header(tmp_path):
+    """Issue 21 #2: a natural-speech recording is measured before it is hashed or decoded."""
+    import soundfile as sf
+
+    from biasbench.tts.recorded import RecordedBackend
+
+    clip = tmp_path / "long.wav"
+    sf.write(clip, np.zeros(16000, np.int16), 16000, subtype="PCM_16")
+    n = 3600 * 16000 * 2  # an hour, sparse: the header says so, the disk holds almost nothing
+    data = bytearray(clip.read_bytes()[:44])
+    data[4:8], data[40:44] = (36 + n).to_bytes(4, "little"), n.to_bytes(4, "little")
+    clip.write_bytes(bytes(data))
+    with clip.open("r+b") as handle:
+        handle.truncate(44 + n)
+    table = tmp_path / "recordings.csv"
+    table.write_text("utterance_id,text,clip,sha256\nu1,Hello there,long.wav,0\n")
+    with pytest.raises(BiasbenchError, match="lasts 3600 s"):
+        RecordedBackend().synthesize("Hello there", {"recordings_path": str(table), "recordings_sha256": "x"})

@@ -59,6 +59,23 @@ def read_table(path: Path) -> dict[str, dict]:
     return rows
 
 
+#: A recording of one item longer than this is refused from its header (a read sentence or
+#: paragraph lasts seconds; a mislabelled hour-long file would be decoded whole).
+MAX_RECORDING_SECONDS = 300.0
+
+
+def _check_length(clip: Path) -> None:
+    if not clip.is_file():
+        return  # said by the caller
+    try:
+        info = sf.info(str(clip))
+    except (OSError, RuntimeError, ValueError, TypeError) as err:
+        raise BiasbenchError(f"recording {clip} is not a readable audio file: {err}") from None
+    if info.samplerate <= 0 or info.frames / info.samplerate > MAX_RECORDING_SECONDS:
+        raise BiasbenchError(f"recording {clip} lasts {info.frames / max(info.samplerate, 1):.0f} s; one item's "
+                             f"recording may last at most {MAX_RECORDING_SECONDS:g} s")
+
+
 class RecordedBackend:
     name = NAME
 
@@ -85,6 +102,7 @@ class RecordedBackend:
         if row is None:
             raise BiasbenchError(f"the speaker of {path.name} did not record {excerpt(text)}")
         clip = path.parent / row["clip"]
+        _check_length(clip)  # from the header, before the file is hashed or decoded
         if not clip.is_file() or file_sha256(clip) != row["sha256"]:
             raise BiasbenchError(f"recording {clip} is missing or not the one listed (sha256 mismatch)")
         audio, rate = sf.read(clip, dtype="float32", always_2d=True)
