@@ -54,6 +54,7 @@ class AudioCache:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "tts"
+        self._verified: dict[str, tuple] = {}  # key -> (size, inode, mtime) of the file whose digest matched
 
     def key(
         self,
@@ -95,38 +96,49 @@ class AudioCache:
         path = self.path(key)
         if not path.exists():
             return "missing"
-        return self._read(key)[0]
+        return self._read(key, samples=False)[0]
 
     def get(self, key: str) -> np.ndarray | None:
         """The clip as float32, or None when it is not cached, damaged or changed."""
-        state, data = self._read(key)
-        if state != "ok":
-            return None
-        try:
-            audio, _ = sf.read(io.BytesIO(data), dtype="float32")
-        except RuntimeError:
-            # Treat a damaged file as a miss: the caller re-synthesises and put() replaces it.
-            return None
-        return audio
+        state, samples = self._read(key, samples=True)
+        return samples if state == "ok" else None
 
-    def _read(self, key: str) -> tuple[str, bytes]:
-        """(state, the clip's bytes): the file is read once, its header checked, its digest verified."""
+    def _read(self, key: str, samples: bool) -> tuple[str, np.ndarray | None]:
+        """(state, the samples when asked for): the file is read once, its header checked and its
+        digest verified. A file verified before by this cache and not touched since (same size,
+        inode and modification time) is not hashed again: a run checks every clip before
+        synthesis and reads it again to answer."""
         path = self.path(key)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                seen = (stat.st_size, stat.st_ino, stat.st_mtime_ns)
+                if not samples and self._verified.get(key) == seen:
+                    return "ok", None
+                data = handle.read()
         except FileNotFoundError:
-            return "missing", b""
+            return "missing", None
         except OSError:
-            return "damaged", b""
+            return "damaged", None
         # Checked first: libsndfile reads a clip cut short without complaint, and a voice
         # silently half-played would be a different stimulus than the other voices got.
-        if not _intact(data[:4096], len(data)):
-            return "damaged", b""
-        try:
-            recorded = self.digest_path(key).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            return "missing", b""  # no digest: made again (written before digests, or killed between files)
-        return ("ok" if recorded == clip_digest(key, data) else "changed"), data
+        chunk = _data_chunk(data[:4096], len(data))
+        if chunk is None:
+            return "damaged", None
+        if self._verified.get(key) != seen:
+            try:
+                recorded = self.digest_path(key).read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                return "missing", None  # no digest: made again (written before digests, or killed between files)
+            if recorded != clip_digest(key, data):
+                return "changed", None
+            self._verified[key] = seen
+        if not samples:
+            return "ok", None
+        offset, length = chunk
+        # The header says mono 16-bit PCM: the samples as soundfile reads them (int16 / 32768).
+        pcm = np.frombuffer(data, dtype="<i2", count=length // 2, offset=offset)
+        return "ok", pcm.astype(np.float32) * np.float32(1 / 32768)
 
     def put(self, key: str, audio: np.ndarray, sr: int) -> Path:
         """Store a mono clip at SAMPLE_RATE, and its digest. Atomic: readers see the old file or
@@ -138,6 +150,7 @@ class AudioCache:
         buffer = io.BytesIO()
         sf.write(buffer, samples, sr, format="WAV", subtype="PCM_16")
         data = buffer.getvalue()
+        self._verified.pop(key, None)
         _write_atomically(self.digest_path(key), clip_digest(key, data).encode("ascii"), key)
         return _write_atomically(final, data, key)
 
@@ -181,11 +194,17 @@ def _wav_intact(path: Path) -> bool:
 
 
 def _intact(head: bytes, size: int) -> bool:
-    """Whether a file of `size` bytes starting with `head` is a whole clip as put() writes it:
-    RIFF/WAVE, mono 16-bit PCM at SAMPLE_RATE, and every byte its data chunk declares present
-    (a truncated write or a half-copied cache fails the last test)."""
+    """Whether a file of `size` bytes starting with `head` is a whole clip as put() writes it."""
+    return _data_chunk(head, size) is not None
+
+
+def _data_chunk(head: bytes, size: int) -> tuple[int, int] | None:
+    """(offset, length) of the samples of a file of `size` bytes starting with `head`, when it is
+    a whole clip as put() writes it: RIFF/WAVE, mono 16-bit PCM at SAMPLE_RATE, and every byte
+    its data chunk declares present (a truncated write or a half-copied cache fails the last
+    test); else None."""
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return False
+        return None
     fmt_ok, pos = False, 12
     while pos + 8 <= len(head):
         chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
@@ -194,9 +213,10 @@ def _intact(head: bytes, size: int) -> bool:
             bits = struct.unpack_from("<H", head, pos + 22)[0]
             fmt_ok = (channels, rate, bits) == (1, SAMPLE_RATE, 16)
         if chunk == b"data":
-            return fmt_ok and length > 0 and length % 2 == 0 and pos + 8 + length <= size
+            whole = fmt_ok and length > 0 and length % 2 == 0 and pos + 8 + length <= size
+            return (pos + 8, length) if whole else None
         pos += 8 + length + (length & 1)
-    return False
+    return None
 
 
 def _check_key(key: str) -> None:
