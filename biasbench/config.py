@@ -144,7 +144,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "generate_categorical": ("category_shares",),
     "generate_numeric": ("mean_value",),
     "transcribe": ("wer", "cer"),
-    "generate_open": OPEN_METRICS,
+    "generate_open": (*OPEN_METRICS, "judge"),  # judge: the win share of `biasbench judge compare`
 }
 
 

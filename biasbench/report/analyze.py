@@ -252,7 +252,7 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     spec = analysis_spec(run.manifest)
     settings = replace(settings or Settings(), alpha=spec["alpha"], items=spec["items"])
     outcome = describe_outcome(run.manifest)
-    table = prepared(run.table, run.output_type)
+    table = with_judge(prepared(run.table, run.output_type), run)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
     family = Family()
     qc = voice_qc_section(run, audio, settings)
@@ -265,9 +265,17 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
               "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
+    if run.judge is not None:
+        from .judge import judge_section
+
+        report["judge"] = judge_section(run.judge, audio, sections)
     report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
     attach_detectable_gaps(report, audio, settings)
     report["primary"] = primary_results(report, spec)
+    if report.get("judge"):
+        from .judge import attach_judge_lines
+
+        attach_judge_lines(report)
     column = outcome["column"]
     if sections.get("split") and outcome["kind"] == "numeric":  # relative values: the control too
         text, column = relative_values(text, sections["split"], reference=audio), "relative_value"
@@ -275,6 +283,22 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
     return plain(report)
+
+
+def with_judge(table: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """An open-answer table with the judge's win share per (item, voice) as column `judge`
+    (empty where no judge ran, or where that voice's judgements of the item all failed)."""
+    if run.output_type != "generate_open":
+        return table
+    table = table.drop(columns=["judge"], errors="ignore")
+    scores = run.judge["scores"][["item_id", "voice_id", "judge"]] if run.judge is not None else None
+    if scores is None or scores.empty:
+        return table.assign(judge=np.nan)
+    keys = table[["item_id", "voice_id"]].astype(str)
+    merged = keys.merge(scores, on=["item_id", "voice_id"], how="left")
+    judge = merged["judge"].to_numpy(float, copy=True)
+    judge[~table["condition"].eq("audio").to_numpy()] = np.nan
+    return table.assign(judge=judge)
 
 
 def open_answer_notes(run: Run) -> list[str]:
@@ -302,8 +326,10 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
         from .open_answers import open_answer_sections
 
         spec, config = analysis_spec(run.manifest), run.manifest["task"]["config"]
-        return open_answer_sections(audio, spec["outcomes"], config.get("metrics") or spec["outcomes"], family,
-                                    settings, primary_level, covariates)
+        metrics = list(config.get("metrics") or spec["outcomes"])
+        if run.judge is not None and "judge" not in metrics:  # judged after the run: a secondary outcome
+            metrics.append("judge")
+        return open_answer_sections(audio, spec["outcomes"], metrics, family, settings, primary_level, covariates)
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),

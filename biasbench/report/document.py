@@ -41,6 +41,7 @@ def build_blocks(report: dict, figures: dict) -> list[dict]:
     blocks += [h("Conclusions"), {"list": report["conclusions"]}]
     blocks += run_blocks(report)
     blocks += outcome_blocks(report, figures)
+    blocks += judge_blocks(report)
     blocks += invalid_blocks(report)
     blocks += text_control_blocks(report)
     blocks += qc_blocks(report)
@@ -398,3 +399,23 @@ def method_blocks(report: dict) -> list[dict]:
         "outcomes everywhere, no valid answer), never a number.",
     ]
     return [h("Methods"), {"list": items + [f"Note: {n}" for n in report.get("notes", [])]}]
+
+
+def judge_blocks(report: dict) -> list[dict]:
+    """The pairwise judge (biasbench/report/judge.py): what it is, its failures, its measured
+    agreement (or that none was measured), and each voice's win share and Bradley-Terry strength."""
+    block = report.get("judge")
+    if not block:
+        return []
+    bt = block["bradley_terry"]
+    rows = [[v["voice_id"], v["gender"], v["ethnicity"], f"{v['win_share']:.3f}",
+             "" if v["bt_strength"] is None else f"{v['bt_strength']:+.3f}",
+             "" if v["bt_se"] is None else f"{v['bt_se']:.3f}"] for v in block["voices"]]
+    position = ("" if bt.get("position") is None else
+                f" First-position advantage (the model's intercept): {bt['position']:+.3f} "
+                f"(SE {bt['position_se']:.3f}) on the log-odds scale.")
+    caption = (f"Bradley-Terry: {bt['model']}; reference voice {bt['reference']} (strength 0); "
+               f"{bt['n_judgements']} judgements." + position if not bt.get("undefined") else
+               f"Bradley-Terry strengths undefined: {bt['undefined']}.")
+    return [h("Pairwise judge"), {"list": block["lines"]},
+            table(["voice", "gender", "ethnicity", "win share", "Bradley-Terry strength", "SE"], rows, caption)]

@@ -41,6 +41,9 @@ METRIC_WORDS = {
                            "text (no voice)."),
     "correctness": dict(kind="numeric", name="key-point coverage", scale="share",
                         note="Share of the item's reference key points the answer names."),
+    "judge": dict(kind="numeric", name="judge win share", scale="share",
+                  note="Share of pairwise judgements the voice's answer won against other voices' answers to the "
+                       "same item (ties half), by a judge that never saw the voice or its group (docs/judge.md)."),
 }
 
 

@@ -1,0 +1,84 @@
+"""The judge's part of a report (generate_open runs judged by `biasbench judge compare`).
+
+What the judge is, how many of its judgements succeeded ("N of M judgements failed: ..."),
+its measured agreement with human labels (or that none was measured), its position bias in
+this run, the voice-level test of the win share (the same sentences as the outcome's section:
+words.block_sentence) and each voice's win share and Bradley-Terry strength. `lines` are the
+plain sentences every view prints: the command's closing lines, summary.md and report.md.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def judge_section(judge: dict, audio: pd.DataFrame, sections: dict) -> dict:
+    from biasbench.judge.compare import failure_line
+
+    record = judge["record"]
+    section = sections["primary"] if sections["primary"].get("metric") == "judge" else \
+        (sections.get("outcomes") or {}).get("judge")
+    labels = audio.drop_duplicates("voice_id").set_index(audio.drop_duplicates("voice_id")["voice_id"].astype(str))
+    scores = judge["scores"]
+    share = scores.groupby("voice_id")["judge"].mean() if len(scores) else pd.Series(dtype=float)
+    bt = judge["bradley_terry"]
+    voices = [{"voice_id": v, "gender": str(labels.loc[v, "gender"]) if v in labels.index else "",
+               "ethnicity": str(labels.loc[v, "ethnicity"]) if v in labels.index else "",
+               "win_share": float(share[v]), "bt_strength": bt["strengths"].get(v), "bt_se": bt["se"].get(v)}
+              for v in sorted(share.index)]
+    return {"judge": record["judge"], "identity": record["identity"], "pipeline_check": record.get("pipeline_check"),
+            "note": record.get("note") or "", "k": record["k"], "seed": record["seed"],
+            "prompt_version": record.get("prompt_version"), "n_planned": judge["n_planned"],
+            "n_judged": judge["n_judged"], "n_failed": judge["n_failed"], "failures": judge["failures"],
+            "failure_line": failure_line(judge), "position": judge["position"],
+            "bradley_terry": {k: v for k, v in bt.items() if k not in ("strengths", "se")},
+            "agreement": _agreement_brief(judge["agreement"]), "role": section.get("role") if section else None,
+            "voices": voices}
+
+
+def _agreement_brief(agreement: dict | None) -> dict | None:
+    return None if not agreement else {k: v for k, v in agreement.items() if k != "pairs"}
+
+
+def attach_judge_lines(report: dict) -> None:
+    """The sentences every view prints about the judge, once the corrections are known; the
+    agreement sentence also joins the headline when `judge` is a declared primary outcome."""
+    from biasbench.judge.compare import agreement_sentence
+
+    from .words import block_sentence
+
+    block = report.get("judge")
+    if block is None:
+        return
+    sections = report["sections"]
+    section = sections["primary"] if sections["primary"].get("metric") == "judge" else \
+        (sections.get("outcomes") or {}).get("judge")
+    design = (f"{block['judge']}: pairwise judgements of two voices' answers to the same item, blind to the voices, "
+              f"their groups and the audio; each voice against {block['k']} opponents drawn regardless of group "
+              f"(seed {block['seed']}), each pair in both orders.")
+    agreement = agreement_sentence(block["agreement"])
+    lines = [f"Judge {design}", block["failure_line"], agreement]
+    position = block["position"]
+    if position["first_position_win_rate"] is not None:
+        consistency = position["order_consistency"]
+        lines.append(f"In this run the first answer shown won {position['first_position_win_rate']:.0%} of "
+                     f"{position['n_decided']} decided judgements; "
+                     + (f"{consistency:.0%} of {position['n_pairs_both_orders']} pairs kept their verdict when swapped."
+                        if consistency is not None else "no pair has both orders judged."))
+    if section is not None:
+        role = "primary (declared)" if section.get("role") == "primary" else "secondary"
+        lines += [f"Judge win share ({role}): {block_sentence(section, g, section['groupings'][g], report)}"
+                  for g in section["groupings"]]
+    if block["pipeline_check"]:
+        lines.append(f"PIPELINE CHECK: {block['note'] or 'the judge is not a real model'}.")
+    block["lines"] = lines
+    if section is not None and section.get("role") == "primary":
+        report["primary"]["headline"] = [*report["primary"]["headline"], agreement]
+
+
+def judge_markdown(report: dict) -> str:
+    """The judge block of summary.md (empty when no judge ran)."""
+    block = report.get("judge")
+    if not block:
+        return ""
+    return "\n".join(["## Judge", "", *[f"- {line}" for line in block["lines"]], ""]) + "\n"
