@@ -136,7 +136,7 @@ def failure_line(outcomes: dict) -> str:
     why = "; ".join(f"{f['n']} {f['error']}" for f in outcomes["failures"])
     if outcomes["n_not_attempted"]:
         why = "; ".join(filter(None, [why, f"{outcomes['n_not_attempted']} not attempted yet"]))
-    return (f"{n} of {m} judgements failed ({why}); their pairs count for neither voice. Rerun `biasbench judge "
+    return (f"{n} of {m} judgements failed ({why}); those judgements count for neither voice. Rerun `biasbench judge "
             "compare` with the same judge to retry them.")
 
 

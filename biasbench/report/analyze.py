@@ -329,7 +329,13 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
         metrics = list(config.get("metrics") or spec["outcomes"])
         if run.judge is not None and "judge" not in metrics:  # judged after the run: a secondary outcome
             metrics.append("judge")
-        return open_answer_sections(audio, spec["outcomes"], metrics, family, settings, primary_level, covariates)
+        sections = open_answer_sections(audio, spec["outcomes"], metrics, family, settings, primary_level, covariates)
+        if run.judge is None and "judge" in spec["outcomes"]:  # declared, but no judge has compared the answers
+            judge = sections["primary"] if spec["outcomes"][0] == "judge" else sections["outcomes"]["judge"]
+            for block in judge["groupings"].values():
+                block["gap"]["undefined"] = ("no judge has compared this run's answers yet (`biasbench judge compare "
+                                             "RUN_DIR --judge SPEC`)")
+        return sections
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),

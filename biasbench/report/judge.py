@@ -66,9 +66,9 @@ def attach_judge_lines(report: dict) -> None:
                      + (f"{consistency:.0%} of {position['n_pairs_both_orders']} pairs kept their verdict when swapped."
                         if consistency is not None else "no pair has both orders judged."))
     if section is not None:
-        role = "primary (declared)" if section.get("role") == "primary" else "secondary"
-        lines += [f"Judge win share ({role}): {block_sentence(section, g, section['groupings'][g], report)}"
-                  for g in section["groupings"]]
+        declared = report["analysis"]["groupings"] if section.get("role") == "primary" else ()
+        lines += [f"Judge win share ({'primary, declared' if g in declared else 'secondary'}): "
+                  f"{block_sentence(section, g, section['groupings'][g], report)}" for g in section["groupings"]]
     if block["pipeline_check"]:
         lines.append(f"PIPELINE CHECK: {block['note'] or 'the judge is not a real model'}.")
     block["lines"] = lines
