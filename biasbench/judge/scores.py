@@ -74,7 +74,7 @@ def bradley_terry(judgements: pd.DataFrame) -> dict:
         out["undefined"] = f"the Bradley-Terry fit failed: {exc}"
         return out
     params, se = np.asarray(fit.params), np.asarray(fit.bse)
-    if not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 30:
+    if not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 15 or np.max(se) > 1e3:
         out["undefined"] = ("the Bradley-Terry fit did not converge to finite strengths (a voice won or lost "
                             "every judgement: separation)")
         return out
