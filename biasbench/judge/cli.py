@@ -32,6 +32,8 @@ def compare_command(
     device: str = typer.Option("auto", help="hf-text judges: auto, cpu, cuda ..."),
     max_new_tokens: int = typer.Option(256, min=8, help="longest judge reply"),
     report: bool = typer.Option(True, "--report/--no-report", help="rebuild the run's report with the judge"),
+    n_permutations: int = typer.Option(10_000, min=99, help="report: random permutations of each test"),
+    mdg_sims: int = typer.Option(200, min=20, help="report: simulated data sets per minimum detectable gap"),
 ):
     """Judge each voice's answers against other voices' answers to the same items, blind to voice and group."""
     from .backend import load_judge
@@ -44,10 +46,10 @@ def compare_command(
     if loaded.note:
         _say(loaded.note)
     if report:
-        from biasbench.report import build_report
+        from biasbench.report import Settings, build_report
         from biasbench.report.load import read_json
 
-        paths = build_report(run_dir)
+        paths = build_report(run_dir, Settings(n_permutations=n_permutations, mdg_sims=mdg_sims))
         full = read_json(paths["json"]) or {}
         block = full.get("judge") or {}
         for line in block.get("lines") or []:

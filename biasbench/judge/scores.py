@@ -56,7 +56,8 @@ def bradley_terry(judgements: pd.DataFrame) -> dict:
     if len(voices) < 2:
         out["undefined"] = "fewer than two voices were judged"
         return out
-    import statsmodels.api as sm
+    from statsmodels.genmod.families import Binomial  # not statsmodels.api: it imports every model
+    from statsmodels.genmod.generalized_linear_model import GLM
 
     index = {v: i for i, v in enumerate(voices)}
     x = np.zeros((len(ok), len(voices)))
@@ -69,7 +70,7 @@ def bradley_terry(judgements: pd.DataFrame) -> dict:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = sm.GLM(y, design, family=sm.families.Binomial()).fit()
+            fit = GLM(y, design, family=Binomial()).fit()
     except Exception as exc:  # perfect separation, a singular design: say so, never guess
         out["undefined"] = f"the Bradley-Terry fit failed: {exc}"
         return out
