@@ -159,7 +159,7 @@ def test_agreement_keeps_a_verdict_only_when_it_survives_the_swap():
      "line 2, field 'answer_b': expected a non-empty text, got missing"),
     ('{"prompt": "q", "answer_a": "x", "answer_b": "y", "human": "maybe"}\n', "jsonl",
      "line 1, field 'human': expected a, b or tie, got 'maybe'"),
-    ('not json\n', "jsonl", "line 1: not a JSON object"),
+    ('not json\n', "jsonl", "line 1: not JSON"),
     ('[1, 2]\n', "jsonl", "line 1: expected a JSON object, got list"),
     ("prompt,answer_a,answer_b,human\nq,x,,a\n", "csv", "line 2, field 'answer_b': expected a non-empty text"),
     ("prompt,answer_a\n", "csv", "no labelled pairs"),

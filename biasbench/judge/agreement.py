@@ -18,10 +18,10 @@ survives the swap.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from biasbench.errors import BiasbenchError
+from biasbench.formats import jsonl_objects
 
 from .prompt import judge_prompt, parse_verdict, prompt_hash
 
@@ -41,22 +41,10 @@ def load_labels(path: Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BiasbenchError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    records = []
     if suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise BiasbenchError(f"{path}, line {n}: not a JSON object ({exc})") from None
-            if not isinstance(row, dict):
-                raise BiasbenchError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-            records.append((n, row))
+        records = jsonl_objects(path, text)
     else:
-        reader = csv.DictReader(text.splitlines())
-        for n, row in enumerate(reader, 2):
-            records.append((n, row))
+        records = list(enumerate(csv.DictReader(text.splitlines()), 2))
     if not records:
         raise BiasbenchError(f"{path}: no labelled pairs (expected lines with {', '.join(FIELDS)})")
     return [_check(path, n, row) for n, row in records]
