@@ -223,3 +223,15 @@ def test_the_voice_level_test_of_win_shares_holds_its_level_and_finds_a_planted_
     planted = sum(rejects(0.6, s) for s in range(10))
     assert null <= 6  # nominal 2 of 40; P(>= 7 | 0.05) < 0.01
     assert planted >= 9
+
+
+def test_failures_are_shown_by_group_counting_each_judgement_for_both_voices():
+    from biasbench.report.judge import failures_by_group
+
+    labels = pd.DataFrame({"gender": ["female", "female", "male"], "ethnicity": ["black", "white", "black"]},
+                          index=["a", "b", "c"])
+    by_voice = {"a": {"planned": 4, "failed": 1}, "b": {"planned": 4, "failed": 0}, "c": {"planned": 4, "failed": 3}}
+    out = failures_by_group(by_voice, labels)
+    assert out["gender"] == [{"group": "female", "planned": 8, "failed": 1, "share": 0.125},
+                             {"group": "male", "planned": 4, "failed": 3, "share": 0.75}]
+    assert [r["group"] for r in out["gender x ethnicity"]] == ["female / black", "female / white", "male / black"]

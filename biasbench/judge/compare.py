@@ -111,7 +111,12 @@ def judge_outcomes(run_path: Path, table: pd.DataFrame, table_file: Path) -> dic
     errors = Counter(str(e).split(":")[0] if str(e).startswith("no verdict") else str(e)
                      for e in stored.loc[stored["verdict"].isna(), "error"]) if len(stored) else Counter()
     n_failed = len(plan) - len(ok)
+    planned_by_voice = Counter(v for c, _, _ in plan for v in (c.first, c.second))
+    judged_by_voice = Counter([*ok["first"], *ok["second"]]) if len(ok) else Counter()
+    by_voice = {v: {"planned": int(n), "failed": int(n - judged_by_voice.get(v, 0))}
+                for v, n in sorted(planned_by_voice.items())}
     return {"record": record, "n_planned": len(plan), "n_judged": int(len(ok)), "n_failed": int(n_failed),
+            "by_voice": by_voice,
             "n_not_attempted": int(len(plan) - len(stored)),
             "failures": [{"error": e, "n": int(n)} for e, n in errors.most_common(5)],
             "scores": win_shares(ok), "bradley_terry": bradley_terry(ok), "position": position_summary(ok),

@@ -30,10 +30,31 @@ def judge_section(judge: dict, audio: pd.DataFrame, sections: dict) -> dict:
             "note": record.get("note") or "", "k": record["k"], "seed": record["seed"],
             "prompt_version": record.get("prompt_version"), "n_planned": judge["n_planned"],
             "n_judged": judge["n_judged"], "n_failed": judge["n_failed"], "failures": judge["failures"],
-            "failure_line": failure_line(judge), "position": judge["position"],
+            "failure_line": failure_line(judge), "failures_by_group": failures_by_group(judge["by_voice"], labels),
+            "position": judge["position"],
             "bradley_terry": {k: v for k, v in bt.items() if k not in ("strengths", "se")},
             "agreement": _agreement_brief(judge["agreement"]), "role": section.get("role") if section else None,
             "voices": voices}
+
+
+def failures_by_group(by_voice: dict, labels: pd.DataFrame) -> dict:
+    """Per grouping, each group's share of its voices' planned judgements that failed (a judgement
+    counts for both voices' groups): a judge failing more for one group must be seen, since a failed
+    judgement counts for neither voice."""
+    from .sections import GROUPINGS
+
+    frame = pd.DataFrame([{"voice_id": v, **n} for v, n in by_voice.items()])
+    if frame.empty:
+        return {}
+    known = frame["voice_id"].isin(labels.index)
+    frame = frame[known].join(labels[["gender", "ethnicity"]].astype(str), on="voice_id")
+    out = {}
+    for gname, columns in GROUPINGS.items():
+        sums = frame.groupby(columns)[["planned", "failed"]].sum()
+        out[gname] = [{"group": " / ".join(k) if isinstance(k, tuple) else str(k), "planned": int(r["planned"]),
+                       "failed": int(r["failed"]), "share": float(r["failed"] / r["planned"]) if r["planned"] else None}
+                      for k, r in sums.iterrows()]
+    return out
 
 
 def _agreement_brief(agreement: dict | None) -> dict | None:
@@ -57,7 +78,12 @@ def attach_judge_lines(report: dict) -> None:
               f"their groups and the audio; each voice against {block['k']} opponents drawn regardless of group "
               f"(seed {block['seed']}), each pair in both orders.")
     agreement = agreement_sentence(block["agreement"])
-    lines = [f"Judge {design}", block["failure_line"], agreement]
+    lines = [f"Judge {design}", block["failure_line"]]
+    if block["n_failed"]:
+        lines += [f"Failed judgements by {gname} (a judgement counts for both voices' groups): " + ", ".join(
+            f"{r['group']} {r['failed']} of {r['planned']}" for r in rows) + "."
+            for gname, rows in block["failures_by_group"].items() if gname != "gender x ethnicity"]
+    lines.append(agreement)
     position = block["position"]
     if position["first_position_win_rate"] is not None:
         consistency = position["order_consistency"]
