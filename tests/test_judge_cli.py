@@ -140,3 +140,29 @@ def test_help_fits_80_columns(env):
     for command in (["judge", "--help"], ["judge", "compare", "--help"], ["judge", "agreement", "--help"]):
         done = cli(dict(env, COLUMNS="80"), *command)
         assert max(len(line) for line in done.stdout.splitlines()) <= 80, done.stdout
+
+
+@pytest.mark.slow
+def test_an_openai_compatible_judge_is_sent_text_only_and_nothing_about_the_voice(run_dir, env):
+    """On the wire: every request holds one text part (no audio) naming no voice id or group."""
+    from test_openai_backend import FakeOpenAI
+
+    fake = FakeOpenAI()
+    fake.rules.append(lambda body: ("say", "Answer B is more specific. [[B]]"))
+    fake.thread.start()
+    try:
+        done = cli(dict(env, OPENAI_API_KEY="sk-test-judge"), "judge", "compare", str(run_dir), "--judge",
+                   "openai:judge-model", "--base-url", fake.url, "--no-report", "--batch-size", "32")
+    finally:
+        fake.httpd.shutdown()
+        fake.httpd.server_close()
+    record = json.loads((run_dir / "judge.json").read_text())
+    assert len(fake.calls) == record["n_planned"] and "All" in done.stdout
+    import pandas as pd
+
+    voice_ids = set(pd.read_parquet(run_dir / "responses.parquet")["voice_id"].dropna())
+    words = {"female", "male", "black", "white", "asian", "espeak", "voice", "gender", "ethnic"} | voice_ids
+    for body in fake.calls:
+        [part] = body["messages"][-1]["content"]
+        assert part["type"] == "text" and "[Answer A]" in part["text"]
+        assert not any(w.lower() in part["text"].lower() for w in words), part["text"]
