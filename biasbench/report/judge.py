@@ -95,6 +95,14 @@ def attach_judge_lines(report: dict) -> None:
         declared = report["analysis"]["groupings"] if section.get("role") == "primary" else ()
         lines += [f"Judge win share ({'primary, declared' if g in declared else 'secondary'}): "
                   f"{block_sentence(section, g, section['groupings'][g], report)}" for g in section["groupings"]]
+    strengths = pd.DataFrame([v for v in block["voices"] if v["bt_strength"] is not None])
+    if not strengths.empty:
+        means = strengths.groupby("gender")["bt_strength"].mean()
+        lines.append("Bradley-Terry strengths (log-odds, reference voice "
+                     f"{block['bradley_terry']['reference']} = 0), mean per gender (descriptive; the test is the win "
+                     "share's): " + ", ".join(f"{g} {m:+.2f}" for g, m in means.items()) + ".")
+    elif block["bradley_terry"].get("undefined"):
+        lines.append(f"Bradley-Terry strengths undefined: {block['bradley_terry']['undefined']}.")
     if block["pipeline_check"]:
         lines.append(f"PIPELINE CHECK: {block['note'] or 'the judge is not a real model'}.")
     block["lines"] = lines
