@@ -79,6 +79,9 @@ def test_planted_preference_is_found_and_stated_alike_everywhere(run_dir, env):
     for line in block["lines"]:
         assert line in summary and line in markdown and " ".join(line.split()) in stdout
     assert "Judge agreement with human labels: 69%" in markdown and "Judge agreement not measured" not in markdown
+    conclusions = report["conclusions"]  # the secondary judge gap, then the agreement beside it
+    at = next(i for i, c in enumerate(conclusions) if "judge win share" in c)
+    assert conclusions[at + 1].startswith("Judge agreement with human labels: 69%")
     assert len(block["voices"]) == 18
     bt = block["bradley_terry"]  # a judge that always prefers the longest answer can separate the voices
     assert (bt["undefined"] is None) == all(v["bt_strength"] is not None for v in block["voices"])

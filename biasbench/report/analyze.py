@@ -282,6 +282,10 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
         audio = relative_values(audio, sections["split"])
     report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
+    if report.get("judge"):
+        from .judge import agreement_beside_judge_results
+
+        report["conclusions"] = agreement_beside_judge_results(report["conclusions"], report["judge"])
     return plain(report)
 
 

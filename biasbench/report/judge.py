@@ -116,3 +116,15 @@ def judge_markdown(report: dict) -> str:
     if not block:
         return ""
     return "\n".join(["## Judge", "", *[f"- {line}" for line in block["lines"]], ""]) + "\n"
+
+
+def agreement_beside_judge_results(sentences: list[str], block: dict) -> list[str]:
+    """The judge's agreement sentence right after the last sentence about the judge win share
+    (unless it is already there), so no judge-based conclusion stands without it."""
+    from biasbench.judge.compare import agreement_sentence
+
+    agreement = agreement_sentence(block["agreement"])
+    about = [i for i, sentence in enumerate(sentences) if "judge win share" in sentence]
+    if not about or agreement in sentences:
+        return sentences
+    return [*sentences[:about[-1] + 1], agreement, *sentences[about[-1] + 1:]]
