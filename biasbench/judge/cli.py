@@ -12,7 +12,7 @@ SPEC_HELP = ("openai:<model>, vllm:<model>, hf-text:<hub id or folder>, a model 
              "for tests (simulated-judge-length, -random, -first, -flaky)")
 
 judge_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                        help="Judge open answers in pairs, blind to the voice; measure the judge.")
+                        help="Judge open answers in pairs, and measure the judge.")
 
 
 def _say(text: str) -> None:
