@@ -214,7 +214,8 @@ def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, lev
         n_responses=int(voices_all.totals.sum()), notes=list(voices_all.notes), items=item_info)
     if rows.empty or not voices_all.counts.any():
         return GapResult(undefined=f"no valid {outcome} in any response" if not voices_all.counts.any() else
-                         f"{NOT_TESTABLE} (items='adjusted' compares voices on every item)", **base)
+                         f"{NOT_TESTABLE} (the task's `analysis: items: adjusted` compares the voices on every "
+                         "item)", **base)
     voices = drop_empty_voices(reduce_to_voices(rows, group, outcome, unit, item, nan_policy, binary=binary))
     base["notes"] = list(dict.fromkeys([*base["notes"], *voices.notes]))
     if item_info and item_info["items"] == "common" and item_info["n_items_dropped"]:

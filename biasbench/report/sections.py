@@ -88,9 +88,18 @@ def voice_means(df: pd.DataFrame, outcome: str) -> list[dict]:
              "value": float(m)} for v, m in means.items()]
 
 
-def audio_overall(df: pd.DataFrame, outcome: str, items: str = "common") -> float | None:
-    """Mean of voice means over the audio responses (each voice weighs the same), on the
-    same items as the gaps (items="common": those every voice answered validly)."""
+def audio_overall(df: pd.DataFrame, outcome: str, items: str = "adjusted") -> float | None:
+    """Mean of voice means over the audio responses (each voice weighs the same), computed as
+    the gaps compute them (items="adjusted": item-adjusted voice means; "common": on the items
+    every voice answered validly)."""
+    if items == "adjusted":
+        from biasbench.analysis._data import drop_empty_voices, item_adjusted, reduce_to_voices
+
+        valid = df[df["status"].eq("valid") & df[outcome].notna()]
+        if valid.empty:
+            return None
+        voices = drop_empty_voices(reduce_to_voices(valid, "gender", outcome, binary=False))
+        return float(item_adjusted(voices).means.mean())
     if items == "common":
         from biasbench.analysis import common_item_rows
 
