@@ -164,6 +164,21 @@ def test_a_run_where_nothing_differs_reads_as_a_tie(tmp_path):
     assert (tmp_path / "tie" / "report_figures" / "voices.png").is_file()
 
 
+def test_answers_distributed_alike_read_as_no_difference(tmp_path):
+    """A preference probe where every voice answers alike: no '-0.000 bits', no 'black - black'."""
+    table = tidy_from_simulation("prefs", voices_per_cell=3, n_items=20, seed=4)
+    table["answer"] = np.where(table["item_id"].str[-1].astype(int) % 2 == 0, "nurse", "engineer")
+    table["status"] = "valid"
+    manifest = manifest_for("prefs", task="career", output_type="generate_categorical", metrics=["category_shares"])
+    path = make_run(tmp_path / "prefs", "prefs", table=table, manifest=manifest)
+    cli("report", str(path), "--n-permutations", "999", "--mdg-sims", "20")
+    markdown = (path / "report.md").read_text()
+    record = json.loads((path / "report.json").read_text())["primary"]
+    assert "-0.000" not in markdown and "black - black" not in markdown and "female - female" not in markdown
+    assert {r["between"] for r in record["groupings"].values()} == {"no difference"}
+    assert "No difference in the answers by ethnicity: every group's answers were distributed alike" in markdown
+
+
 def test_flat_axes_and_zero_are_printed_plainly():
     import matplotlib.pyplot as plt
 

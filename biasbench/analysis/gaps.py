@@ -168,8 +168,8 @@ def gap_half_width(voices: Voices, strata_codes, observed: float, p: float, alph
     """Half-width of the gap's interval by test inversion, and the critical statistic.
 
     range: the permutation test's critical range. studentised: the |t| at the critical Welch
-    score (for the observed pair's df) times its Welch standard error (`se` = (se, df)). Computed on the same arrangements
-    (same seed) as the p-value; where the p-value and the critical value disagree by
+    score (for the observed pair's df) times its Welch standard error (`se` = (se, df)).
+    Computed on the same arrangements (same seed) as the p-value; where the p-value and the critical value disagree by
     floating-point ties at the boundary, the p-value wins, so the interval includes 0
     exactly when the test does not reject.
     """

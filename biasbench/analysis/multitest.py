@@ -18,7 +18,8 @@ import numpy as np
 
 from .results import CorrectionResult
 
-METHODS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "benjamini-hochberg": "fdr_bh"}
+METHODS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "fdr_bh": "fdr_bh",
+           "benjamini-hochberg": "fdr_bh"}
 
 
 def adjust(p: np.ndarray, method: str) -> np.ndarray:

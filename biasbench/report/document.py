@@ -224,7 +224,8 @@ def adjusted_blocks(section: dict) -> list[dict]:
         if result.get("p_value") is None:
             rows.append([gname, "", "undefined", "", f"undefined ({result.get('undefined')})"])
             continue
-        rows.append([gname, between(result["highest"], result["lowest"], result["gap"]), difference(section, result["gap"]),
+        rows.append([gname, between(result["highest"], result["lowest"], result["gap"]),
+                     difference(section, result["gap"]),
                      difference(section, block["gap"]["gap"]), pval(result["p_value"])])
     if not rows:
         return []

@@ -7,7 +7,8 @@ size of gap the design could have detected, since "not significant" is not "no g
 
 from __future__ import annotations
 
-from .fmt import bits, difference, fixed, gap_interval, missing, num, pct, points, pval, signed_points, style, value, voices
+from .fmt import (bits, difference, fixed, gap_interval, missing, num, pct, points, pval, signed_points, style, value,
+                  voices)
 
 TEST = "voice-level permutation test"
 
@@ -166,7 +167,8 @@ def categorical_sentence(section: dict, gname: str, block: dict, report: dict) -
     if result["jsd"] is not None and float(bits(result["jsd"]).split()[0]) == 0:
         return (f"No difference in the {what} by {gname}: every group's answers were distributed alike (Jensen-Shannon "
                 f"divergence {bits(result['jsd'])}; {p}). No minimum detectable difference is given for distributions.")
-    return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {bits(result['jsd'])}; {p}); the largest difference ({where}) is within what voice-to-voice variation produces. "
+    return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {bits(result['jsd'])}; "
+            f"{p}); the largest difference ({where}) is within what voice-to-voice variation produces. "
             "No minimum detectable difference is given for distributions.")
 
 
