@@ -104,8 +104,10 @@ def _effects(kind: str, est_a: float, est_b: float, interval, pooled_sd=None) ->
         return {"difference": float(est_a - est_b), "difference_ci": interval,
                 "cohens_d": cohens_d(est_a, est_b, pooled_sd),
                 "cohens_d_note": "standardised by the pooled response-level SD within the two groups"}
+    # item-adjusted rates can stray a little outside [0, 1]; odds ratio and h need rates
+    rate_a, rate_b = float(np.clip(est_a, 0.0, 1.0)), float(np.clip(est_b, 0.0, 1.0))
     return {"risk_difference": risk_difference(est_a, est_b), "risk_difference_ci": interval,
-            "odds_ratio": odds_ratio(est_a, est_b), "cohens_h": cohens_h(est_a, est_b)}
+            "odds_ratio": odds_ratio(rate_a, rate_b), "cohens_h": cohens_h(rate_a, rate_b)}
 
 
 def group_intervals(voices: Voices, level: float, bounds=(-np.inf, np.inf)) -> dict:
