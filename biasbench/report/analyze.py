@@ -315,7 +315,8 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),
-                "voices": voice_means(audio, column), "overall": audio_overall(audio, column, settings.items),
+                "voices": voice_means(audio, column, settings.items),
+                "overall": audio_overall(audio, column, settings.items),
                 "permutations": by_permutation(audio, column), **said_me_sections(audio, family, settings)}
     if outcome["kind"] == "numeric":
         return numeric_sections(audio, outcome, family, settings, split_column(audio), covariates, primary)
