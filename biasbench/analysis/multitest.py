@@ -6,7 +6,8 @@ corrected for. Undefined p-values are left out of the family, and listed as left
 
 The adjustments are written out here (a few lines of numpy) rather than taken from
 statsmodels' `multipletests`, which runs `gc.collect()` on every call (statsmodels PR
-#8671): a report corrects hundreds of small families, and that cost minutes. They are
+#8671): a report corrects many small families (one per grouping's pairs), each paying for a
+full garbage collection. They are
 checked against `multipletests` over random p-vectors in tests/test_analysis_reference.py.
 """
 
