@@ -15,7 +15,7 @@ gender within ethnicity), which keeps the test exact when the other factor matte
 
 Unequal group sizes with unequal spread. The range of group means is not pivotal when the
 groups differ in size and in voice-to-voice spread: the permutation distribution mixes the
-spreads, and with 15 vs 6 voices (voice SD 0.3 vs 1.2) it rejects a true null 16-24% of the
+spreads, and with 15 vs 6 voices (voice SD 0.3 vs 1.2) it rejects a true null about 19% of the
 time. The "studentised" statistic is the Welch test of the highest against the lowest group
 mean: the difference over its Welch standard error sqrt(s_hi^2/n_hi + s_lo^2/n_lo) (for two
 groups: |Welch t|), scored by its Welch p-value (-log p, so that the changing Welch df of
