@@ -50,7 +50,7 @@ class Settings:
     mdg_voice_sd: float = 0.5
     mdg_item_sd: float = 1.0
     n_boot_control: int = 2000  # bootstrap replicates of the voice-vs-text contrast
-    items: str = "common"  # the task's analysis.items: the items the gaps are computed on
+    items: str = "adjusted"  # the task's analysis.items: how the gaps treat missing answers (gaps.py)
 
     def gap_kwargs(self) -> dict:
         return dict(n_permutations=self.n_permutations, level=self.level, seed=self.seed, items=self.items)
@@ -254,12 +254,20 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     outcome = describe_outcome(run.manifest)
     table = with_judge(prepared(run.table, run.output_type), run)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
-    family = Family()
     qc = voice_qc_section(run, audio, settings)
     # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
-    # a gap is significant after Bonferroni exactly when its interval excludes 0.
-    primary_level = round(1 - settings.alpha / primary_family_size(spec), 10)
-    sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
+    # a gap is significant after Bonferroni exactly when its interval excludes 0. m counts the
+    # tests actually run: when a declared grouping is refused (e.g. a cell with one voice), the
+    # sections are computed again at the level of the smaller family.
+    m = primary_family_size(spec)
+    while True:
+        family = Family()
+        sections = main_sections(run, audio, outcome, family, settings, qc, round(1 - settings.alpha / m, 10))
+        report = {"sections": sections}
+        run_tests = sum(family.p[label] is not None for label in primary_labels(report, spec))
+        if run_tests in (0, m):
+            break
+        m = run_tests
     sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
                                           family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
@@ -343,7 +351,8 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),
-                "voices": voice_means(audio, column), "overall": audio_overall(audio, column, settings.items),
+                "voices": voice_means(audio, column, settings.items),
+                "overall": audio_overall(audio, column, settings.items),
                 "permutations": by_permutation(audio, column), **said_me_sections(audio, family, settings)}
     if outcome["kind"] == "numeric":
         return numeric_sections(audio, outcome, family, settings, split_column(audio), covariates, primary)

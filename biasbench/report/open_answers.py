@@ -90,5 +90,6 @@ def open_answer_sections(audio: pd.DataFrame, outcomes: list[str], metrics: list
         section.update(role=role, metric=metric, overall=audio_overall(audio, metric, settings.items))
         sections[metric] = section
     first = outcomes[0]  # a primary outcome with no value anywhere is still reported: undefined, with why
-    return {"primary": sections.pop(first), "outcomes": sections, "voices": voice_means(audio, first),
+    return {"primary": sections.pop(first), "outcomes": sections,
+            "voices": voice_means(audio, first, settings.items),
             "overall": audio_overall(audio, first, settings.items)}
