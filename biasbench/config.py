@@ -144,7 +144,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "generate_categorical": ("category_shares",),
     "generate_numeric": ("mean_value",),
     "transcribe": ("wer", "cer"),
-    "generate_open": OPEN_METRICS,
+    "generate_open": (*OPEN_METRICS, "judge"),  # judge: the win share of `biasbench judge compare`
 }
 
 
@@ -173,9 +173,10 @@ class AnalysisSpec(_Strict):
         None, min_length=1, description="generate_open only: the primary metrics (of the task's `metrics`); the "
         "primary family is then these outcomes x the groupings, and every other metric is secondary. Default: "
         "the first of `metrics`")
-    items: Literal["common", "all"] = Field(
-        "common", description="common: only items every compared voice answered validly (missing answers cannot "
-        "fake a gap); all: whatever each voice answered")
+    items: Literal["adjusted", "common", "all"] = Field(
+        "adjusted", description="adjusted: every valid answer, each voice scored on item-adjusted outcomes (voice + "
+        "item least squares), so missing answers neither fake a gap nor cost the other voices' answers; common: "
+        "only items every compared voice answered validly; all: whatever each voice answered")
 
     @field_validator("groupings", "outcomes")
     @classmethod
@@ -249,7 +250,7 @@ class TaskConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec,
                                    description="the declared primary analysis (defaults: every grouping, "
-                                   "voice-level permutation test, Holm, common items)")
+                                   "voice-level permutation test, Bonferroni, item-adjusted voice scores)")
     citation: str = ""
     licence: str = ""
 
