@@ -257,3 +257,41 @@ def item_adjusted(voices: Voices) -> Voices:
     values = additive_voice_effects(voices.row_voice, voices.row_item, voices.row_value, len(voices.ids),
                                     voices.n_items)
     return replace(voices, adjusted=values)
+
+
+# Which items a gap or test uses (gaps.py and permutation.py both read them from here).
+ITEMS = ("adjusted", "common", "all")
+NOT_TESTABLE = "not testable: no item answered by every voice"
+
+
+def common_item_rows(df: pd.DataFrame, outcome: str, unit: str = "voice_id",
+                     item: str = "item_id") -> tuple[pd.DataFrame, dict]:
+    """The rows of the items that every voice with any valid answer answered validly.
+
+    Voices with no valid answer at all are left out of the requirement (the gap functions
+    drop them with a note); a voice with a few valid answers shrinks the common set, and
+    that is reported rather than hidden. Returns (rows, a record of what was kept).
+    """
+    require_columns(df, [outcome, unit, item])
+    answered = pd.to_numeric(df[outcome], errors="coerce").notna().to_numpy()
+    voices = df.loc[answered, unit].nunique()
+    per_item = df.loc[answered].groupby(item, sort=False)[unit].nunique()
+    kept = per_item.index[per_item == voices]
+    n_all = int(df[item].nunique())
+    info = {"items": "common", "n_items_all": n_all, "n_items_common": int(len(kept)),
+            "n_items_dropped": n_all - int(len(kept)), "n_items_used": int(len(kept))}
+    return df[df[item].isin(kept)], info
+
+
+def analysed_rows(df, outcome, unit, item, items, nan_policy="exclude"):
+    """The rows the estimate and test use, and the record of the items used (None: all items, as answered)."""
+    if items not in ITEMS:
+        raise ValueError(f"items must be one of {ITEMS}, got {items!r}")
+    if items == "all" or nan_policy == "as_zero":
+        return df, None
+    if items == "common":
+        return common_item_rows(df, outcome, unit, item)
+    require_columns(df, [outcome, unit, item])
+    answered = pd.to_numeric(df[outcome], errors="coerce").notna()
+    n_all, used = int(df[item].nunique()), int(df.loc[answered, item].nunique())
+    return df, {"items": "adjusted", "n_items_all": n_all, "n_items_used": used, "n_items_dropped": n_all - used}

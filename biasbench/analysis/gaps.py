@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._data import Voices, design_problem, drop_empty_voices, item_adjusted, reduce_to_voices, require_columns
+from ._data import (ITEMS, NOT_TESTABLE, Voices, analysed_rows, common_item_rows, design_problem,  # noqa: F401
+                    drop_empty_voices, item_adjusted, reduce_to_voices, require_columns)
 from .effects import cohens_d, cohens_h, odds_ratio, risk_difference
 from .multitest import correct_pvalues
 from .permutation import (CONDITIONS_ON, EXACT_MAX, STATISTIC_WORDS, arrangements, auto_statistic, critical_value,
@@ -55,8 +56,6 @@ from .rates import group_summary
 from .results import GapResult, PairGap, TestResult
 
 TEST_NAME = "voice-level permutation test ({words})"
-ITEMS = ("adjusted", "common", "all")
-NOT_TESTABLE = "not testable: no item answered by every voice"
 ITEM_WORDS = {"adjusted": "every valid answer, each voice scored on item-adjusted outcomes (its answers compared with "
                           "the other voices' answers to the same items)",
               "common": "items every compared voice answered validly", "all": "every valid answer, as answered"}
@@ -66,25 +65,6 @@ GAP_CI_STUDENTISED = ("{level}% interval by inverting the primary (studentised) 
                       "its Welch standard error times the largest studentised gap the permutation test does not "
                       "reject")
 GROUP_CI = "{level}% t interval on the group's voice means (mean +/- t(k-1) SD / sqrt(k))"
-
-
-def common_item_rows(df: pd.DataFrame, outcome: str, unit: str = "voice_id",
-                     item: str = "item_id") -> tuple[pd.DataFrame, dict]:
-    """The rows of the items that every voice with any valid answer answered validly.
-
-    Voices with no valid answer at all are left out of the requirement (the gap functions
-    drop them with a note); a voice with a few valid answers shrinks the common set, and
-    that is reported rather than hidden. Returns (rows, a record of what was kept).
-    """
-    require_columns(df, [outcome, unit, item])
-    answered = pd.to_numeric(df[outcome], errors="coerce").notna().to_numpy()
-    voices = df.loc[answered, unit].nunique()
-    per_item = df.loc[answered].groupby(item, sort=False)[unit].nunique()
-    kept = per_item.index[per_item == voices]
-    n_all = int(df[item].nunique())
-    info = {"items": "common", "n_items_all": n_all, "n_items_common": int(len(kept)),
-            "n_items_dropped": n_all - int(len(kept)), "n_items_used": int(len(kept))}
-    return df[df[item].isin(kept)], info
 
 
 def _pooled_sd(voices: Voices, groups: list[int]) -> float | None:
@@ -185,19 +165,6 @@ def gap_half_width(voices: Voices, strata_codes, observed: float, p: float, alph
         half = float(np.nextafter(observed, 0.0))
     return half, crit
 
-
-def analysed_rows(df, outcome, unit, item, items, nan_policy="exclude"):
-    """The rows the estimate and test use, and the record of the items used (None: all items, as answered)."""
-    if items not in ITEMS:
-        raise ValueError(f"items must be one of {ITEMS}, got {items!r}")
-    if items == "all" or nan_policy == "as_zero":
-        return df, None
-    if items == "common":
-        return common_item_rows(df, outcome, unit, item)
-    require_columns(df, [outcome, unit, item])
-    answered = pd.to_numeric(df[outcome], errors="coerce").notna()
-    n_all, used = int(df[item].nunique()), int(df.loc[answered, item].nunique())
-    return df, {"items": "adjusted", "n_items_all": n_all, "n_items_used": used, "n_items_dropped": n_all - used}
 
 
 def _gap(df, group, outcome, unit, item, *, kind, n_permutations, exact_max, level, strata, nan_policy, items,

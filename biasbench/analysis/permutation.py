@@ -318,8 +318,7 @@ def permutation_test(df: pd.DataFrame, group="gender", outcome: str = "correct",
     strata: label column(s) to permute within (e.g. "ethnicity" when testing gender).
     Works for 0/1 and numeric outcomes alike (voice means either way).
     """
-    from ._data import item_adjusted
-    from .gaps import NOT_TESTABLE, analysed_rows
+    from ._data import NOT_TESTABLE, analysed_rows, item_adjusted
 
     binary = nan_policy == "as_zero"  # scoring invalid as 0 presumes a 0/1 outcome
     rows, info = analysed_rows(df, outcome, unit, item, items, nan_policy)

@@ -38,9 +38,10 @@ def compare_command(
     """Judge each voice's answers against other voices' answers to the same items, blind to voice and group."""
     from .backend import load_judge
     from .compare import agreement_sentence, failure_line, judge_outcomes, judge_run
+    from biasbench.report.load import load_run
 
     loaded = load_judge(judge, base_url=base_url, device=device, max_new_tokens=max_new_tokens)
-    record = judge_run(run_dir, loaded, k=opponents, seed=seed, batch_size=batch_size)
+    record = judge_run(load_run(run_dir), loaded, k=opponents, seed=seed, batch_size=batch_size)
     _say(f"Judge {loaded.name}: {record['n_planned']} judgements planned ({record['n_cached']} cached, "
          f"{record['n_new']} made now).")
     if loaded.note:

@@ -55,11 +55,10 @@ def _key(c: Comparison, digest: str) -> tuple:
     return (c.item_id, c.sample_index, c.first, c.second, digest)
 
 
-def judge_run(run_dir: Path, judge, *, k: int = 3, seed: int = 0, batch_size: int = 8, echo=None) -> dict:
-    """Make every judgement of the design the store lacks; returns the judge record."""
-    from biasbench.report.load import load_run
-
-    run = load_run(run_dir)
+def judge_run(run, judge, *, k: int = 3, seed: int = 0, batch_size: int = 8, echo=None) -> dict:
+    """Make every judgement of the design the store lacks; returns the judge record. `run` is the
+    checked run (biasbench.report.load.load_run, which the caller calls: the loader reads this
+    module's judge_outcomes, so importing it here would close an import circle)."""
     if run.output_type != "generate_open":
         raise BiasbenchError(f"{run.path}: the judge compares free answers; this run's task has output_type "
                              f"{run.output_type} (expected generate_open)")
