@@ -19,10 +19,12 @@ finetune_app = typer.Typer(no_args_is_help=True,
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _interrupted() -> None:
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C (exit 130), or SIGTERM/SIGHUP (errors.Stopped: 128 + the signal)."""
+    signum = getattr(exc, "signum", None)
     console.print("[yellow]Interrupted. Checkpoints are kept; rerun the same command with --resume to continue "
                   "from the last one.[/]")
-    raise typer.Exit(130)
+    raise typer.Exit(128 + signum if signum else 130)
 
 
 @finetune_app.command("sft")
@@ -40,8 +42,8 @@ def sft_command(
     try:
         result = run_sft(load_finetune_config(config), output_dir=output_dir, resume=resume, progress=progress,
                          console=console, data_source=data_source)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     print(result.adapter_dir)
 
 
@@ -61,8 +63,8 @@ def dpo_command(
     try:
         result = run_dpo(load_finetune_config(config), output_dir=output_dir, resume=resume, progress=progress,
                          console=console)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     print(result.adapter_dir)
 
 
