@@ -268,7 +268,10 @@ def _interrupted(what_is_kept: str = "", exc: BaseException | None = None) -> in
 
     signum = getattr(exc, "signum", None) or getattr(getattr(exc, "__cause__", None), "signum", None)
     what = f"Stopped by {signal.Signals(signum).name}." if signum else "Interrupted."
-    console.print(Text(f"{what} {what_is_kept}".strip(), style="yellow"), highlight=False)
+    try:
+        console.print(Text(f"{what} {what_is_kept}".strip(), style="yellow"), highlight=False)
+    except OSError:  # SIGHUP: the terminal may be gone, and the exit code must still say why
+        pass
     code = 128 + signum if signum else EXIT_INTERRUPTED
     _exit_now_if_threads_would_hold_it(code)
     return code
@@ -299,8 +302,11 @@ def _exit_now_if_threads_would_hold_it(code: int) -> None:
 
     waiting = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if waiting:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a terminal gone with SIGHUP, a closed pipe
+                pass
         os._exit(code)
 
 
