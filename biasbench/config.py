@@ -687,7 +687,8 @@ def task_file(task_path: Path, relative: str, field: str, allow_outside: bool = 
     task_path = _resolve(task_path)
     folders, roots = _task_folders(task_path)
     for folder in folders:
-        candidate = _resolve(folder / relative, task_path, field)  # symlinks followed: a link out of the tree is outside
+        # symlinks followed: a link out of the tree is outside
+        candidate = _resolve(folder / relative, task_path, field)
         # refused before looking: whether a file exists outside the trees is not the task's to learn
         _check_inside(candidate, roots, allow_outside, task_path, field, relative, folder)
         if candidate.is_file():
@@ -703,7 +704,8 @@ def task_files(task_path: Path, pattern: str, field: str, allow_outside: bool = 
     task_path = _resolve(task_path)
     folders, roots = _task_folders(task_path)
     for folder in folders:
-        matches = [_resolve(Path(m), task_path, field) for m in sorted(glob.glob(str(folder / pattern), recursive=True))]
+        matches = [_resolve(Path(m), task_path, field)
+                   for m in sorted(glob.glob(str(folder / pattern), recursive=True))]
         for match in matches:
             _check_inside(match, roots, allow_outside, task_path, field, pattern, folder)
         if any(m.is_file() for m in matches):

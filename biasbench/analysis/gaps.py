@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._data import (ITEMS, NOT_TESTABLE, Voices, analysed_rows, common_item_rows, design_problem,  # noqa: F401
-                    drop_empty_voices, item_adjusted, reduce_to_voices, require_columns)
+from ._data import (ITEMS, NOT_TESTABLE, Voices, analysed_rows, common_item_rows,  # noqa: F401 - also read from here
+                    design_problem, drop_empty_voices, item_adjusted, reduce_to_voices)
 from .effects import cohens_d, cohens_h, odds_ratio, risk_difference
 from .multitest import correct_pvalues
 from .permutation import (CONDITIONS_ON, EXACT_MAX, STATISTIC_WORDS, arrangements, auto_statistic, critical_value,

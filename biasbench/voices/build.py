@@ -30,10 +30,9 @@ into place only when the whole pool is valid.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ from biasbench.voices import speaker
 from biasbench.voices.candidate import Candidate, voice_id
 from biasbench.voices.pool import ETHNICITIES, GENDERS
 from biasbench.voices.qc import FRAME_S, SILENCE_DBFS, _frame_dbfs, snr_db
-from biasbench.voices.recipe import Corpus, Recipe, load_corpus, load_recipe
+from biasbench.voices.recipe import Corpus, load_corpus, load_recipe
 
 PAUSE_S = 0.3
 EDGE_S = 0.1  # silence kept at each end of a trimmed utterance
