@@ -469,7 +469,8 @@ def _request(p: Planned, settings: GenerationSettings, limit: float | None, cach
         return Request(prompt=f"{p.item.spoken_text}\n{p.item.text_prompt}".strip(), audio=None, **common)
     audio = cache.get(p.audio_key)  # read lazily, one batch at a time
     if audio is None:
-        raise BiasbenchError(f"audio for voice {p.voice_id}, item {p.item.item_id} vanished from the cache")
+        raise BiasbenchError(f"audio for voice {p.voice_id}, item {p.item.item_id} vanished from the cache or changed "
+                             "since it was checked; rerun the same command with --resume to make it again")
     if limit and len(audio) > limit * SAMPLE_RATE:
         audio = audio[: int(limit * SAMPLE_RATE)]  # the 'truncate' policy, recorded in audio_truncated
     return Request(prompt=p.item.text_prompt, audio=audio, **common)

@@ -561,3 +561,32 @@ def test_a_pool_loudness_target_reaches_every_planned_clip():
                                      "voices": [{"id": "a", **voice}, {"id": "b", **voice, "gender": "male"}]})
     plan = plan_requests(load_task("mmlu", data_source="local", limit=2), pool)
     assert plan and {p.job.loudness_target for p in plan if p.job} == {-23.0}
+
+
+def test_a_verified_clip_is_trusted_by_its_file_times_only_until_it_is_read(tmp_path):
+    """A state check trusts the size, inode and mtime recorded when the clip was last verified
+    (a resumed run reads no clip); a write changes them. A clip changed with its times put back
+    is still caught when it is read, and made again by the next synthesis."""
+    import os
+
+    cache = AudioCache(tmp_path)
+    key = cache.key(**BASE)
+    path = cache.put(key, np.full(16000, 0.25, dtype=np.float32), SAMPLE_RATE)
+    assert cache.state(key) == "ok" and len(cache.digest_path(key).read_text().split()) == 4  # times recorded
+    data = path.read_bytes()
+    path.write_bytes(data[:44] + bytes(reversed(data[44:])))  # in place: same inode, a new mtime
+    assert AudioCache(tmp_path).state(key) == "changed"
+    cache = AudioCache(tmp_path)
+    path.write_bytes(data)
+    assert cache.state(key) == "missing"  # its digest went with the change: made again
+    key2 = cache.key(**{**BASE, "text": "two"})
+    path2 = cache.put(key2, np.full(16000, 0.25, dtype=np.float32), SAMPLE_RATE)
+    assert AudioCache(tmp_path).state(key2) == "ok"
+    stat = path2.stat()
+    data2 = path2.read_bytes()
+    path2.write_bytes(data2[:44] + bytes(reversed(data2[44:])))
+    os.utime(path2, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # times put back by hand
+    fresh = AudioCache(tmp_path)
+    assert fresh.state(key2) == "ok"  # trusted by its times...
+    assert fresh.get(key2) is None  # ...but never used: reading verifies the digest
+    assert AudioCache(tmp_path).state(key2) == "missing"
