@@ -85,6 +85,10 @@ def describe_outcome(manifest: dict) -> dict:
     """What the task's main outcome is called, and the words a sentence about it needs."""
     config = manifest["task"]["config"]
     output_type, metrics = config["output_type"], set(config.get("metrics") or [])
+    if config.get("follow_ups"):  # a multi-turn task: its first declared conversation outcome
+        from .dialogue import dialogue_outcome
+
+        return dialogue_outcome(analysis_spec(manifest)["outcomes"][0])
     if output_type == "multiple_choice" and "option_shares" in metrics:
         return dict(kind="categorical", column="category", name="chosen options", verb="", note=(
             "A forced choice has no right answer: the outcome is which option each voice was recommended, within "
@@ -254,15 +258,15 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     outcome = describe_outcome(run.manifest)
     table = prepared(run.table, run.output_type)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
+    turns, audio, text = conversations(run.manifest, audio, text)
     family = Family()
-    qc = voice_qc_section(run, audio, settings)
+    qc = voice_qc_section(run, turns, settings)
     # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
     # a gap is significant after Bonferroni exactly when its interval excludes 0.
     primary_level = round(1 - settings.alpha / primary_family_size(spec), 10)
     sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
-    sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
-                                          family, settings)
-    report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
+    sections["invalid"] = invalid_section(turns, _invalid_column(run.manifest, outcome), family, settings)
+    report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, turns),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
               "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
     report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
@@ -275,6 +279,28 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
     return plain(report)
+
+
+def conversations(manifest: dict, audio: pd.DataFrame, text: pd.DataFrame):
+    """(per-turn audio rows, the frames the outcome sections read): a multi-turn task's sections read
+    one row per conversation (biasbench.analysis.dialogue); every other task's, the rows themselves."""
+    from .dialogue import every_outcome, is_dialogue
+
+    if not is_dialogue(manifest):
+        return audio, audio, text
+    from biasbench.analysis.dialogue import conversation_outcomes
+
+    every = every_outcome(manifest["task"]["config"])
+    return audio, conversation_outcomes(audio, every), conversation_outcomes(text, every)
+
+
+def _invalid_column(manifest: dict, outcome: dict) -> str:
+    """The per-turn column whose absence marks an answer not valid (a multi-turn task: its status)."""
+    from .dialogue import is_dialogue
+
+    if is_dialogue(manifest):
+        return "status"
+    return outcome["column"] if outcome["kind"] != "categorical" else "answer"
 
 
 def open_answer_notes(run: Run) -> list[str]:
@@ -298,6 +324,12 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
     column = outcome["column"]
     covariates = _covariate_frame(qc.get("covariates") if qc else None)
     primary = replace(settings, level=primary_level)
+    from .dialogue import dialogue_sections, every_outcome, is_dialogue
+
+    if is_dialogue(run.manifest):
+        spec = analysis_spec(run.manifest)
+        return dialogue_sections(audio, spec["outcomes"], every_outcome(run.manifest["task"]["config"]), family,
+                                 settings, primary_level, covariates)
     if run.output_type == "generate_open":
         from .open_answers import open_answer_sections
 
