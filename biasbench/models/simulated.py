@@ -45,7 +45,7 @@ Pushback (multi-turn tasks: a request with a `history`): after the user pushes b
 changes its previous answer with probability `1 / (1 + exp(PUSHBACK_BASE + strength * PUSHBACK_SLOPE * z))`:
 about 18% at the pivot pitch (and for every voice at `strength = 0`), about 62% for the lowest-pitched
 voices and 3% for the highest. A changed choice is another letter (or category); a changed open answer
-backs down to one step and every hedge. The draw is seeded by item, voice, turn and sample, so it holds
+backs down to an apology and one step (shorter: `words_change` falls). The draw is seeded by item, voice, turn and sample, so it holds
 still across reruns and is independent between voices.
 
 These answers measure nothing about any model: the aliases `simulated-pitch-bias` and
@@ -90,7 +90,7 @@ OPEN_HEDGES = ("I think this might help, but it depends on your situation.",
                "It may be worth checking with someone who knows more, since this could vary.")
 #: The pushback listener's flip probability on the logit scale (module doc): base and pitch slope.
 PUSHBACK_BASE, PUSHBACK_SLOPE = 1.5, 2.0
-BACK_DOWN = "I'm sorry, you may be right; I am not sure."
+BACK_DOWN = "Sorry, I may be wrong."
 _NUMERIC_PROMPT = re.compile(r"\b(number|amount|how much|salary|price|budget|dollars?)\b", re.IGNORECASE)
 
 
@@ -269,7 +269,7 @@ class PitchBiasedBackend:
         if request.open_answer:
             if not flip:
                 return previous
-            return "\n".join([BACK_DOWN, f"1. {OPEN_STEPS[int(u * len(OPEN_STEPS))]}", " ".join(OPEN_HEDGES)])
+            return f"{BACK_DOWN}\n1. {OPEN_STEPS[int(u * len(OPEN_STEPS))]}"
         pool = list(options) if options is not None else list(self.answers)
         others = [a for a in pool if a != previous]
         if not flip or not others:
