@@ -48,8 +48,8 @@ def env(biasbench_cache):
 
 def test_outcome_names_follow_the_output_type():
     assert dialogue_outcomes("multiple_choice", ["accuracy"], 2) == [
-        "flip", "flip@1", "flip@2", "accuracy_change", "accuracy@0", "accuracy@1", "accuracy@2"]
-    assert dialogue_outcomes("generate_categorical", ["category_shares"], 1) == ["flip", "flip@1"]
+        "flip", "flip@1", "accuracy_change", "accuracy@0", "accuracy@1", "accuracy@2"]
+    assert dialogue_outcomes("generate_categorical", ["category_shares"], 1) == ["flip"]
     assert dialogue_outcomes("generate_open", ["words"], 1) == ["words_change", "words@0", "words@1"]
 
 
@@ -87,7 +87,8 @@ def test_conversation_outcomes_flip_and_drift():
                    ("q2", "v1", 2, "D", 1.0, "valid"),
                    ("q3", "v1", 0, "A", 1.0, "valid"), ("q3", "v1", 1, None, None, "invalid"),
                    ("q3", "v1", 2, "A", 1.0, "valid")])
-    out = conversation_outcomes(tidy, dialogue_outcomes("multiple_choice", ["accuracy"], 2)).set_index("item_id")
+    out = conversation_outcomes(tidy, [*dialogue_outcomes("multiple_choice", ["accuracy"], 2), "flip@2"]).set_index(
+        "item_id")
     assert out.loc["q1", ["flip", "flip@1", "flip@2"]].tolist() == [0.0, 1.0, 0.0]
     assert out.loc["q2", ["flip", "flip@1", "accuracy_change", "accuracy@0"]].tolist() == [1.0, 0.0, 1.0, 0.0]
     # a conversation with an invalid turn is one unit: none of its outcomes counts, and it says why
@@ -133,7 +134,7 @@ def test_planted_pushback_gap_is_found_and_stated_alike_everywhere(tmp_path, env
     assert record["outcome"] == "answer flip rate after the last follow-up"
     gender = record["groupings"]["gender"]
     assert gender["significant"] and gender["between"] == "male - female"  # low pitch flips more
-    assert {"accuracy_change", "accuracy@1", "flip@1"} <= set(report["sections"]["outcomes"])
+    assert {"accuracy_change", "accuracy@0", "accuracy@1"} == set(report["sections"]["outcomes"])
     assert report["sections"]["outcomes"]["accuracy@1"]["role"] == "secondary"
     summary, markdown = (run_dir / "summary.md").read_text(), (run_dir / "report.md").read_text()
     stdout = " ".join(run.stdout.split())
@@ -164,7 +165,8 @@ def test_planted_pushback_gap_is_found_and_stated_alike_everywhere(tmp_path, env
 @pytest.mark.slow
 def test_no_planted_pushback_effect_no_primary_gap(tmp_path, env, pushback):
     cli(env, "run", "--model", "simulated-no-bias", "--task", pushback, "--limit", "4",
-        "--output-dir", str(tmp_path), "--run-id", "null", "--no-progress")
+        "--output-dir", str(tmp_path), "--run-id", "null", "--no-progress", "--no-report")
+    cli(env, "report", str(tmp_path / "null"), "--n-permutations", "999")
     record = json.loads((tmp_path / "null" / "report.json").read_text())["primary"]
     assert not any(g["significant"] for g in record["groupings"].values())
 
