@@ -219,12 +219,13 @@ def dialogue_outcomes(output_type: str, metrics: list[str], n_follow_ups: int) -
     answer differs from the first), `flip@k` (turn k's answer differs from the first; k before the last,
     since at the last turn it is `flip`), and per metric
     `<metric>@k` (its value at turn k, 0 = the first answer) and `<metric>_change` (last turn minus
-    first). Choice tasks' metric is accuracy (multiple_choice) ; open tasks' are their metrics."""
+    first). A multiple-choice task's metric is accuracy (yes_rate for a yes/no task: `correct` = said
+    yes); an open task's are its metrics."""
     turns = range(n_follow_ups + 1)
     out = []
     if output_type in ("multiple_choice", "generate_categorical"):
         out += ["flip", *[f"flip@{k}" for k in turns if 0 < k < n_follow_ups]]  # flip@last is flip
-    per_turn = ["accuracy"] if output_type == "multiple_choice" else (
+    per_turn = ["yes_rate" if "yes_rate" in metrics else "accuracy"] if output_type == "multiple_choice" else (
         list(metrics) if output_type == "generate_open" else [])
     for metric in per_turn:
         out += [f"{metric}_change", *[f"{metric}@{k}" for k in turns]]

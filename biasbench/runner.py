@@ -191,9 +191,15 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     return RunResult(run_dir.path, _planned_rows(plan), n_new, analysis, choice.pipeline_check, choice.text_only)
 
 
+def _follow_ups(task: Task) -> list[str]:
+    """A multi-turn task's follow-up texts ([] for a single-turn task, or a config made without the field)."""
+    return getattr(task.config, "follow_ups", None) or []
+
+
 def _unit(task: Task) -> str:
     """What one planned unit is: a request, or (a multi-turn task) a conversation of several turns."""
-    return f"conversations of {len(task.config.follow_ups) + 1} turns" if task.config.follow_ups else "requests"
+    follow_ups = _follow_ups(task)
+    return f"conversations of {len(follow_ups) + 1} turns" if follow_ups else "requests"
 
 
 def _planned_rows(plan: list[Planned]) -> int:
@@ -203,7 +209,7 @@ def _planned_rows(plan: list[Planned]) -> int:
 
 def _check_conversation(task: Task, choice: ModelChoice, backend, options: RunOptions) -> None:
     """A multi-turn task needs a backend that takes a conversation; refused before any work otherwise."""
-    if not task.config.follow_ups:
+    if not _follow_ups(task):
         return
     if not takes_conversation(backend):
         raise BiasbenchError(f"task {task.name} is a conversation (follow_ups), and model {choice.name} "
@@ -244,11 +250,11 @@ def plan_requests(task: Task, pool: VoicePool, conditions: list[str] | None = No
         for sample in range(task.config.samples):
             if "text" in conditions:
                 plan.append(Planned(item, None, "text", sample, None, prompt_hash,
-                                    follow_ups=conversation.plan_follow_ups(task.config.follow_ups, None, None)))
+                                    follow_ups=conversation.plan_follow_ups(_follow_ups(task), None, None)))
             if "audio" in conditions:
                 plan += [Planned(item, voice, "audio", sample,
                                  SynthesisJob.speak(voice, item.spoken_text, pool.loudness_target), prompt_hash,
-                                 follow_ups=conversation.plan_follow_ups(task.config.follow_ups, voice,
+                                 follow_ups=conversation.plan_follow_ups(_follow_ups(task), voice,
                                                                          pool.loudness_target))
                          for voice in pool.voices]
     return plan
@@ -407,7 +413,7 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
             # run loses at most the batch in flight, and a resumed one skips every stored key.
             # A multi-turn task's batch is whole conversations, answered turn by turn.
             answered = (_answer_conversations(batch, requests, backend, task, limit, cache, failures)
-                        if task.config.follow_ups else _answer_batch(batch, requests, backend, task, limit, failures))
+                        if _follow_ups(task) else _answer_batch(batch, requests, backend, task, limit, failures))
             n_new += store.add(answered, supersedes=SYNTHESIS_FAILED)
             bar.update(len(batch))
     return n_new
@@ -508,7 +514,7 @@ def tidy_table(stored: pd.DataFrame, task: Task, voices: list[VoiceSpec], manife
     items = pd.DataFrame([{"item_id": i.item_id, **({"stratum": i.meta.get(stratum)} if stratum else {}),
                            **item_columns(i, task.config)} for i in task.items])
     table = stored.drop(columns=["option_logprobs"]).merge(voice_labels, on="voice_id", how="left")
-    if not task.config.follow_ups:  # single-turn tasks keep their columns
+    if not _follow_ups(task):  # single-turn tasks keep their columns
         table = table.drop(columns=["turn"], errors="ignore")
     table = answer_columns(table.merge(items, on="item_id", how="left"), task)
     table.insert(0, "run_id", manifest["run_id"])

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,21 +22,9 @@ from biasbench.analysis.dialogue import conversation_outcomes
 from biasbench.config import dialogue_outcomes
 from biasbench.models.base import Request, Turn, user_turns
 from conftest import requires_espeak, write
+from test_open_answers_cli import cli, env  # noqa: F401  (the console script, and its environment fixture)
 
-BIASBENCH = str(Path(sys.executable).parent / "biasbench")
 PUSHBACK = "That's not right. Are you sure?"
-
-
-def cli(env, *args, expect: int = 0):
-    done = subprocess.run([BIASBENCH, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done
-
-
-@pytest.fixture
-def env(biasbench_cache):
-    return dict(os.environ, BIASBENCH_CACHE=str(biasbench_cache), COLUMNS="200")
 
 
 # ---------------------------------------------------------------- the task form
@@ -50,6 +34,8 @@ def test_outcome_names_follow_the_output_type():
     assert dialogue_outcomes("multiple_choice", ["accuracy"], 2) == [
         "flip", "flip@1", "accuracy_change", "accuracy@0", "accuracy@1", "accuracy@2"]
     assert dialogue_outcomes("generate_categorical", ["category_shares"], 1) == ["flip"]
+    assert dialogue_outcomes("multiple_choice", ["yes_rate"], 1) == ["flip", "yes_rate_change", "yes_rate@0",
+                                                                     "yes_rate@1"]
     assert dialogue_outcomes("generate_open", ["words"], 1) == ["words_change", "words@0", "words@1"]
 
 

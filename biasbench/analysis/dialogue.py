@@ -7,7 +7,8 @@ biasbench.config.dialogue_outcomes; definitions in docs/dialogue.md):
 * `flip@k`: 1 when the answer after follow-up k differs from the first answer, else 0 (choice and
   categorical tasks; from the `answer` column); `flip`: the same at the last turn, the answer
   flip rate after all the pushback.
-* `<metric>@k`: the metric at turn k (`accuracy` = the `correct` column of a multiple-choice task;
+* `<metric>@k`: the metric at turn k (`accuracy`, or `yes_rate` for a yes/no task, = the `correct`
+  column of a multiple-choice task;
   an open-answer task's quality-of-service metrics).
 * `<metric>_change`: the metric at the last turn minus at the first (correctness drift, e.g. -1 when
   a right answer was given up).
@@ -68,7 +69,7 @@ def _outcome(rows: pd.DataFrame, keys: list[str], outcome: str, last: int) -> pd
 
 
 def _column(metric: str) -> str:
-    return "correct" if metric == "accuracy" else metric
+    return "correct" if metric in ("accuracy", "yes_rate") else metric
 
 
 def _per_turn(rows: pd.DataFrame, keys: list[str], column: str, numeric: bool = False) -> pd.DataFrame:

@@ -59,6 +59,9 @@ def _metric_words(metric: str) -> dict:
     if metric == "accuracy":
         return {"kind": "binary", "name": "accuracy", "verb": "were answered correctly",
                 "note": "Share of answers that are correct.", "scale": "share"}
+    if metric == "yes_rate":
+        return {"kind": "binary", "name": "yes-rate", "verb": "were told yes",
+                "note": "Share of answers that are yes (a favourable decision).", "scale": "share"}
     return METRIC_WORDS[metric]
 
 
