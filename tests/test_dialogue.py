@@ -3,9 +3,10 @@
 The installed console script runs the shipped mmlu_pushback task with a simulated listener whose
 answers flip more after pushback for low-pitched voices: the flip gap by gender is found and stated
 alike in the closing lines, summary, report and leaderboard; with no planted effect no primary gap
-is found. A half-stored conversation is asked again whole on --resume. A tiny Qwen2-Audio answers
-a conversation through the real transformers chat template, an OpenAI-compatible server is sent
-the earlier turns as messages, and a bad multi-turn task is one clear line.
+is found. A half-stored conversation is asked again whole on --resume. Tiny Qwen2-Audio and
+Qwen2.5-Omni answer a conversation through the real transformers chat template, the cascade
+transcribes every turn, an OpenAI-compatible body carries the earlier turns as messages, and a bad
+multi-turn task is one clear line.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def test_no_planted_pushback_effect_no_primary_gap(tmp_path, env, pushback):
 @pytest.mark.slow
 def test_open_answer_conversation_with_text_control(tmp_path, env):
     task = write(tmp_path / "advice.yaml", "task: advice_pb_lexical\ninclude: advice_pushback.yaml\n"
-                 "open_answer: {similarity: lexical}\n")
+                 "open_answer: {similarity: lexical}\nmetrics: [words, hedging, alignment]\n")
     cli(env, "run", "--model", "simulated-pitch-bias", "--task", str(task), "--limit", "4",
         "--output-dir", str(tmp_path), "--run-id", "open", "--no-progress")
     tidy = pd.read_parquet(tmp_path / "open" / "responses.parquet")
@@ -176,22 +177,6 @@ def test_open_answer_conversation_with_text_control(tmp_path, env):
     assert length["significant"] and length["between"] == "female - male"  # low pitch backs down: shorter
 
 
-@requires_espeak
-@pytest.mark.slow
-def test_tiny_model_holds_a_conversation_through_transformers(tmp_path, env):
-    write(tmp_path / "q.csv", "item_id,prompt\nq1,How do I save money?\n")
-    task = write(tmp_path / "talk.yaml", "task: toy_talk\ndataset: {local: {path: q.csv}}\n"
-                 "doc_to_text: '{{ prompt }}'\noutput_type: generate_open\nconditions: [audio, text]\n"
-                 f"max_new_tokens: 6\nopen_answer: {{similarity: lexical}}\nfollow_ups: [\"{PUSHBACK}\"]\n")
-    cli(env, "run", "--model", "tiny-qwen2audio", "--task", str(task), "--output-dir", str(tmp_path),
-        "--run-id", "tiny", "--no-progress", "--batch-size", "8", "--no-report")
-    tidy = pd.read_parquet(tmp_path / "tiny" / "responses.parquet")
-    assert len(tidy) == (18 + 1) * 2 and set(tidy["turn"]) == {0, 1}
-    # the follow-up turn read the whole conversation: more input tokens than the first turn
-    tokens = tidy.pivot_table(index="voice_id", columns="turn", values="n_input_tokens")
-    assert (tokens[1] > tokens[0]).all()
-
-
 def test_hf_chat_template_carries_earlier_turns(biasbench_cache):
     from biasbench.models.hf_qwen2audio import HFQwen2AudioBackend
     from biasbench.models.tiny.qwen2audio import tiny_qwen2audio_path
@@ -204,6 +189,25 @@ def test_hf_chat_template_carries_earlier_turns(biasbench_cache):
     assert [len(c) for c in backend._clips(request)] == [16000, 8000]
     out = backend.generate([request, Request("r#0", "Answer.", audio=first)])
     assert len(out) == 2 and not any(r.error for r in out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-qwen2.5-omni", "cascade:tiny-whisper+tiny-qwen2-text"])
+def test_other_backends_answer_a_conversation(model):
+    """Another chat-template family, and the cascade (each clip transcribed, replies as assistant turns)."""
+    from biasbench.models.base import GenerationSettings
+    from biasbench.models.registry import load_backend, resolve_model
+
+    backend = load_backend(resolve_model(model), dtype="auto", device="cpu", revision=None, base_url=None,
+                           quantization=None, vllm_options={}, adapter=None)
+    first = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    settings = GenerationSettings(max_new_tokens=4)
+    later = Request("r#1", "Answer.", audio=first[:12000], history=(Turn("Answer.", first, "B"),), turn=1,
+                    settings=settings, choices=["A", "B"])
+    alone = Request("r#0", "Answer.", audio=first, settings=settings, choices=["A", "B"])
+    answers = backend.generate([later, alone]) + backend.score_choices([later, alone])
+    assert not any(r.error for r in answers)
+    assert answers[0].n_input_tokens > answers[1].n_input_tokens  # the earlier turn was read
 
 
 def test_openai_backend_sends_earlier_turns_as_messages():
