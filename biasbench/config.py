@@ -368,8 +368,8 @@ class TaskConfig(_Strict):
                             and (m != "correctness" or self.doc_to_target is not None)]
         if self.output_type != "generate_open":
             if outcomes is not None:
-                raise ValueError(f"analysis.outcomes applies to output_type generate_open and to multi-turn "
-                                 f"tasks (follow_ups) only ({self.output_type} has one primary outcome)")
+                raise ValueError(f"analysis.outcomes applies to output_type generate_open only, or to a "
+                                 f"multi-turn task (follow_ups) ({self.output_type} has one primary outcome)")
             if self.open_answer is not None:
                 raise ValueError("open_answer applies to output_type generate_open only")
             return

@@ -5,6 +5,10 @@ by a hash of everything that determines the answer. A killed run therefore loses
 the batch in flight, and `INSERT OR IGNORE` on the key means a resumed run can never store
 a response twice.
 
+A multi-turn task stores one row per turn (`turn`: 0 for the first answer), and all the turns of
+a conversation in the same transaction (biasbench/conversation.py), so a conversation is never half
+stored.
+
 What was asked is kept beside the answers, once per prompt (table `prompts`, keyed by the
 responses' `prompt_hash`): the text every voice spoke and the text prompt the model read
 (the text control reads the two joined by a newline). `to_frame` joins them in, so exports

@@ -115,6 +115,9 @@ def test_planted_pushback_gap_is_found_and_stated_alike_everywhere(tmp_path, env
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["complete"] and manifest["task"]["config"]["follow_ups"] == [PUSHBACK]
     assert "72 conversations of 2 turns" in " ".join(run.stderr.split())
+    planned = " ".join(cli(env, "plan", "--task", pushback, "--model", "simulated-pitch-bias", "--limit", "4",
+                           "--runs-dir", str(tmp_path)).stdout.split())
+    assert "requests: 144 (4 items x 18 voices x 1 samples x 2 turns" in planned  # a model call per turn
 
     report = json.loads((run_dir / "report.json").read_text())
     record = report["primary"]
