@@ -91,6 +91,45 @@ def test_every_turn_of_a_conversation_is_a_user_message():
     assert turns[0][1] is first and turns[1][1] is then
 
 
+def test_a_conversation_whose_turn_fails_is_not_stored_at_all():
+    from biasbench.conversation import FollowUp, answer_conversations, turn_keys
+    from biasbench.models.base import Response
+    from biasbench.runner import Planned
+    from biasbench.tasks.loader import Item
+
+    plan = [Planned(Item(f"q{i}", "Why?", "Answer."), None, "text", 0, None, "h", request_key=f"c{i}",
+                    follow_ups=[FollowUp(PUSHBACK, None)]) for i in range(3)]
+    seen = []
+
+    def ask(requests):
+        seen.append([(r.request_id, r.turn, [t.reply for t in r.history]) for r in requests])
+        return [Response(r.request_id, f"{r.request_id}!", error="server gave up" if r.request_id == "c1#1" else None)
+                for r in requests]
+
+    failures = []
+    firsts = [Request(p.request_key, "Answer.", item_id=p.item.item_id) for p in plan]
+    rows = answer_conversations(plan, firsts, ask, lambda p, response, turn, key: (key, turn, response.text),
+                                None, None, failures)
+    # each turn is one call across the batch; the follow-up carries the model's own first reply
+    assert seen == [[("c0", 0, []), ("c1", 0, []), ("c2", 0, [])],
+                    [("c0#1", 1, ["c0!"]), ("c1#1", 1, ["c1!"]), ("c2#1", 1, ["c2!"])]]
+    assert [(turn, text) for _, turn, text in rows] == [(0, "c0!"), (1, "c0#1!"), (0, "c2!"), (1, "c2#1!")]
+    assert [key for key, _, _ in rows] == turn_keys(plan[0]) + turn_keys(plan[2])
+    assert failures == [{"item_id": "q1", "voice_id": "text-control", "turn": 1, "error": "server gave up"}]
+
+
+def test_vllm_messages_and_clips_follow_the_conversation():
+    from biasbench.models.vllm_backend import chat_messages, engine_input
+
+    first, then = np.zeros(160, np.float32), np.ones(80, np.float32)
+    request = Request("r#1", "Answer.", audio=then, history=(Turn("Answer.", first, "B"),), turn=1)
+    messages = chat_messages(request)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"] and messages[1]["content"] == "B"
+    assert messages[0]["content"][0]["type"] == "audio" and messages[2]["content"][0]["type"] == "audio"
+    clips = engine_input("prompt", request)["multi_modal_data"]["audio"]
+    assert [len(c) for c, _ in clips] == [160, 80]
+
+
 # ---------------------------------------------------------------- end to end
 
 
