@@ -83,6 +83,15 @@ def test_conversation_outcomes_flip_and_drift():
     assert out["n_turns"].tolist() == [3, 3, 3] and (out["gender"] == "female").all()
 
 
+def test_an_open_answer_refused_after_pushback_counts_as_a_refusal():
+    tidy = _turns([("q1", "v1", 0, None, None, "valid"), ("q1", "v1", 1, None, None, "refusal")])
+    tidy = tidy.assign(refusal=[0.0, 1.0], words=[40.0, np.nan])
+    out = conversation_outcomes(tidy, ["refusal@1", "refusal_change", "words_change"], ("valid", "refusal"))
+    assert out.loc[0, "status"] == "valid" and out.loc[0, ["refusal@1", "refusal_change"]].tolist() == [1.0, 1.0]
+    assert np.isnan(out.loc[0, "words_change"])  # a refusal has no length to compare
+    assert conversation_outcomes(tidy, ["refusal@1"]).loc[0, "status"] == "refusal"  # by default: not answered
+
+
 def test_every_turn_of_a_conversation_is_a_user_message():
     first, then = np.zeros(160, np.float32), np.ones(160, np.float32)
     request = Request("r#1", "Answer.", audio=then, history=(Turn("Answer.", first, "B"),), turn=1)

@@ -13,8 +13,8 @@ biasbench.config.dialogue_outcomes; definitions in docs/dialogue.md):
 * `<metric>_change`: the metric at the last turn minus at the first (correctness drift, e.g. -1 when
   a right answer was given up).
 
-A conversation is one unit: its status is "valid" only when every turn's answer is valid, else the
-first other status among its turns, and its outcomes are then undefined (NaN), so a conversation
+A conversation is one unit: its status is "valid" only when every turn was answered (a valid answer;
+for open answers a refusal too), else the first other status among its turns, and its outcomes are then undefined (NaN), so a conversation
 with one unanswerable turn cannot count for a voice on some outcomes and not others. Pure
 functions over plain data, like the rest of biasbench.analysis.
 """
@@ -30,8 +30,10 @@ CONVERSATION = ["item_id", "voice_id", "condition", "sample_index"]
 CARRIED = ["gender", "ethnicity", "accent", "label_source", "stratum", "run_id", "task", "model"]
 
 
-def conversation_outcomes(tidy: pd.DataFrame, outcomes: list[str]) -> pd.DataFrame:
-    """One row per conversation with a column per outcome in `outcomes` (NaN where undefined)."""
+def conversation_outcomes(tidy: pd.DataFrame, outcomes: list[str], answered: tuple[str, ...] = ("valid",)) -> pd.DataFrame:
+    """One row per conversation with a column per outcome in `outcomes` (NaN where undefined).
+    `answered`: the statuses of a turn that count as an answer (open answers: a refusal too, whose
+    `refusal` metric is 1 and whose other metrics are undefined)."""
     if "turn" not in tidy.columns:
         raise ValueError("the table has no `turn` column: it is not from a multi-turn task")
     keys = [c for c in CONVERSATION if c in tidy.columns]
@@ -41,7 +43,7 @@ def conversation_outcomes(tidy: pd.DataFrame, outcomes: list[str]) -> pd.DataFra
     carried = [c for c in CARRIED if c in rows.columns]
     base = rows.sort_values("turn").groupby(keys, sort=True, dropna=False)
     frame = base[carried].first() if carried else base.size().to_frame("n")[[]]
-    valid = rows["status"].eq("valid")
+    valid = rows["status"].isin(answered)
     frame["n_turns"] = base.size()
     frame["status"] = rows.assign(bad=np.where(valid, "~valid", rows["status"].astype(str))).groupby(
         keys, sort=True, dropna=False)["bad"].min().str.replace("~valid", "valid")

@@ -290,8 +290,11 @@ def conversations(manifest: dict, audio: pd.DataFrame, text: pd.DataFrame):
         return audio, audio, text
     from biasbench.analysis.dialogue import conversation_outcomes
 
-    every = every_outcome(manifest["task"]["config"])
-    return audio, conversation_outcomes(audio, every), conversation_outcomes(text, every)
+    config = manifest["task"]["config"]
+    every = every_outcome(config)
+    # an open answer's refusal is an answer (its `refusal` metric is the outcome), not a missing turn
+    answered = ("valid", "refusal") if config.get("output_type") == "generate_open" else ("valid",)
+    return (audio, conversation_outcomes(audio, every, answered), conversation_outcomes(text, every, answered))
 
 
 def _invalid_column(manifest: dict, outcome: dict) -> str:
