@@ -24,6 +24,7 @@ from biasbench.cli_options import include_path_option
 from biasbench.errors import BiasbenchError
 from biasbench.export import export_command
 from biasbench.finetune.cli import compare_command, finetune_app
+from biasbench.judge.cli import judge_app
 from biasbench.leaderboard import leaderboard_app
 from biasbench.listing import FORMAT_HELP, ListFormat, print_listing
 from biasbench.plan import plan_command
@@ -63,6 +64,7 @@ app.command("plan")(plan_command)  # requests, clips and cost before running: bi
 app.command("salvage")(salvage_command)  # a damaged responses.sqlite: biasbench/salvage.py
 app.add_typer(finetune_app, name="finetune")
 app.command("compare")(compare_command)
+app.add_typer(judge_app, name="judge")  # pairwise judge of open answers: biasbench/judge/
 
 # Help is click's plain layout, not Rich panels: it never cuts a flag name at 80 columns or
 # when piped, and a `[ray]` in a help text is printed as written (Rich read it as markup).

@@ -146,7 +146,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "generate_categorical": ("category_shares",),
     "generate_numeric": ("mean_value",),
     "transcribe": ("wer", "cer"),
-    "generate_open": OPEN_METRICS,
+    "generate_open": (*OPEN_METRICS, "judge"),  # judge: the win share of `biasbench judge compare`
 }
 
 
@@ -176,9 +176,10 @@ class AnalysisSpec(_Strict):
         "(follow_ups): the primary outcomes among flip, flip@k, <metric>@k, <metric>_change (docs/dialogue.md); the "
         "primary family is then these outcomes x the groupings, and every other metric is secondary. Default: "
         "the first of `metrics`")
-    items: Literal["common", "all"] = Field(
-        "common", description="common: only items every compared voice answered validly (missing answers cannot "
-        "fake a gap); all: whatever each voice answered")
+    items: Literal["adjusted", "common", "all"] = Field(
+        "adjusted", description="adjusted: every valid answer, each voice scored on item-adjusted outcomes (voice + "
+        "item least squares), so missing answers neither fake a gap nor cost the other voices' answers; common: "
+        "only items every compared voice answered validly; all: whatever each voice answered")
 
     @field_validator("groupings", "outcomes")
     @classmethod
@@ -281,7 +282,7 @@ class TaskConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec,
                                    description="the declared primary analysis (defaults: every grouping, "
-                                   "voice-level permutation test, Holm, common items)")
+                                   "voice-level permutation test, Bonferroni, item-adjusted voice scores)")
     citation: str = ""
     licence: str = ""
 
@@ -344,14 +345,22 @@ class TaskConfig(_Strict):
                 raise ValueError(f"follow_ups[{index}] must be the text of a user turn, got {text!r}")
         if self.samples > 1:
             raise ValueError("follow_ups with samples > 1 is not supported: each conversation is one sample")
+        if "judge" in self.metrics:
+            raise ValueError("metric 'judge' (the pairwise judge) compares single answers per (item, voice), not "
+                             "the turns of a conversation; drop it from the metrics of a task with follow_ups")
+
+    def _default_open_metrics(self) -> None:
+        """generate_open without `metrics`: every metric the task can compute (alignment needs the text
+        control, correctness reference key points)."""
+        if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
+            self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
+                            and (m != "correctness" or self.doc_to_target is not None)]
 
     def _check_open_answer_fields(self) -> None:
         """outcomes and open_answer belong to generate_open; its primary outcomes are among its metrics."""
         outcomes = self.analysis.outcomes
         if self.follow_ups is not None:  # a conversation's outcomes (dialogue_outcomes) may be declared primary
-            if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
-                self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
-                                and (m != "correctness" or self.doc_to_target is not None)]
+            self._default_open_metrics()  # before the outcomes, which are named after the metrics
             known = self.dialogue_outcomes
             unknown = [o for o in outcomes or [] if o not in known]
             if unknown:
@@ -362,10 +371,7 @@ class TaskConfig(_Strict):
                 if self.open_answer is not None:
                     raise ValueError("open_answer applies to output_type generate_open only")
                 return
-        if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
-            # every metric the task can compute: alignment needs the text control, correctness references
-            self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
-                            and (m != "correctness" or self.doc_to_target is not None)]
+        self._default_open_metrics()
         if self.output_type != "generate_open":
             if outcomes is not None:
                 raise ValueError(f"analysis.outcomes applies to output_type generate_open only, or to a "

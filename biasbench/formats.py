@@ -109,3 +109,22 @@ def _map_text_columns(table, function):
         if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
             out[column] = series.map(function, na_action="ignore")
     return out
+
+
+def jsonl_objects(path, text: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL text read from `path`; a line
+    that is not a JSON object is a BiasbenchError naming the file and the line."""
+    from biasbench.errors import BiasbenchError
+
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise BiasbenchError(f"{path}, line {number}: not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise BiasbenchError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        out.append((number, row))
+    return out

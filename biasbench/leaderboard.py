@@ -22,7 +22,7 @@ from biasbench.errors import BiasbenchError
 from biasbench.formats import restore_cell, safe_row
 from biasbench.listing import table_or_blocks
 
-LEADERBOARD_SCHEMA = 2
+LEADERBOARD_SCHEMA = 3
 KEY = ["model", "revision", "backend", "precision", "quantisation", "adapter", "task", "pool", "data_source",
        "harness_version", "outcome"]  # outcome: an open-answer task declaring several has a row for each
 GROUP_COLUMNS = {"gender": ["female", "male"], "ethnicity": ["black", "east_asian", "white"]}
@@ -30,13 +30,16 @@ GROUP_COLUMNS = {"gender": ["female", "male"], "ethnicity": ["black", "east_asia
 GROUPINGS = {"gender": "gender", "ethnicity": "ethnicity", "gender x ethnicity": "gender_x_ethnicity"}
 GAP_FIELDS = ["gap", "between", "ci_low", "ci_high", "p", "p_corrected", "significant"]
 GAP_COLUMNS = [f"{prefix}_{field}" for prefix in GROUPINGS.values() for field in GAP_FIELDS]
-COLUMNS = [*(k for k in KEY if k != "outcome"), "outcome", "unit", "n_items", "n_voices", "voices_per_cell", "score",
+COLUMNS = [*(k for k in KEY if k != "outcome"), "outcome", "unit", "n_items", "n_items_tested", "n_voices",
+           "voices_per_cell", "score",
            "text_control_score",
            *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels], "other_group_scores",
            *GAP_COLUMNS, "ci_level", "correction", "items", "invalid_rate", "pipeline_check", "label_sources", "run_id",
            "run_date", "identity_hash", "schema_version"]
 #: Columns that must hold a number (or be empty): a hand edit that breaks one is named, not crashed on.
-NUMERIC = {"n_items", "n_voices", "voices_per_cell", "score", "text_control_score", "invalid_rate", "ci_level",
+#: Schema 2 lacked n_items_tested; its rows are read with that cell empty (written back as schema 3).
+COLUMNS_V2 = [c for c in COLUMNS if c != "n_items_tested"]
+NUMERIC = {"n_items", "n_items_tested", "n_voices", "voices_per_cell", "score", "text_control_score", "invalid_rate", "ci_level",
            "schema_version", *[f"score_{label}" for labels in GROUP_COLUMNS.values() for label in labels],
            *[c for c in GAP_COLUMNS if not c.endswith(("_between", "_significant"))]}
 BOOLEAN = {"pipeline_check", *[c for c in GAP_COLUMNS if c.endswith("_significant")]}
@@ -136,6 +139,8 @@ def rows_from_report(report: dict) -> list[dict]:
 
 def row_from_report(report: dict, record: dict | None = None, section: dict | None = None) -> dict:
     """The row of one primary outcome (default the first): `record` its primary record, `section` its section."""
+    from biasbench.report.primary import items_tested
+
     run, design = report["run"], report["design"]
     first = section is None or section is report["sections"]["primary"]
     # the text control is compared on the first outcome only; another outcome's score is its own section's
@@ -147,7 +152,8 @@ def row_from_report(report: dict, record: dict | None = None, section: dict | No
         "model": run["model"], "revision": run["revision"], "backend": run["backend"], "precision": run["precision"],
         "quantisation": run["quantisation"], "adapter": run["adapter"], "task": run["task"], "pool": run["pool"],
         "data_source": run["data_source"], "harness_version": run["harness_version"],
-        "n_items": design["n_items"], "n_voices": design["n_voices"], "voices_per_cell": design["min_voices_per_cell"],
+        "n_items": design["n_items"], "n_items_tested": items_tested([record or report["primary"]]),
+        "n_voices": design["n_voices"], "voices_per_cell": design["min_voices_per_cell"],
         "score": _number(score), "text_control_score": _number(control.get("estimate") if first else None),
         "invalid_rate": _number(1 - counts.get("valid", 0) / total if total else None),
         "pipeline_check": _number(run["pipeline_check"]), "label_sources": ";".join(run["label_sources"]),
@@ -182,7 +188,10 @@ def read_board(path: Path, *, must_exist: bool = False) -> list[dict]:
         lines = [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise BiasbenchError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
-    if header != COLUMNS:
+    if header == COLUMNS_V2:  # schema 2: the same columns less n_items_tested (unknown for those runs)
+        lines = [(n, [*row[:COLUMNS_V2.index("n_voices")], "", *row[COLUMNS_V2.index("n_voices"):]] if row else row)
+                 for n, row in lines]
+    elif header != COLUMNS:
         raise BiasbenchError(f"{path} has the columns of another leaderboard schema (expected schema "
                              f"{LEADERBOARD_SCHEMA}: {', '.join(COLUMNS)}; found {', '.join(header)}). "
                              "Move it aside and add the runs again.")
@@ -252,7 +261,8 @@ def sort_rows(rows: list[dict], column: str, descending: bool = False) -> list[d
             return (0 if text else 1, math.inf, text)
 
     out = []
-    by_unit = column in NUMERIC and column not in ("n_items", "n_voices", "voices_per_cell", "schema_version")
+    by_unit = column in NUMERIC and column not in ("n_items", "n_items_tested", "n_voices", "voices_per_cell",
+                                                    "schema_version")
     for unit in sorted({r["unit"] for r in rows}) if by_unit else [None]:
         part = [r for r in rows if unit is None or r["unit"] == unit]
         filled = [r for r in part if r[column] != ""]
@@ -358,7 +368,8 @@ TERMINAL = {
     "outcome": lambda r: f"{r['outcome']} [{r['unit']}]",
     "score": lambda r: display(r, "score"),
     **{f"{name} gap (CI) p": (lambda r, prefix=prefix: gap_cell(r, prefix)) for name, prefix in GROUPINGS.items()},
-    "voices x items": lambda r: f"{r['n_voices']} x {r['n_items']}",
+    "voices x items": lambda r: f"{r['n_voices']} x {r['n_items']}" + (
+        f" ({r['n_items_tested']} tested)" if r.get("n_items_tested") not in ("", None, r["n_items"]) else ""),
     "pipeline check": lambda r: "YES" if r["pipeline_check"] == "true" else "",
     "run": lambda r: f"{r['run_id']} ({r['run_date'][:10]})",
 }
@@ -373,7 +384,9 @@ def display(row: dict, column: str) -> str:
     if column.endswith(("_p", "_p_corrected")):
         return f"{value:.2g}"
     if column.endswith(("_gap", "_ci_low", "_ci_high")):
-        return f"{100 * value:.1f} pts" if rate else f"{value:.4g}"
+        from biasbench.report.fmt import fixed, num
+
+        return f"{fixed(100 * value, 1)} pts" if rate else num(value, 4)
     if (column == "score" or column.startswith("score_") or column == "text_control_score") and rate:
         return f"{100 * value:.1f}%"
     if column == "invalid_rate":

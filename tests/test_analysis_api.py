@@ -30,8 +30,11 @@ def test_group_gap_finds_a_large_planted_effect(table):
     assert result.p_value < 0.01 and result.undefined is None
     assert result.ci[0] <= result.gap <= result.ci[1]
     assert result.n_voices == 18 and result.n_responses == len(table)
-    # random invalid answers: the estimate keeps to the items every voice answered validly
-    assert result.n_items == result.items["n_items_common"] < 30 == result.items["n_items_all"]
+    # random invalid answers: the default keeps every item (item-adjusted voice scores); the
+    # common-item rule keeps only those every voice answered validly
+    assert result.n_items == result.items["n_items_used"] == 30 == result.items["n_items_all"]
+    common = group_gap(table, "gender", items="common")
+    assert common.n_items == common.items["n_items_common"] < 30
     assert set(result.estimates) == {"female", "male"} and result.n_voices_by_group == {"female": 9, "male": 9}
     assert "voice" in result.conditions_on and "permutation" in result.test
     es = result.effect_sizes
@@ -43,7 +46,7 @@ def test_group_gap_finds_a_large_planted_effect(table):
 
 
 def test_group_estimate_is_mean_of_voice_means(table):
-    result = group_gap(table, "ethnicity", n_permutations=999)
+    result = group_gap(table, "ethnicity", n_permutations=999, items="common")
     common = common_item_rows(table, "correct")[0]
     voice_means = common.groupby(["ethnicity", "voice_id"])["correct"].mean()
     every = group_gap(table, "ethnicity", n_permutations=99, items="all")  # the secondary, all-items estimate

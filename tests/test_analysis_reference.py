@@ -162,6 +162,22 @@ def test_correction_matches_multipletests(method, ref):
     assert result.family.startswith("six gaps") and result.method == ref
 
 
+@pytest.mark.parametrize("method,ref", [("holm", "holm"), ("bh", "fdr_bh"), ("bonferroni", "bonferroni")])
+def test_correction_matches_multipletests_on_random_pvalues(method, ref):
+    """The numpy adjustments (multitest.adjust) against statsmodels over random p-vectors,
+    ties and p-values near 0 and 1 included."""
+    rng = np.random.default_rng(20)
+    for trial in range(200):
+        m = int(rng.integers(1, 12))
+        p = rng.uniform(0, 1, m) ** rng.uniform(0.2, 4)
+        if trial % 5 == 0:
+            p = np.round(p, 1)  # ties
+        result = correct_pvalues(list(p), method=method, alpha=0.05)
+        reject, adjusted, _, _ = multipletests(p, alpha=0.05, method=ref)
+        assert result.p_adjusted == pytest.approx(list(adjusted), abs=1e-12)
+        assert result.reject == list(reject)
+
+
 def test_correction_leaves_out_undefined_pvalues():
     result = correct_pvalues({"a": 0.01, "b": None, "c": 0.04}, method="holm", family="f")
     assert result.left_out == ["b"] and result.p_adjusted[1] is None

@@ -51,7 +51,7 @@ def test_common_items_are_those_every_voice_answered():
     answered = table[table["correct"].notna()].groupby("item_id")["voice_id"].nunique()
     assert set(rows["item_id"]) == set(answered[answered == table["voice_id"].nunique()].index)
     assert info["n_items_all"] == 60 and info["n_items_common"] + info["n_items_dropped"] == 60
-    gap = group_gap(table, "gender", n_permutations=199)
+    gap = group_gap(table, "gender", n_permutations=199, items="common")
     assert gap.items == info and gap.n_items == info["n_items_common"]
     # invalid rates still count every response, so the too-long clips stay visible per group
     assert gap.invalid_rate["female"] > gap.invalid_rate["male"] > 0

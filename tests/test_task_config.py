@@ -137,7 +137,7 @@ def test_declared_analysis_is_validated_and_kept_out_of_the_config_hash(toy, tmp
         assert expected in message, expected
     write(tmp_path / "declared.yaml", "include: toy.yaml\nanalysis: {groupings: [gender], alpha: 0.01}\n")
     declared, default = load_task(str(tmp_path / "declared.yaml")), load_task(str(toy))
-    assert declared.config.analysis.groupings == ["gender"] and default.config.analysis.items == "common"
+    assert declared.config.analysis.groupings == ["gender"] and default.config.analysis.items == "adjusted"
     # the analysis plan does not change a single answer, so runs with either plan share their identity
     assert declared.fingerprint()["config_hash"] == default.fingerprint()["config_hash"]
     assert declared.config.model_dump()["analysis"]["alpha"] == 0.01  # recorded in the manifest

@@ -67,9 +67,12 @@ class Voices:
     n_items: int
     notes: list[str]
     status_counts: dict       # status -> per-voice count of responses with it
+    adjusted: np.ndarray | None = None  # per voice: item-adjusted mean (item_adjusted), used as `means` when set
 
     @property
     def means(self) -> np.ndarray:
+        if self.adjusted is not None:
+            return self.adjusted
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
 
@@ -216,4 +219,41 @@ def drop_empty_voices(voices: Voices) -> Voices:
                   voices.sumsq[keep], voices.counts[keep], voices.totals[keep], voices.invalid[keep],
                   index[voices.row_voice[on_rows]], voices.row_item[on_rows], voices.row_value[on_rows],
                   voices.n_items, [*voices.notes, note],
-                  {k: v[keep] for k, v in voices.status_counts.items()})
+                  {k: v[keep] for k, v in voices.status_counts.items()},
+                  None if voices.adjusted is None else voices.adjusted[keep])
+
+
+def additive_voice_effects(row_voice: np.ndarray, row_item: np.ndarray, row_value: np.ndarray,
+                           n_voices: int, n_items: int) -> np.ndarray:
+    """Each voice's least-squares mean under the additive model y = a_voice + b_item + error.
+
+    Fitted by least squares over the responses, with missing (voice, item) cells simply absent:
+    the item effects are eliminated (b_i = mean over the voices that answered item i of
+    y - a_v), leaving a voices x voices system (a Laplacian-like matrix, singular along the
+    constant vector) solved by least squares. A voice's value is a_v + the mean of b over the
+    items anyone answered: its predicted mean over every item. With no missing answer this is
+    exactly the voice's raw mean; with missing answers a voice that missed the hard items is
+    not credited for it (its answers are compared with the other voices' on the same items).
+    """
+    w = np.zeros((n_voices, n_items))
+    s = np.zeros((n_voices, n_items))
+    np.add.at(w, (row_voice, row_item), 1.0)
+    np.add.at(s, (row_voice, row_item), row_value)
+    answered = w.sum(axis=0) > 0
+    w, s = w[:, answered], s[:, answered]
+    per_item, per_voice = w.sum(axis=0), w.sum(axis=1)
+    item_mean = s.sum(axis=0) / per_item
+    system = np.diag(per_voice) - (w / per_item) @ w.T
+    rhs = s.sum(axis=1) - w @ item_mean
+    a = np.linalg.lstsq(system, rhs, rcond=None)[0]
+    b = item_mean - (w.T @ a) / per_item
+    return a + b.mean()
+
+
+def item_adjusted(voices: Voices) -> Voices:
+    """The same voices, with `means` replaced by their item-adjusted means (additive_voice_effects)."""
+    from dataclasses import replace
+
+    values = additive_voice_effects(voices.row_voice, voices.row_item, voices.row_value, len(voices.ids),
+                                    voices.n_items)
+    return replace(voices, adjusted=values)

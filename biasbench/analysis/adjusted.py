@@ -16,7 +16,8 @@ holds its level when covariates and groups are correlated (Anderson & Legendre 1
 Winkler et al. 2014). Adjusted group estimates are least-squares means: each group's
 prediction at the covariates' overall means.
 
-Like the unadjusted gap (gaps.py) it uses the items every voice answered validly by default.
+Like the unadjusted gap (gaps.py) it scores each voice on item-adjusted outcomes by default
+(items="adjusted"); "common" keeps to the items every voice answered validly.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._data import design_problem, drop_empty_voices, group_columns, reduce_to_voices, require_columns
+from ._data import design_problem, drop_empty_voices, group_columns, item_adjusted, reduce_to_voices, require_columns
 from .gaps import ITEMS, common_item_rows
 from .permutation import monte_carlo_se
 from .results import plain
@@ -45,7 +46,7 @@ def _residual_maker(x: np.ndarray) -> np.ndarray:
 
 
 def adjusted_gap(df: pd.DataFrame, group, outcome: str, covariates: pd.DataFrame, unit: str = "voice_id",
-                 item: str = "item_id", *, n_permutations: int = 10_000, items: str = "common",
+                 item: str = "item_id", *, n_permutations: int = 10_000, items: str = "adjusted",
                  seed: int | None = 0) -> dict:
     """Covariate-adjusted group estimates and the Freedman-Lane p-value, as plain data.
 
@@ -65,8 +66,10 @@ def adjusted_gap(df: pd.DataFrame, group, outcome: str, covariates: pd.DataFrame
            "p_value": None, "mc_se": None, "estimates": {}, "gap": None, "highest": None, "lowest": None,
            "undefined": None}
     if rows.empty:
-        return {**out, "undefined": "no item was answered validly by every voice"}
+        return {**out, "undefined": "not testable: no item answered by every voice"}
     voices = drop_empty_voices(reduce_to_voices(rows, columns, outcome, unit, item, binary=False))
+    if items == "adjusted" and len(voices.ids):
+        voices = item_adjusted(voices)
     problem = design_problem(voices)
     cov = covariates.assign(**{unit: covariates[unit].astype(str)}).set_index(unit)[names]
     missing = [v for v in voices.ids.astype(str) if v not in cov.index or cov.loc[v].isna().any()]

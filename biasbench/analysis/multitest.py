@@ -3,6 +3,12 @@
 The family is whatever the caller passes (e.g. all pairwise gaps of one grouping, or
 every grouping x task of a report); the result names it, so a report can say what was
 corrected for. Undefined p-values are left out of the family, and listed as left out.
+
+The adjustments are written out here (a few lines of numpy) rather than taken from
+statsmodels' `multipletests`, which runs `gc.collect()` on every call (statsmodels PR
+#8671): a report corrects many small families (one per grouping's pairs), each paying for a
+full garbage collection. They are
+checked against `multipletests` over random p-vectors in tests/test_analysis_reference.py.
 """
 
 from __future__ import annotations
@@ -10,12 +16,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 from .results import CorrectionResult
 
-METHODS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "benjamini-hochberg": "fdr_bh",
-           "bonferroni": "bonferroni"}
+METHODS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "fdr_bh": "fdr_bh",
+           "benjamini-hochberg": "fdr_bh"}
+
+
+def adjust(p: np.ndarray, method: str) -> np.ndarray:
+    """Adjusted p-values (statsmodels' names: "holm", "bonferroni", "fdr_bh"), capped at 1."""
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    if method == "bonferroni":
+        return np.minimum(1.0, m * p)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if method == "holm":  # step-down: max over j <= i of (m - j) p_(j)
+        adjusted = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    elif method == "fdr_bh":  # step-up: min over j >= i of m p_(j) / (j + 1)
+        adjusted = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r}")
+    out = np.empty(m)
+    out[order] = np.minimum(1.0, adjusted)
+    return out
 
 
 def _as_items(pvalues) -> list[tuple[str, float | None]]:
@@ -48,7 +72,8 @@ def correct_pvalues(pvalues, method: str = "holm", family: str = "unnamed family
         raw = np.array([items[i][1] for i in defined], dtype=float)
         if ((raw < 0) | (raw > 1)).any():
             raise ValueError("p-values must lie in [0, 1]")
-        rej, adj, _, _ = multipletests(raw, alpha=alpha, method=METHODS[method])
+        adj = adjust(raw, METHODS[method])
+        rej = adj <= alpha
         for j, i in enumerate(defined):
             adjusted[i], reject[i] = float(adj[j]), bool(rej[j])
     return CorrectionResult(

@@ -25,7 +25,6 @@ ln 2 = 0.6931 (policy == reference).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import Counter
@@ -65,7 +64,7 @@ from biasbench.finetune.sft import (
     text_hashes,
     trainer_kwargs,
 )
-from biasbench.formats import dumps
+from biasbench.formats import dumps, jsonl_objects
 from biasbench.tts.cache import AudioCache
 
 PAIRS_FILE = "pairs.jsonl"
@@ -196,19 +195,12 @@ def read_pairs(path: Path) -> list[PreferencePair]:
     path = Path(path)
     pairs = []
     known = set(PreferencePair.__dataclass_fields__)
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise BiasbenchError(f"{path}, line {number}: not JSON ({exc})") from None
-            missing = [k for k in PAIR_FIELDS if not str(row.get(k, "")).strip() and k != "text_prompt"]
-            if missing:
-                raise BiasbenchError(f"{path}, line {number}: missing or empty field(s) {missing}; a pair needs "
-                                     f"{list(PAIR_FIELDS)}")
-            pairs.append(PreferencePair(**{k: v for k, v in row.items() if k in known}))
+    for number, row in jsonl_objects(path, path.read_text(encoding="utf-8")):
+        missing = [k for k in PAIR_FIELDS if not str(row.get(k, "")).strip() and k != "text_prompt"]
+        if missing:
+            raise BiasbenchError(f"{path}, line {number}: missing or empty field(s) {missing}; a pair needs "
+                                 f"{list(PAIR_FIELDS)}")
+        pairs.append(PreferencePair(**{k: v for k, v in row.items() if k in known}))
     return pairs
 
 

@@ -50,7 +50,7 @@ class Settings:
     mdg_voice_sd: float = 0.5
     mdg_item_sd: float = 1.0
     n_boot_control: int = 2000  # bootstrap replicates of the voice-vs-text contrast
-    items: str = "common"  # the task's analysis.items: the items the gaps are computed on
+    items: str = "adjusted"  # the task's analysis.items: how the gaps treat missing answers (gaps.py)
 
     def gap_kwargs(self) -> dict:
         return dict(n_permutations=self.n_permutations, level=self.level, seed=self.seed, items=self.items)
@@ -256,28 +256,48 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     spec = analysis_spec(run.manifest)
     settings = replace(settings or Settings(), alpha=spec["alpha"], items=spec["items"])
     outcome = describe_outcome(run.manifest)
-    table = prepared(run.table, run.output_type)
+    table = with_judge(prepared(run.table, run.output_type), run)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
     turns, audio, text = conversations(run.manifest, audio, text)
-    family = Family()
     qc = voice_qc_section(run, turns, settings)
     # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
-    # a gap is significant after Bonferroni exactly when its interval excludes 0.
-    primary_level = round(1 - settings.alpha / primary_family_size(spec), 10)
-    sections = main_sections(run, audio, outcome, family, settings, qc, primary_level)
+    # a gap is significant after Bonferroni exactly when its interval excludes 0. m counts the
+    # tests actually run: when a declared grouping is refused (e.g. a cell with one voice), the
+    # sections are computed again at the level of the smaller family.
+    m = primary_family_size(spec)
+    while True:
+        family = Family()
+        sections = main_sections(run, audio, outcome, family, settings, qc, round(1 - settings.alpha / m, 10))
+        report = {"sections": sections}
+        run_tests = sum(family.p[label] is not None for label in primary_labels(report, spec))
+        if run_tests in (0, m):
+            break
+        m = run_tests
     sections["invalid"] = invalid_section(turns, _invalid_column(run.manifest, outcome), family, settings)
     report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, turns),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
               "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
+    if run.judge is not None:
+        from .judge import judge_section
+
+        report["judge"] = judge_section(run.judge, audio, sections)
     report["corrections"] = family.corrections(settings.alpha, primary_labels(report, spec))
     attach_detectable_gaps(report, audio, settings)
     report["primary"] = primary_results(report, spec)
+    if report.get("judge"):
+        from .judge import attach_judge_lines
+
+        attach_judge_lines(report)
     column = outcome["column"]
     if sections.get("split") and outcome["kind"] == "numeric":  # relative values: the control too
         text, column = relative_values(text, sections["split"], reference=audio), "relative_value"
         audio = relative_values(audio, sections["split"])
     report["text_control"] = text_control(text, audio, sections, outcome, column, settings)
     report["conclusions"] = conclusions(report)
+    if report.get("judge"):
+        from .judge import agreement_beside_judge_results
+
+        report["conclusions"] = agreement_beside_judge_results(report["conclusions"], report["judge"])
     return plain(report)
 
 
@@ -304,6 +324,22 @@ def _invalid_column(manifest: dict, outcome: dict) -> str:
     if is_dialogue(manifest):
         return "status"
     return outcome["column"] if outcome["kind"] != "categorical" else "answer"
+
+
+def with_judge(table: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """An open-answer table with the judge's win share per (item, voice) as column `judge`
+    (empty where no judge ran, or where that voice's judgements of the item all failed)."""
+    if run.output_type != "generate_open":
+        return table
+    table = table.drop(columns=["judge"], errors="ignore")
+    scores = run.judge["scores"][["item_id", "voice_id", "judge"]] if run.judge is not None else None
+    if scores is None or scores.empty:
+        return table.assign(judge=np.nan)
+    keys = table[["item_id", "voice_id"]].astype(str)
+    merged = keys.merge(scores, on=["item_id", "voice_id"], how="left")
+    judge = merged["judge"].to_numpy(float, copy=True)
+    judge[~table["condition"].eq("audio").to_numpy()] = np.nan
+    return table.assign(judge=judge)
 
 
 def open_answer_notes(run: Run) -> list[str]:
@@ -337,12 +373,21 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
         from .open_answers import open_answer_sections
 
         spec, config = analysis_spec(run.manifest), run.manifest["task"]["config"]
-        return open_answer_sections(audio, spec["outcomes"], config.get("metrics") or spec["outcomes"], family,
-                                    settings, primary_level, covariates)
+        metrics = list(config.get("metrics") or spec["outcomes"])
+        if run.judge is not None and "judge" not in metrics:  # judged after the run: a secondary outcome
+            metrics.append("judge")
+        sections = open_answer_sections(audio, spec["outcomes"], metrics, family, settings, primary_level, covariates)
+        if run.judge is None and "judge" in spec["outcomes"]:  # declared, but no judge has compared the answers
+            judge = sections["primary"] if spec["outcomes"][0] == "judge" else sections["outcomes"]["judge"]
+            for block in judge["groupings"].values():
+                block["gap"]["undefined"] = ("no judge has compared this run's answers yet (`biasbench judge compare "
+                                             "RUN_DIR --judge SPEC`)")
+        return sections
     if outcome["kind"] == "binary":
         return {"primary": binary_section(audio, column, outcome["name"], family, primary, verb=outcome["verb"],
                                           covariates=covariates),
-                "voices": voice_means(audio, column), "overall": audio_overall(audio, column, settings.items),
+                "voices": voice_means(audio, column, settings.items),
+                "overall": audio_overall(audio, column, settings.items),
                 "permutations": by_permutation(audio, column), **said_me_sections(audio, family, settings)}
     if outcome["kind"] == "numeric":
         return numeric_sections(audio, outcome, family, settings, split_column(audio), covariates, primary)

@@ -33,6 +33,7 @@ def refresh_summary(path: Path, report: dict) -> None:
     from biasbench.analysis.summary import to_markdown
 
     from .load import read_json
+    from .judge import judge_markdown
     from .primary import primary_markdown
 
     summary = read_json(path / "summary.json")
@@ -45,7 +46,7 @@ def refresh_summary(path: Path, report: dict) -> None:
     title = f"{run['task']} — {run['model']} — pool {run['pool']}"
     _write(path / "summary.json", dumps(summary, indent=2))
     _write(path / "summary.md", to_markdown(summary, title=title, banner=summary.get("banner", ""),
-                                            primary=primary_markdown(report["primary"])))
+                                            primary=primary_markdown(report["primary"]) + judge_markdown(report)))
 
 
 def write_files(path: Path, report: dict, blocks: list[dict], figures: dict) -> dict[str, Path]:

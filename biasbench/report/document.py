@@ -7,8 +7,8 @@ the same thing. A block is a dict: {"h": text, "level": 2}, {"p": text, "style":
 
 from __future__ import annotations
 
-from .fmt import difference, gap_interval, interval, num, pct, pval, value
-from .primary import primary_family_size
+from .fmt import between, difference, fixed, gap_interval, interval, num, pct, pval, value
+from .primary import ALL_VALID, INVALID_HEAD, invalid_lines, items_sentence, run_family_size, unequal_sentence
 from .qc import QC_TABLE_COLUMNS
 from .words import signed_change
 
@@ -41,6 +41,7 @@ def build_blocks(report: dict, figures: dict) -> list[dict]:
     blocks += [h("Conclusions"), {"list": report["conclusions"]}]
     blocks += run_blocks(report)
     blocks += outcome_blocks(report, figures)
+    blocks += judge_blocks(report)
     blocks += invalid_blocks(report)
     blocks += text_control_blocks(report)
     blocks += qc_blocks(report)
@@ -58,8 +59,10 @@ def primary_blocks(report: dict) -> list[dict]:
     rows = [[*([o["outcome"]] if len(outcomes) > 1 else []), g, r["between"] or "", _gap_text(o, r), _ci_text(o, r),
              pval(r["p_value"]), "" if r.get("mc_se") is None else f"{r['mc_se']:.2g}", pval(r["p_corrected"]),
              "yes" if r["significant"] else "no"] for o in outcomes for g, r in o["groupings"].items()]
-    items = ("the items every compared voice answered validly" if record["items"] == "common" else "every item")
-    m = sum(len(o["groupings"]) for o in outcomes)
+    from biasbench.analysis.gaps import ITEM_WORDS
+
+    items = ITEM_WORDS.get(record["items"], record["items"])
+    m = run_family_size(report)
     units = "; ".join(f"{o['outcome']}: {o['unit']}" for o in outcomes) if len(outcomes) > 1 else record["unit"]
     return [h("Primary result"),
             p(f"Declared before the run (the task's `analysis:`): {', '.join(o['outcome'] for o in outcomes)} by "
@@ -71,13 +74,25 @@ def primary_blocks(report: dict) -> list[dict]:
                    "p (raw)", "Monte Carlo SE of p", "p (corrected)", "significant"], rows,
                   f"Gap unit: {units}. Intervals are simultaneous over the primary family "
                   f"(level 1 - alpha / {m}, Bonferroni), so a gap that is not significant after "
-                  "correction always has 0 inside its interval.")]
+                  "correction always has 0 inside its interval."),
+            *primary_notes(record)]
+
+
+def primary_notes(record: dict) -> list[dict]:
+    """What stands next to the primary result in every view (primary.primary_markdown): the items
+    the test used, a studentised test for unequal groups, invalid shares per group, warnings."""
+    blocks = [p(sentence) for sentence in (items_sentence(record), unequal_sentence(record)) if sentence]
+    if invalid_lines(record):
+        blocks += [p(INVALID_HEAD), {"list": invalid_lines(record)}]
+    elif record.get("invalid_by_group"):
+        blocks.append(p(ALL_VALID))
+    return blocks + [p(warning) for warning in record.get("invalid_warnings") or []]
 
 
 def _gap_text(record: dict, r: dict) -> str:
     if r["gap"] is None:
         return "undefined"
-    return f"{100 * r['gap']:.1f} points" if record["unit"] == "proportion (0-1)" else num(r["gap"])
+    return f"{fixed(100 * r['gap'], 1)} points" if record["unit"] == "proportion (0-1)" else num(r["gap"])
 
 
 def _ci_text(record: dict, r: dict) -> str:
@@ -85,7 +100,7 @@ def _ci_text(record: dict, r: dict) -> str:
         return "n/a" if record["kind"] == "categorical" else "undefined"
     level = f"{100 * r['ci_level']:.3g}%: "
     if record["unit"] == "proportion (0-1)":
-        return f"{level}{100 * r['ci'][0]:.1f} to {100 * r['ci'][1]:.1f} points"
+        return f"{level}{fixed(100 * r['ci'][0], 1)} to {fixed(100 * r['ci'][1], 1)} points"
     return f"{level}{num(r['ci'][0])} to {num(r['ci'][1])}"
 
 
@@ -179,7 +194,7 @@ def gap_rows(section: dict) -> list[list]:
             if mdg else ("" if block.get("p_corrected") is not None else "")
         ci = gap_interval(section, gap["ci"])
         test = pval(gap["p_value"]) if gap["p_value"] is not None else f"undefined ({gap['undefined']})"
-        pair = f"{gap['highest']} - {gap['lowest']}" if gap["highest"] and gap["gap"] else ""
+        pair = between(gap["highest"], gap["lowest"], gap["gap"], len(gap["estimates"]))
         rows.append([gname, pair, size, ci, test,
                      pval(block.get("p_corrected")), _family(block), pval(block.get("p_bh")), mdg_text])
     return rows
@@ -217,7 +232,8 @@ def adjusted_blocks(section: dict) -> list[dict]:
         if result.get("p_value") is None:
             rows.append([gname, "", "undefined", "", f"undefined ({result.get('undefined')})"])
             continue
-        rows.append([gname, f"{result['highest']} - {result['lowest']}", difference(section, result["gap"]),
+        rows.append([gname, between(result["highest"], result["lowest"], result["gap"]),
+                     difference(section, result["gap"]),
                      difference(section, block["gap"]["gap"]), pval(result["p_value"])])
     if not rows:
         return []
@@ -383,15 +399,22 @@ def method_blocks(report: dict) -> list[dict]:
         "pairwise difference, by inverting the permutation test (the difference plus or minus the largest range of "
         "group means the test does not reject), so a gap's interval includes 0 exactly when its uncorrected test "
         "is not significant at the interval's level. The declared primary gaps use the level 1 - alpha / m for a "
-        f"primary family of m tests (Bonferroni; {100 * (1 - s['alpha'] / primary_family_size(report['analysis'])):.3g}% "
+        f"primary family of m tests run (Bonferroni; {100 * (1 - s['alpha'] / run_family_size(report)):.3g}% "
         "here, the Bonferroni rule of the primary family), so a primary gap is significant exactly when its "
         "interval excludes 0; every "
         f"other interval is at {int(100 * s['level'])}%, uncorrected. A group with one voice has no interval.",
-        "Items: " + ("the gaps, the overall score and the voice-vs-text contrast use only the items that every "
-                     "compared voice answered validly, so missing answers (clips too long for the model, "
-                     "unparseable answers, failed synthesis) cannot fake a gap; the invalid rates are computed on "
-                     "every response and tested on their own." if s.get("items", "common") == "common" else
-                     "every item each voice answered (the task declares items: all)."),
+        "Items: " + ({"adjusted": "the gaps and the overall score use every valid answer, each voice scored by its "
+                                  "least-squares mean under an additive voice + item model (each answer compared with "
+                                  "the other voices' answers to the same item), so missing answers (clips too long "
+                                  "for the model, unparseable answers, failed synthesis) neither fake a gap nor "
+                                  "throw away the answers of the voices that did answer; the voice-vs-text contrast "
+                                  "keeps to the items every voice and the text answered.",
+                      "common": "the gaps, the overall score and the voice-vs-text contrast use only the items that "
+                                "every compared voice answered validly (the task declares items: common), so missing "
+                                "answers cannot fake a gap."}.get(s.get("items", "adjusted"),
+                                                                  "every item each voice answered (the task declares "
+                                                                  "items: all).")
+                     + " The invalid rates are computed on every response and tested on their own."),
         "Monte Carlo error: a p-value from B random permutations carries a standard error of about "
         "sqrt(p (1 - p) / B), given beside each primary p-value (none when every arrangement is enumerated).",
         f"Primary test: voice-level permutation test ({s['n_permutations']} random permutations, or every arrangement "
@@ -405,3 +428,23 @@ def method_blocks(report: dict) -> list[dict]:
         "outcomes everywhere, no valid answer), never a number.",
     ]
     return [h("Methods"), {"list": items + [f"Note: {n}" for n in report.get("notes", [])]}]
+
+
+def judge_blocks(report: dict) -> list[dict]:
+    """The pairwise judge (biasbench/report/judge.py): what it is, its failures, its measured
+    agreement (or that none was measured), and each voice's win share and Bradley-Terry strength."""
+    block = report.get("judge")
+    if not block:
+        return []
+    bt = block["bradley_terry"]
+    rows = [[v["voice_id"], v["gender"], v["ethnicity"], f"{v['win_share']:.3f}",
+             "" if v["bt_strength"] is None else f"{v['bt_strength']:+.3f}",
+             "" if v["bt_se"] is None else f"{v['bt_se']:.3f}"] for v in block["voices"]]
+    position = ("" if bt.get("position") is None else
+                f" First-position advantage (the model's intercept): {bt['position']:+.3f} "
+                f"(SE {bt['position_se']:.3f}) on the log-odds scale.")
+    caption = (f"Bradley-Terry: {bt['model']}; reference voice {bt['reference']} (strength 0); "
+               f"{bt['n_judgements']} judgements." + position if not bt.get("undefined") else
+               f"Bradley-Terry strengths undefined: {bt['undefined']}.")
+    return [h("Pairwise judge"), {"list": block["lines"]},
+            table(["voice", "gender", "ethnicity", "win share", "Bradley-Terry strength", "SE"], rows, caption)]

@@ -20,6 +20,17 @@ DPI = 100
 OTHER = "(other)"
 
 
+def readable(ax, axis: str = "y", span: float = 1.0) -> None:
+    """Plain tick labels (no offset text such as '1e-11+4e1', no scientific notation), and a
+    visible range around flat data (every value equal: a gap of 0, one rate for all voices)."""
+    ax.ticklabel_format(axis=axis, useOffset=False, style="plain")
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    middle = (low + high) / 2
+    if high - low < 1e-6 * max(1.0, abs(middle)):
+        middle = 0.0 if abs(middle) < 1e-9 else middle
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(middle - span, middle + span)
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -52,6 +63,7 @@ def voice_dots(report: dict) -> bytes | None:
         ax.set_xticks(range(len(labels)), [lab.replace(" / ", "\n") for lab in labels], fontsize=8)
         ax.set_title(f"by {gname}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
+    readable(axes[0], "y", span=5.0 if scale == 100 else 1.0)  # the axes share y
     axes[0].set_ylabel(f"{section['name']}" + (" (%)" if scale == 100 else ""))
     axes[0].legend(fontsize=7, loc="best")
     return _png(fig)
@@ -103,6 +115,7 @@ def forest(report: dict) -> bytes | None:
         else:
             ax.plot([gap * scale], [y], "o", color="0.5")
     ax.axvline(0, color="0.3", lw=1)
+    readable(ax, "x", span=5.0 if scale == 100 else 1.0)
     ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=8)
     unit = "percentage points" if scale == 100 else (section.get("unit") or "difference")
     level = next(iter(section["groupings"].values()))["gap"]["level"]

@@ -9,14 +9,25 @@ def missing(value) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
+def fixed(value: float, digits: int) -> str:
+    """f"{value:.{digits}f}", but a value that rounds to zero is '0' (never '-0.0' or '0.0')."""
+    text = f"{value:.{digits}f}"
+    return "0" if float(text) == 0 else text
+
+
 def pct(value, digits: int = 1) -> str:
-    """0.612 -> '61.2%'."""
-    return "undefined" if missing(value) else f"{100 * value:.{digits}f}%"
+    """0.612 -> '61.2%'; 0 -> '0%'."""
+    return "undefined" if missing(value) else f"{fixed(100 * value, digits)}%"
 
 
 def points(value, digits: int = 1) -> str:
-    """A difference of rates in percentage points: 0.061 -> '6.1 points'."""
-    return "undefined" if missing(value) else f"{100 * abs(value):.{digits}f} points"
+    """A difference of rates in percentage points: 0.061 -> '6.1 points'; 0 -> '0 points'."""
+    return "undefined" if missing(value) else f"{fixed(100 * abs(value), digits)} points"
+
+
+def bits(value, digits: int = 3) -> str:
+    """A Jensen-Shannon divergence: '0.042 bits', '0 bits' (never '-0.000 bits')."""
+    return "undefined" if missing(value) else f"{fixed(max(value, 0.0), digits)} bits"
 
 
 def pval(value) -> str:
@@ -32,7 +43,9 @@ def num(value, digits: int = 3) -> str:
     """A general number: 3 significant digits, thousands separated when large."""
     if missing(value):
         return "undefined"
-    if abs(value) >= 1e7 or (value != 0 and abs(value) < 1e-3):
+    if abs(value) < 1e-12 * max(1.0, abs(value)) or value == 0:
+        return "0"
+    if abs(value) >= 1e7 or abs(value) < 1e-3:
         return f"{value:.{digits}g}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
@@ -48,7 +61,19 @@ def interval(ci, style=pct) -> str:
 
 def signed_points(value, digits: int = 1) -> str:
     """+6.1 / -6.1 points."""
-    return "undefined" if missing(value) else f"{100 * value:+.{digits}f} points"
+    if missing(value):
+        return "undefined"
+    text = fixed(100 * value, digits)
+    return f"{text} points" if text == "0" else f"{100 * value:+.{digits}f} points"
+
+
+def between(high, low, gap, n_groups: int = 2) -> str:
+    """'female - male'; a tie is named as one: 'no difference' (two groups) or 'all groups equal'."""
+    if not high:
+        return ""
+    if high == low or gap == 0:
+        return "no difference" if n_groups <= 2 else "all groups equal"
+    return f"{high} - {low}"
 
 
 def voices(label: str) -> str:
@@ -90,7 +115,7 @@ def difference(section: dict, v) -> str:
 def gap_interval(section: dict, ci) -> str:
     kind = style(section)
     if kind == "rate":
-        return interval(ci, lambda v: f"{100 * v:.1f}") + (" points" if ci else "")
+        return interval(ci, lambda v: fixed(100 * v, 1)) + (" points" if ci else "")
     if kind == "relative":
-        return interval(ci, lambda v: f"{100 * v:.1f}%")
+        return interval(ci, lambda v: f"{fixed(100 * v, 1)}%")
     return interval(ci, num)

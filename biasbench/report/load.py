@@ -42,6 +42,7 @@ class Run:
     qc_file: Path | None = None
     notes: list = field(default_factory=list)
     voice_qc_flags: dict | None = None  # voice_id -> the QC stage's `flags` text
+    judge: dict | None = None  # generate_open judged by `biasbench judge compare`: judge.compare.judge_outcomes
 
     @property
     def output_type(self) -> str:
@@ -77,7 +78,12 @@ def load_run(path) -> Run:
     table, table_file = read_table(run_dir.path)
     check_table(table, table_file, manifest["task"]["config"]["output_type"])
     qc, qc_file, notes, flags = read_voice_qc(run_dir.path)
-    return Run(run_dir.path, manifest, table, table_file, qc, qc_file, notes, flags)
+    judge = None
+    if manifest["task"]["config"]["output_type"] == "generate_open":
+        from biasbench.judge.compare import judge_outcomes
+
+        judge = judge_outcomes(run_dir.path, table, table_file)
+    return Run(run_dir.path, manifest, table, table_file, qc, qc_file, notes, flags, judge)
 
 
 def check_manifest(manifest: dict, path: Path) -> None:

@@ -41,6 +41,9 @@ METRIC_WORDS = {
                            "text (no voice)."),
     "correctness": dict(kind="numeric", name="key-point coverage", scale="share",
                         note="Share of the item's reference key points the answer names."),
+    "judge": dict(kind="numeric", name="judge win share", scale="share",
+                  note="Share of pairwise judgements the voice's answer won against other voices' answers to the "
+                       "same item (ties half), by a judge that never saw the voice or its group (docs/judge.md)."),
 }
 
 
@@ -87,5 +90,6 @@ def open_answer_sections(audio: pd.DataFrame, outcomes: list[str], metrics: list
         section.update(role=role, metric=metric, overall=audio_overall(audio, metric, settings.items))
         sections[metric] = section
     first = outcomes[0]  # a primary outcome with no value anywhere is still reported: undefined, with why
-    return {"primary": sections.pop(first), "outcomes": sections, "voices": voice_means(audio, first),
+    return {"primary": sections.pop(first), "outcomes": sections,
+            "voices": voice_means(audio, first, settings.items),
             "overall": audio_overall(audio, first, settings.items)}

@@ -105,7 +105,7 @@ def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split
         primary = numeric_section(audio, "value", outcome["name"], family, primary_settings, unit, covariates)
         if outcome.get("scale"):
             primary["scale"] = outcome["scale"]
-        out = {"primary": primary, "voices": voice_means(audio, "value"),
+        out = {"primary": primary, "voices": voice_means(audio, "value", settings.items),
                "overall": audio_overall(audio, "value", settings.items)}
         if "cer" in audio.columns and pd.to_numeric(audio["cer"], errors="coerce").notna().any():
             cer = numeric_section(audio.assign(cer=pd.to_numeric(audio["cer"], errors="coerce")), "cer",
@@ -115,7 +115,7 @@ def numeric_sections(audio: pd.DataFrame, outcome: dict, family, settings, split
     scaled = relative_values(audio, split)
     out = {"primary": numeric_section(scaled, "relative_value", f"amount relative to the mean for its {split}", family,
                                       primary_settings, covariates=covariates),
-           "voices": voice_means(scaled, "relative_value"),
+           "voices": voice_means(scaled, "relative_value", settings.items),
            "overall": audio_overall(scaled, "relative_value", settings.items), "split": split, "splits": {}}
     out["primary"]["relative_to"] = split
     for level, rows in audio.groupby(split, sort=True):

@@ -79,18 +79,35 @@ def _safe(compute, test: str) -> dict:
         return {"test": test, "statistic": None, "p_value": None, "undefined": str(exc)}
 
 
-def voice_means(df: pd.DataFrame, outcome: str) -> list[dict]:
-    """One row per voice: its mean valid outcome, for the voice-dot figure."""
+def adjusted_voice_scores(df: pd.DataFrame, outcome: str) -> pd.Series:
+    """Each voice's item-adjusted mean valid outcome (analysis/_data.additive_voice_effects), by
+    voice id: the values the primary test compares under items="adjusted"."""
+    from biasbench.analysis._data import drop_empty_voices, item_adjusted, reduce_to_voices
+
+    valid = df[df["status"].eq("valid") & df[outcome].notna()]
+    if valid.empty:
+        return pd.Series(dtype=float)
+    voices = item_adjusted(drop_empty_voices(reduce_to_voices(valid, "voice_id", outcome, binary=False)))
+    return pd.Series(voices.means, index=voices.ids.astype(str))
+
+
+def voice_means(df: pd.DataFrame, outcome: str, items: str = "all") -> list[dict]:
+    """One row per voice: its mean valid outcome (items="adjusted": its item-adjusted mean, the
+    value the primary test compares), for the voice-dot figure."""
     valid = df[df["status"].eq("valid") & df[outcome].notna()] if outcome != "invalid" else df
-    means = valid.groupby("voice_id")[outcome].mean()
+    means = adjusted_voice_scores(df, outcome) if items == "adjusted" else valid.groupby("voice_id")[outcome].mean()
     labels = df.drop_duplicates("voice_id").set_index("voice_id")[["gender", "ethnicity"]].astype(str)
     return [{"voice_id": str(v), "gender": labels.loc[v, "gender"], "ethnicity": labels.loc[v, "ethnicity"],
              "value": float(m)} for v, m in means.items()]
 
 
-def audio_overall(df: pd.DataFrame, outcome: str, items: str = "common") -> float | None:
-    """Mean of voice means over the audio responses (each voice weighs the same), on the
-    same items as the gaps (items="common": those every voice answered validly)."""
+def audio_overall(df: pd.DataFrame, outcome: str, items: str = "adjusted") -> float | None:
+    """Mean of voice means over the audio responses (each voice weighs the same), computed as
+    the gaps compute them (items="adjusted": item-adjusted voice means; "common": on the items
+    every voice answered validly)."""
+    if items == "adjusted":
+        scores = adjusted_voice_scores(df, outcome)
+        return float(scores.mean()) if len(scores) else None
     if items == "common":
         from biasbench.analysis import common_item_rows
 

@@ -7,7 +7,8 @@ size of gap the design could have detected, since "not significant" is not "no g
 
 from __future__ import annotations
 
-from .fmt import difference, gap_interval, missing, num, pct, points, pval, signed_points, style, value, voices
+from .fmt import (bits, difference, fixed, gap_interval, missing, num, pct, points, pval, signed_points, style, value,
+                  voices)
 
 TEST = "voice-level permutation test"
 
@@ -78,7 +79,9 @@ def block_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
     gap = block["gap"]
     if gap["p_value"] is None:
         observed = _observed(gap, section)
-        return (f"By {gname}, the {section['name']} cannot be tested: {gap['undefined']}"
+        reason = str(gap["undefined"])
+        verb = "is" if reason.startswith("not testable: ") else "cannot be tested:"
+        return (f"By {gname}, the {section['name']} {verb} {reason}"
                 + (f" (observed: {observed})." if observed else "."))
     if block["p_corrected"] < report["settings"]["alpha"]:
         return significant_sentence(section, gname, block)
@@ -120,8 +123,8 @@ def significant_sentence(section: dict, gname: str, block: dict) -> str:
 def null_sentence(section: dict, gname: str, block: dict, report: dict) -> str:
     gap = block["gap"]
     hi, lo = gap["highest"], gap["lowest"]
-    if gap["gap"] == 0:
-        observed = f"every group at {value(section, gap['estimates'][hi])}"
+    if gap["gap"] == 0 or difference(section, gap["gap"]).startswith("0 "):
+        observed = f"all groups equal, every group at {value(section, gap['estimates'][hi])}"
     else:
         observed = (f"{voices(hi).lower()} {value(section, gap['estimates'][hi])} vs {voices(lo).lower()} "
                     f"{value(section, gap['estimates'][lo])}")
@@ -159,10 +162,13 @@ def categorical_sentence(section: dict, gname: str, block: dict, report: dict) -
              f"and {pct(big['low_share'])} of those to {voices(big['low_group']).lower()}")
     p = corrected(block)
     if block["p_corrected"] < report["settings"]["alpha"]:
-        return (f"The {what} differed by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} bits; {p}). "
+        return (f"The {what} differed by {gname} (Jensen-Shannon divergence {bits(result['jsd'])}; {p}). "
                 f"The largest difference: {where}.")
-    return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {result['jsd']:.3f} "
-            f"bits; {p}); the largest difference ({where}) is within what voice-to-voice variation produces. "
+    if result["jsd"] is not None and float(bits(result["jsd"]).split()[0]) == 0:
+        return (f"No difference in the {what} by {gname}: every group's answers were distributed alike (Jensen-Shannon "
+                f"divergence {bits(result['jsd'])}; {p}). No minimum detectable difference is given for distributions.")
+    return (f"No significant difference in the {what} by {gname} (Jensen-Shannon divergence {bits(result['jsd'])}; "
+            f"{p}); the largest difference ({where}) is within what voice-to-voice variation produces. "
             "No minimum detectable difference is given for distributions.")
 
 
@@ -176,8 +182,7 @@ def invalid_sentences(report: dict) -> list[str]:
     kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "valid")
     out = [f"{bad} of {total} answers ({pct(bad / total)}) were not valid ({kinds}); they are counted per group, "
            "never scored wrong."]
-    differ = section_sentences(section, report, only_significant=True)
-    return out + [f"Warning: the invalid-answer rate differs between groups. {sentence}" for sentence in differ]
+    return out + list(report["primary"].get("invalid_warnings") or [])  # computed once, in the primary record
 
 
 def text_control_sentence(report: dict) -> str:
@@ -208,7 +213,7 @@ def signed_change(section: dict, change) -> str:
     if kind == "rate":
         return signed_points(change)
     if kind == "relative":
-        return f"{100 * change:+.1f}% of the mean"
+        return "0% of the mean" if fixed(100 * change, 1) == "0" else f"{100 * change:+.1f}% of the mean"
     return f"{'+' if change >= 0 else '-'}{num(abs(change))} {section.get('unit', '')}".strip()
 
 
