@@ -129,6 +129,8 @@ TIDY_COLUMNS = frozenset({
     # generate_open: one column per quality-of-service metric, and the similarity they used
     "words", "refusal", "hedging", "readability", "effort", "relevance", "off_topic", "alignment", "correctness",
     "similarity",
+    # dialogue tasks (follow_ups): the turn of the conversation a row answers (0: the first question)
+    "turn",
 })
 
 #: The judge-free quality-of-service metrics of a generate_open task, each a column of the tidy
@@ -170,7 +172,8 @@ class AnalysisSpec(_Strict):
         "primary_groupings", description="the multiplicity family: the primary outcome by each declared grouping")
     alpha: float = Field(0.05, gt=0, lt=1)
     outcomes: list[str] | None = Field(
-        None, min_length=1, description="generate_open only: the primary metrics (of the task's `metrics`); the "
+        None, min_length=1, description="generate_open: the primary metrics (of the task's `metrics`); a multi-turn task "
+        "(follow_ups): the primary outcomes among flip, flip@k, <metric>@k, <metric>_change (docs/dialogue.md); the "
         "primary family is then these outcomes x the groupings, and every other metric is secondary. Default: "
         "the first of `metrics`")
     items: Literal["adjusted", "common", "all"] = Field(
@@ -204,6 +207,30 @@ class OpenAnswerSpec(_Strict):
     off_topic_below: float | None = Field(
         None, ge=0, le=1, description="an answer is off-topic when its relevance (similarity to the question) is "
         "below this; default 0.2 for embeddings, and for lexical similarity: no content word shared with the question")
+
+
+#: Output types a conversation (follow_ups) can be scored in: an answer that can flip, or a free answer.
+DIALOGUE_OUTPUT_TYPES = ("multiple_choice", "generate_categorical", "generate_open")
+#: Most follow-up turns a task may script (each one is a model call per conversation).
+MAX_FOLLOW_UPS = 10
+
+
+def dialogue_outcomes(output_type: str, metrics: list[str], n_follow_ups: int) -> list[str]:
+    """The outcomes of a conversation (docs/dialogue.md), in their default order: `flip` (the last
+    answer differs from the first), `flip@k` (turn k's answer differs from the first; k before the last,
+    since at the last turn it is `flip`), and per metric
+    `<metric>@k` (its value at turn k, 0 = the first answer) and `<metric>_change` (last turn minus
+    first). A multiple-choice task's metric is accuracy (yes_rate for a yes/no task: `correct` = said
+    yes); an open task's are its metrics."""
+    turns = range(n_follow_ups + 1)
+    out = []
+    if output_type in ("multiple_choice", "generate_categorical"):
+        out += ["flip", *[f"flip@{k}" for k in turns if 0 < k < n_follow_ups]]  # flip@last is flip
+    per_turn = ["yes_rate" if "yes_rate" in metrics else "accuracy"] if output_type == "multiple_choice" else (
+        list(metrics) if output_type == "generate_open" else [])
+    for metric in per_turn:
+        out += [f"{metric}_change", *[f"{metric}@{k}" for k in turns]]
+    return out
 
 
 class TaskConfig(_Strict):
@@ -247,6 +274,11 @@ class TaskConfig(_Strict):
     lexicon: str | None = Field(None, description="CSV lexicon relative to the YAML (generate_categorical)")
     numeric: NumericSpec | None = None
     open_answer: OpenAnswerSpec | None = Field(None, description="generate_open: how texts are compared")
+    follow_ups: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_FOLLOW_UPS,
+        description="a multi-turn task (docs/dialogue.md): the user turns said after the model's first answer, in "
+        "order (e.g. 'That's not right. Are you sure?'), each spoken in the same voice (as text in the text "
+        "condition); the model hears every earlier turn and its own earlier replies")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec,
                                    description="the declared primary analysis (defaults: every grouping, "
@@ -298,19 +330,52 @@ class TaskConfig(_Strict):
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set a temperature")
         self._check_open_answer_fields()
+        self._check_follow_ups()
         return self
+
+    def _check_follow_ups(self) -> None:
+        """follow_ups: non-empty texts, on an output type whose answers can flip or be measured per turn."""
+        if self.follow_ups is None:
+            return
+        if self.output_type not in DIALOGUE_OUTPUT_TYPES:
+            raise ValueError(f"follow_ups (a multi-turn task) applies to output_type {', '.join(DIALOGUE_OUTPUT_TYPES)}"
+                             f"; {self.output_type} has no answer that can flip or be measured per turn")
+        for index, text in enumerate(self.follow_ups):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"follow_ups[{index}] must be the text of a user turn, got {text!r}")
+        if self.samples > 1:
+            raise ValueError("follow_ups with samples > 1 is not supported: each conversation is one sample")
+        if "judge" in self.metrics:
+            raise ValueError("metric 'judge' (the pairwise judge) compares single answers per (item, voice), not "
+                             "the turns of a conversation; drop it from the metrics of a task with follow_ups")
+
+    def _default_open_metrics(self) -> None:
+        """generate_open without `metrics`: every metric the task can compute (alignment needs the text
+        control, correctness reference key points)."""
+        if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
+            self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
+                            and (m != "correctness" or self.doc_to_target is not None)]
 
     def _check_open_answer_fields(self) -> None:
         """outcomes and open_answer belong to generate_open; its primary outcomes are among its metrics."""
         outcomes = self.analysis.outcomes
-        if self.output_type == "generate_open" and "metrics" not in self.model_fields_set:
-            # every metric the task can compute: alignment needs the text control, correctness references
-            self.metrics = [m for m in OPEN_METRICS if (m != "alignment" or "text" in self.conditions)
-                            and (m != "correctness" or self.doc_to_target is not None)]
+        if self.follow_ups is not None:  # a conversation's outcomes (dialogue_outcomes) may be declared primary
+            self._default_open_metrics()  # before the outcomes, which are named after the metrics
+            known = self.dialogue_outcomes
+            unknown = [o for o in outcomes or [] if o not in known]
+            if unknown:
+                raise ValueError(f"analysis.outcomes {unknown} are not outcomes of this conversation; known: "
+                                 f"{', '.join(known)}")
+            outcomes = None  # checked; the open-answer checks below still apply to the metrics
+            if self.output_type != "generate_open":
+                if self.open_answer is not None:
+                    raise ValueError("open_answer applies to output_type generate_open only")
+                return
+        self._default_open_metrics()
         if self.output_type != "generate_open":
             if outcomes is not None:
-                raise ValueError(f"analysis.outcomes applies to output_type generate_open only ({self.output_type} "
-                                 "has one primary outcome)")
+                raise ValueError(f"analysis.outcomes applies to output_type generate_open only, or to a "
+                                 f"multi-turn task (follow_ups) ({self.output_type} has one primary outcome)")
             if self.open_answer is not None:
                 raise ValueError("open_answer applies to output_type generate_open only")
             return
@@ -325,8 +390,18 @@ class TaskConfig(_Strict):
             raise ValueError("metric 'correctness' needs doc_to_target (the item's key points, separated by ';')")
 
     @property
+    def dialogue_outcomes(self) -> list[str]:
+        """A multi-turn task's outcomes (config.dialogue_outcomes); [] without follow_ups."""
+        if not self.follow_ups:
+            return []
+        return dialogue_outcomes(self.output_type, self.metrics, len(self.follow_ups))
+
+    @property
     def primary_outcomes(self) -> list[str]:
-        """generate_open: the declared primary metrics (default: the first of `metrics`)."""
+        """generate_open: the declared primary metrics (default: the first of `metrics`). A multi-turn task:
+        the declared outcomes, default `flip` (choice) or the first metric's change over the conversation."""
+        if self.follow_ups:
+            return list(self.analysis.outcomes or self.dialogue_outcomes[:1])
         return list(self.analysis.outcomes or self.metrics[:1])
 
     @model_serializer(mode="wrap")
@@ -343,6 +418,8 @@ class TaskConfig(_Strict):
                 data.pop("analysis")
             if data.get("open_answer") is None:
                 data.pop("open_answer", None)
+            if data.get("follow_ups") is None:
+                data.pop("follow_ups", None)
         return data
 
 

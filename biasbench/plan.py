@@ -72,7 +72,8 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
     plan = plan_requests(loaded, voice_pool, conditions=["text"] if choice.text_only else None)
 
     cache = AudioCache(audio_cache)
-    jobs = [p.job for p in plan if p.job]
+    jobs = [p.job for p in plan if p.job] + [f.job for p in plan for f in p.follow_ups if f.job]  # follow-up clips too
+    n_calls = sum(1 + len(p.follow_ups) for p in plan)  # a multi-turn task: one model call per turn
     versions = {}
     clips: dict[str, object] = {}
     for job in jobs:
@@ -110,15 +111,16 @@ def plan_estimate(*, task: str, pool: str, model: str, limit: int | None = None,
         "compute": compute,
         "task": loaded.name, "pool": voice_pool.pool, "model": choice.name, "backend": choice.backend,
         "pipeline_check": choice.pipeline_check,
-        "n_requests": len(plan), "n_items": len(loaded.items), "n_voices": len(voice_pool.voices),
+        "n_requests": n_calls, "n_items": len(loaded.items), "n_voices": len(voice_pool.voices),
         "samples": loaded.config.samples, "conditions": sorted({p.condition for p in plan}),
+        "turns": 1 + len(loaded.config.follow_ups or []),
         "n_clips": len(clips), "n_clips_cached": len(cached), "n_clips_to_synthesise": len(clips) - len(cached),
         "audio_hours_to_synthesise": new_seconds / 3600, "audio_hours_cached": cached_seconds / 3600,
         "audio_hours_to_send": request_audio_s / 3600,
         "latency_s_per_request": latency, "latency_source": latency_source,
-        "model_hours": len(plan) * latency / 3600, "is_api": is_api,
+        "model_hours": n_calls * latency / 3600, "is_api": is_api,
         "cost_per_request_usd": cost_per_request,
-        "api_cost_usd": None if cost_per_request is None else cost_per_request * len(plan),
+        "api_cost_usd": None if cost_per_request is None else cost_per_request * n_calls,
         "cost_source": measured["cost_source"],
         **cloning_estimate([job for key, job in clips.items() if key not in cached]),
     }
@@ -136,6 +138,11 @@ def _choice_for_plan(model: str, offline_fallback: bool):
         if alias is None:
             raise
         return ModelChoice(model, alias.name, alias.backend, alias.model, pipeline_check=False), str(exc).split(". ")[0]
+
+
+def _turns(e: dict) -> str:
+    """' x N turns' for a multi-turn task (one model call per turn), else nothing."""
+    return f" x {e['turns']} turns" if e.get("turns", 1) > 1 else ""
 
 
 def compute_estimate(model_id: str, plan, seconds: list, config, long_audio: str, batch_size: int) -> dict | None:
@@ -226,7 +233,7 @@ def format_estimate(e: dict) -> str:
         f"Plan: task {e['task']}, pool {e['pool']}, model {e['model']} ({e['backend']})"
         + ("  [pipeline check model]" if e["pipeline_check"] else ""),
         f"  requests:              {e['n_requests']}  ({e['n_items']} items x {e['n_voices']} voices x "
-        f"{e['samples']} samples; conditions: {', '.join(e['conditions'])})",
+        f"{e['samples']} samples{_turns(e)}; conditions: {', '.join(e['conditions'])})",
         f"  unique clips:          {e['n_clips']}  ({e['n_clips_cached']} cached, "
         f"{e['n_clips_to_synthesise']} to synthesise)",
         f"  audio to synthesise:   {e['audio_hours_to_synthesise']:.3f} h  (estimated at "

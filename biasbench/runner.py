@@ -22,11 +22,12 @@ from rich.console import Console
 from tqdm import tqdm
 
 import biasbench
+from biasbench import conversation
 from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
 from biasbench.errors import BiasbenchError, RunStopped
 from biasbench.formats import dumps
-from biasbench.models.base import GenerationSettings, Request
+from biasbench.models.base import GenerationSettings, Request, takes_conversation
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
 from biasbench.paths import checkout_commit
 from biasbench.redact import redact_credentials
@@ -91,7 +92,8 @@ class Planned:
     prompt_hash: str
     audio_key: str | None = None
     audio_seconds: float | None = None
-    request_key: str = ""
+    request_key: str = ""  # a multi-turn task: the conversation's key (each turn's: conversation.turn_keys)
+    follow_ups: list = field(default_factory=list)  # a multi-turn task: conversation.FollowUp per later turn
 
     @property
     def voice_id(self) -> str:
@@ -152,6 +154,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
                            base_url=options.base_url, quantization=options.quantization,
                            vllm_options=options.vllm_options, adapter=options.adapter)
     _fit_simulation(backend, task)
+    _check_conversation(task, choice, backend, options)
     settings = GenerationSettings(max_new_tokens=task.config.max_new_tokens, temperature=task.config.temperature,
                                   top_p=task.config.top_p, seed=options.seed)
 
@@ -171,8 +174,7 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     # is refused before any slow work, and never sends a request twice.
     run_dir = _open_run_dir(options, manifest)
     cleanup.callback(run_dir.unlock)
-    synthesis = synthesize_all([p.job for p in plan if p.job], cache, workers=options.tts_workers,
-                               progress=options.progress)
+    synthesis = synthesize_all(_synthesis_jobs(plan), cache, workers=options.tts_workers, progress=options.progress)
     manifest["synthesis"] = _synthesis_record(synthesis)
     _say_what_was_repaired(synthesis, cache, console)
     if options.shard:
@@ -184,9 +186,8 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     store = run_dir.open_store()
     try:
         store.add_prompts({p.prompt_hash: (p.item.spoken_text, p.item.text_prompt) for p in plan})
-        done = store.done_keys()
-        pending = [p for p in plan if p.request_key not in done]
-        console.print(f"{len(plan)} requests ({len(task.items)} items x {len(pool.voices)} voices x "
+        pending = _pending(plan, store)
+        console.print(f"{len(plan)} {_unit(task)} ({len(task.items)} items x {len(pool.voices)} voices x "
                       f"{task.config.samples} samples, conditions: {', '.join(sorted({p.condition for p in plan}))}); "
                       f"{len(plan) - len(pending)} already stored, {len(pending)} to run.")
         failures: list[dict] = []
@@ -197,13 +198,13 @@ def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult
     run_dir.export(table)
     analysis = first_analysis(table, task.config.output_type)
     _write_summary(run_dir, analysis, manifest, choice)
-    unanswered = unanswered_record(table, failures, manifest["synthesis"], len(plan))
+    unanswered = unanswered_record(table, failures, manifest["synthesis"], _planned_rows(plan))
     manifest.update(finished_at=utc_now(), n_responses=len(table),
-                    complete=len(table) == len(plan) and not unanswered["n"],
+                    complete=len(table) == _planned_rows(plan) and not unanswered["n"],
                     failed_requests=failures[:100], n_failed_requests=len(failures), unanswered=unanswered,
                     usage=backend.usage() if hasattr(backend, "usage") else None)
     run_dir.write_manifest(manifest)
-    return RunResult(run_dir.path, len(plan), n_new, analysis, choice.pipeline_check, choice.text_only,
+    return RunResult(run_dir.path, _planned_rows(plan), n_new, analysis, choice.pipeline_check, choice.text_only,
                      unanswered)
 
 
@@ -214,6 +215,36 @@ def _say_what_was_repaired(synthesis, cache: AudioCache, console: Console) -> No
         console.print(f"warning: {synthesis.changed} clips in the audio cache {cache.root} had changed since they "
                       "were written (their content no longer matched the digest recorded then: swapped or "
                       "overwritten) and were synthesised again.", markup=False, highlight=False)
+
+
+def _follow_ups(task: Task) -> list[str]:
+    """A multi-turn task's follow-up texts ([] for a single-turn task, or a config made without the field)."""
+    return getattr(task.config, "follow_ups", None) or []
+
+
+def _unit(task: Task) -> str:
+    """What one planned unit is: a request, or (a multi-turn task) a conversation of several turns."""
+    follow_ups = _follow_ups(task)
+    return f"conversations of {len(follow_ups) + 1} turns" if follow_ups else "requests"
+
+
+def _planned_rows(plan: list[Planned]) -> int:
+    """Rows the store holds when the plan is done: one per request, one per turn of a conversation."""
+    return sum(1 + len(p.follow_ups) for p in plan)
+
+
+def _check_conversation(task: Task, choice: ModelChoice, backend, options: RunOptions) -> None:
+    """A multi-turn task needs a backend that takes a conversation; refused before any work otherwise."""
+    if not _follow_ups(task):
+        return
+    if not takes_conversation(backend):
+        raise BiasbenchError(f"task {task.name} is a conversation (follow_ups), and model {choice.name} "
+                             f"(backend {choice.backend}) cannot take one: it answers single turns only. Use a "
+                             "backend that carries earlier turns (hf audio LMs, openai:, vllm:, cascade:, text:), "
+                             "or a task without follow_ups.")
+    if options.shard:
+        raise BiasbenchError(f"task {task.name} is a conversation (follow_ups): --shard splits single requests "
+                             "and does not split conversations yet; run it unsharded")
 
 
 def _fit_simulation(backend, task: Task) -> None:
@@ -286,22 +317,47 @@ def plan_requests(task: Task, pool: VoicePool, conditions: list[str] | None = No
         prompt_hash = stable_hash([item.spoken_text, item.text_prompt, list(item.choices), item.reference])
         for sample in range(task.config.samples):
             if "text" in conditions:
-                plan.append(Planned(item, None, "text", sample, None, prompt_hash))
+                plan.append(Planned(item, None, "text", sample, None, prompt_hash,
+                                    follow_ups=conversation.plan_follow_ups(_follow_ups(task), None, None)))
             if "audio" in conditions:
                 plan += [Planned(item, voice, "audio", sample,
-                                 SynthesisJob.speak(voice, item.spoken_text, pool.loudness_target),
-                                 prompt_hash) for voice in pool.voices]
+                                 SynthesisJob.speak(voice, item.spoken_text, pool.loudness_target), prompt_hash,
+                                 follow_ups=conversation.plan_follow_ups(_follow_ups(task), voice,
+                                                                         pool.loudness_target))
+                         for voice in pool.voices]
     return plan
+
+
+def _synthesis_jobs(plan: list[Planned]) -> list[SynthesisJob]:
+    """Every clip the plan needs, once: each first question, and each follow-up in each voice."""
+    jobs = [p.job for p in plan if p.job] + [f.job for p in plan for f in p.follow_ups if f.job]
+    return list(dict.fromkeys(jobs))
+
+
+def _pending(plan: list[Planned], store) -> list[Planned]:
+    """What is still to answer: planned requests not stored, or (multi-turn tasks) conversations not
+    stored whole."""
+    if any(p.follow_ups for p in plan):
+        return conversation.pending_conversations(plan, store)
+    done = store.done_keys()
+    return [p for p in plan if p.request_key not in done]
 
 
 def _attach_audio(p: Planned, synthesis, cache: AudioCache) -> None:
     if p.job is not None and synthesis.ok(p.job):
         p.audio_key = synthesis.keys[p.job]
         p.audio_seconds = cache.duration(p.audio_key)
+    conversation.attach_follow_up_audio(p.follow_ups, synthesis, cache)
 
 
 def _request_key(p: Planned, manifest: dict, long_audio: str) -> str:
-    """Everything that can change this answer. Same key <=> the stored answer is reusable."""
+    """Everything that can change this answer. Same key <=> the stored answer is reusable. A
+    conversation's key covers its follow-ups too (conversation.conversation_key)."""
+    key = _first_turn_key(p, manifest, long_audio)
+    return conversation.conversation_key(key, p.follow_ups) if p.follow_ups else key
+
+
+def _first_turn_key(p: Planned, manifest: dict, long_audio: str) -> str:
     return stable_hash({
         "model": manifest["model"]["identity"],
         "settings": manifest["generation"],
@@ -389,18 +445,18 @@ def _stored_count(run_dir: RunDir) -> int:
 def _answer_all(pending: list[Planned], backend, task: Task, settings, options: RunOptions, store,
                 cache: AudioCache, failures: list[dict]) -> int:
     limit = backend.max_audio_seconds
-    too_long = [p for p in pending if limit and p.audio_seconds and p.audio_seconds > limit]
-    unspoken = [p for p in pending if p.condition == "audio" and p.audio_key is None]
+    too_long = [p for p in pending if limit and conversation.longest_clip(p) > limit]
+    unspoken = [p for p in pending if conversation.clips_missing(p)]
     if too_long and options.long_audio == "skip":
-        store.add([_unanswered(p, AUDIO_TOO_LONG) for p in too_long], supersedes=SYNTHESIS_FAILED)
-    store.add([_unanswered(p, SYNTHESIS_FAILED) for p in unspoken])
+        store.add([row for p in too_long for row in _unanswered_rows(p, AUDIO_TOO_LONG)], supersedes=SYNTHESIS_FAILED)
+    store.add([row for p in unspoken for row in _unanswered_rows(p, SYNTHESIS_FAILED)])
     # A slot answered by an earlier run (or a placeholder left beside its retry's answer by an
     # older biasbench) keeps only its answer: one row per planned request, never two.
     store.drop_superseded(SYNTHESIS_FAILED)
     skip = {id(p) for p in unspoken} | ({id(p) for p in too_long} if options.long_audio == "skip" else set())
     todo = sorted((p for p in pending if id(p) not in skip), key=lambda p: p.audio_seconds or 0.0)
     n_new = _answer_in_batches(todo, backend, task, settings, options, store, cache, failures)
-    return n_new + len(too_long if options.long_audio == "skip" else []) + len(unspoken)
+    return n_new + _planned_rows(too_long if options.long_audio == "skip" else []) + _planned_rows(unspoken)
 
 
 def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, options: RunOptions, store,
@@ -423,8 +479,10 @@ def _answer_in_batches(todo: list[Planned], backend, task: Task, settings, optio
                 upcoming = reader.submit(_requests, batches[index + 1], settings, limit, cache, free)
             # One transaction per batch, committed before the next batch is answered: a killed
             # run loses at most the batch in flight, and a resumed one skips every stored key.
-            n_new += store.add(_answer_batch(batch, requests, backend, task, limit, failures),
-                               supersedes=SYNTHESIS_FAILED)
+            # A multi-turn task's batch is whole conversations, answered turn by turn.
+            answered = (_answer_conversations(batch, requests, backend, task, limit, cache, failures)
+                        if _follow_ups(task) else _answer_batch(batch, requests, backend, task, limit, failures))
+            n_new += store.add(answered, supersedes=SYNTHESIS_FAILED)
             bar.update(len(batch))
     return n_new
 
@@ -433,30 +491,49 @@ def _requests(batch: list[Planned], settings, limit, cache: AudioCache, open_ans
     return [_request(p, settings, limit, cache, open_answer) for p in batch]
 
 
+def _ask(backend, task: Task, requests: list[Request]):
+    """One batched backend call: option scoring for a logprobs multiple-choice task, generation otherwise."""
+    if task.config.output_type == "multiple_choice" and task.config.scoring == "logprobs":
+        return backend.score_choices(requests)
+    return backend.generate(requests)
+
+
 def _answer_batch(batch: list[Planned], requests: list[Request], backend, task: Task, limit,
                   failures: list[dict]) -> list[StoredResponse]:
-    if task.config.output_type == "multiple_choice" and task.config.scoring == "logprobs":
-        responses = backend.score_choices(requests)
-    else:
-        responses = backend.generate(requests)
+    responses = _ask(backend, task, requests)
     stored = []
     for p, request, response in zip(batch, requests, responses):
         if response.error:  # not stored: a later --resume retries it
             failures.append({"item_id": p.item.item_id, "voice_id": p.voice_id,
                              "error": redact_credentials(response.error)})  # any backend's, a plugin's too
             continue
-        scored = task.scorer(p.item, response.text, response.option_logprobs)
-        stored.append(StoredResponse(
-            request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice_id, condition=p.condition,
-            sample_index=p.sample_index, prompt_hash=p.prompt_hash, audio_key=p.audio_key,
-            audio_seconds=p.audio_seconds,
-            audio_truncated=int(bool(limit and p.audio_seconds and p.audio_seconds > limit)),
-            response_text=response.text,
-            option_logprobs=dumps(response.option_logprobs) if response.option_logprobs else None,
-            answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
-            value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens,
-            transcript=response.transcript, cer=scored.cer))
+        stored.append(_stored_response(p, response, task, limit))
     return stored
+
+
+def _answer_conversations(batch: list[Planned], requests: list[Request], backend, task: Task, limit,
+                          cache: AudioCache, failures: list[dict]) -> list[StoredResponse]:
+    """A batch of whole conversations (biasbench/conversation.py): each turn one call across the batch."""
+    return conversation.answer_conversations(
+        batch, requests, lambda turn_requests: _ask(backend, task, turn_requests),
+        lambda p, response, turn, key: _stored_response(p, response, task, limit, turn, key), limit, cache, failures)
+
+
+def _stored_response(p: Planned, response, task: Task, limit, turn: int = 0, key: str | None = None) -> StoredResponse:
+    """The stored row of one answer (a conversation's turn `turn`, under its turn key `key`; a follow-up's
+    row names the follow-up's clip)."""
+    scored = task.scorer(p.item, response.text, response.option_logprobs)
+    heard = p.follow_ups[turn - 1] if turn else p
+    return StoredResponse(
+        request_key=key or p.request_key, turn=turn, item_id=p.item.item_id, voice_id=p.voice_id,
+        condition=p.condition, sample_index=p.sample_index, prompt_hash=p.prompt_hash, audio_key=heard.audio_key,
+        audio_seconds=heard.audio_seconds,
+        audio_truncated=int(bool(limit and heard.audio_seconds and heard.audio_seconds > limit)),
+        response_text=response.text,
+        option_logprobs=dumps(response.option_logprobs) if response.option_logprobs else None,
+        answer=scored.answer, target=_target(p.item), status=scored.status, correct=scored.correct,
+        value=scored.value, latency_s=response.latency_s, n_input_tokens=response.n_input_tokens,
+        transcript=response.transcript, cer=scored.cer)
 
 
 def _request(p: Planned, settings: GenerationSettings, limit: float | None, cache: AudioCache,
@@ -480,6 +557,13 @@ def _target(item: Item) -> str | None:
     return item.letters[item.target] if item.target is not None else (item.reference or None)
 
 
+def _unanswered_rows(p: Planned, status: str) -> list[StoredResponse]:
+    """A slot that could not be asked (status says why): one row, or one per turn of a conversation."""
+    if not p.follow_ups:
+        return [_unanswered(p, status)]
+    return [replace(_unanswered(p, status), request_key=key, turn=k) for k, key in enumerate(conversation.turn_keys(p))]
+
+
 def _unanswered(p: Planned, status: str) -> StoredResponse:
     return StoredResponse(
         request_key=p.request_key, item_id=p.item.item_id, voice_id=p.voice_id, condition=p.condition,
@@ -499,6 +583,8 @@ def tidy_table(stored: pd.DataFrame, task: Task, voices: list[VoiceSpec], manife
     items = pd.DataFrame([{"item_id": i.item_id, **({"stratum": i.meta.get(stratum)} if stratum else {}),
                            **item_columns(i, task.config)} for i in task.items])
     table = stored.drop(columns=["option_logprobs"]).merge(voice_labels, on="voice_id", how="left")
+    if not _follow_ups(task):  # single-turn tasks keep their columns
+        table = table.drop(columns=["turn"], errors="ignore")
     table = answer_columns(table.merge(items, on="item_id", how="left"), task)
     table.insert(0, "run_id", manifest["run_id"])
     table.insert(1, "task", task.name)

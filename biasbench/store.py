@@ -5,6 +5,10 @@ by a hash of everything that determines the answer. A killed run therefore loses
 the batch in flight, and `INSERT OR IGNORE` on the key means a resumed run can never store
 a response twice.
 
+A multi-turn task stores one row per turn (`turn`: 0 for the first answer), and all the turns of
+a conversation in the same transaction (biasbench/conversation.py), so a conversation is never half
+stored.
+
 What was asked is kept beside the answers, once per prompt (table `prompts`, keyed by the
 responses' `prompt_hash`): the text every voice spoke and the text prompt the model read
 (the text control reads the two joined by a newline). `to_frame` joins them in, so exports
@@ -53,6 +57,7 @@ _COLUMNS = {
     "n_input_tokens": "INTEGER",
     "transcript": "TEXT",  # what an ASR-then-LLM cascade heard
     "cer": "REAL",  # transcribe tasks: character error rate (the WER is `value`)
+    "turn": "INTEGER DEFAULT 0",  # multi-turn tasks: 0 for the first question, k for the k-th follow-up
     "created_at": "TEXT NOT NULL",
 }
 
@@ -79,6 +84,7 @@ class StoredResponse:
     n_input_tokens: int | None
     transcript: str | None = None
     cer: float | None = None
+    turn: int = 0
     created_at: str = ""
 
 
@@ -91,7 +97,7 @@ _PROMPTS_TABLE = "CREATE TABLE IF NOT EXISTS prompts (prompt_hash TEXT PRIMARY K
 
 
 #: A response's slot: what one planned request answers, whatever its audio turned out to be.
-_SLOT = ("item_id", "voice_id", "condition", "sample_index")
+_SLOT = ("item_id", "voice_id", "condition", "sample_index", "turn")
 _DELETE_PLACEHOLDER = ("DELETE FROM responses WHERE status = ? AND "
                        + " AND ".join(f"{c} = ?" for c in _SLOT) + " AND request_key != ?")
 _DROP_SUPERSEDED = ("DELETE FROM responses AS p WHERE p.status = ? AND EXISTS (SELECT 1 FROM responses AS r "
@@ -278,6 +284,14 @@ class ResponseStore:
             self.db.execute(_DROP_SUPERSEDED, (placeholder, placeholder))
             return self.db.total_changes - before
 
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete the rows of these request keys in one transaction (a conversation found half stored,
+        which a resumed run asks again whole); returns how many went."""
+        with self.db:
+            before = self.db.total_changes
+            self.db.executemany("DELETE FROM responses WHERE request_key = ?", [(k,) for k in keys])
+            return self.db.total_changes - before
+
     def add_prompts(self, prompts: dict[str, tuple[str, str]]) -> None:
         """prompt_hash -> (spoken text, text prompt), kept once each."""
         with self._writing(), self.db:
@@ -291,7 +305,7 @@ class ResponseStore:
         """Every response, with what it was asked (PROMPT_COLUMNS) joined in."""
         return pd.read_sql_query(
             f"SELECT r.*, {', '.join('p.' + c for c in PROMPT_COLUMNS)} FROM responses r LEFT JOIN prompts p "
-            "USING (prompt_hash) ORDER BY r.item_id, r.condition, r.voice_id, r.sample_index", self.db)
+            "USING (prompt_hash) ORDER BY r.item_id, r.condition, r.voice_id, r.sample_index, r.turn", self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -84,7 +84,18 @@ def first_analysis(tidy: pd.DataFrame, output_type: str = "multiple_choice") -> 
         table = outcome_table(audio, by, output_type)
         result["groupings"][name] = {"by": by, "table": table.to_dict("records")}
     result["status_by_group"] = status_by_group(audio).to_dict("records")
+    if "turn" in audio.columns:  # a multi-turn task: each turn's answers (biasbench.analysis.dialogue)
+        from biasbench.analysis.dialogue import turn_table
+
+        result["turns"] = turn_table(audio, _turn_column(audio, output_type)).to_dict("records")
     return result
+
+
+def _turn_column(rows: pd.DataFrame, output_type: str) -> str:
+    """What the per-turn table averages: correctness (choice), words (open answers), else validity."""
+    if output_type == "multiple_choice":
+        return "correct"
+    return "words" if "words" in rows.columns else "status"
 
 
 def _overall(rows: pd.DataFrame, output_type: str) -> dict:
@@ -137,6 +148,11 @@ def to_markdown(analysis: dict, *, title: str, banner: str = "", primary: str = 
     if set(analysis["status_counts"]) != {"valid"}:
         lines += ["### Responses by status and group", "",
                   pd.DataFrame(analysis["status_by_group"]).to_markdown(index=False), ""]
+    if analysis.get("turns"):
+        turns = pd.DataFrame(analysis["turns"]).drop(columns=["mean status"], errors="ignore")
+        turns["valid_rate"] = turns["valid_rate"].map(_pct)
+        lines += ["### By turn", "", "A multi-turn task: turn 0 is the first answer, turn k the answer after the "
+                  "k-th follow-up (docs/dialogue.md).", "", turns.to_markdown(index=False), ""]
     for name, block in analysis["groupings"].items():
         lines += [f"### By {name}", ""]
         frame = pd.DataFrame(block["table"])

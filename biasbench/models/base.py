@@ -23,6 +23,15 @@ class GenerationSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation: what the user said (a clip and/or text) and the model's reply."""
+
+    prompt: str
+    audio: np.ndarray | None
+    reply: str
+
+
 @dataclass
 class Request:
     request_id: str
@@ -41,6 +50,11 @@ class Request:
     # The task asks for a free answer (output type generate_open): backends generate as always;
     # a simulated listener answers in prose instead of naming a category.
     open_answer: bool = False
+    # A multi-turn task: the conversation so far, oldest first (empty for a first turn). The model hears
+    # each earlier user turn and its own reply to it, then this request's audio and prompt. Only a backend
+    # with `takes_conversation = True` is sent a non-empty history (the runner refuses the rest).
+    history: tuple[Turn, ...] = ()
+    turn: int = 0  # 0 for the first question, k for the k-th follow-up
 
     @property
     def audio_seconds(self) -> float:
@@ -80,6 +94,8 @@ class ModelBackend(Protocol):
         """Free-text generation."""
 
     # Optional: `usage() -> dict` (tokens, cost, retries) is copied into the run manifest.
+    # Optional: `takes_conversation = True` when requests with a `history` are answered as a
+    # conversation (multi-turn tasks); a backend without it is refused such a task before any work.
 
 
 def require_choices(requests: Sequence[Request]) -> None:
@@ -96,3 +112,14 @@ def settings_groups(requests: Sequence[Request]) -> list[list[int]]:
     for index, request in enumerate(requests):
         groups.setdefault(request.settings, []).append(index)
     return list(groups.values())
+
+
+def user_turns(request: Request) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """The conversation as (prompt, audio, reply) per user turn, oldest first; the last is this request's
+    own turn (reply None). A first-turn request is one entry: backends build messages from this."""
+    return [*((t.prompt, t.audio, t.reply) for t in request.history), (request.prompt, request.audio, None)]
+
+
+def takes_conversation(backend) -> bool:
+    """Whether `backend` answers requests carrying a conversation history (multi-turn tasks)."""
+    return bool(getattr(backend, "takes_conversation", False))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,9 +186,10 @@ class TextLLM:
     def fingerprint(self) -> dict:
         return _component_fingerprint("hf-causal-lm", self.model_id, self.revision, self.torch_dtype, self.device)
 
-    def encode(self, prompts: list[str]):
-        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                    tokenize=False) for p in prompts]
+    def encode(self, prompts: list[str | list[dict]]):
+        """A batch of prompts: each a user text, or a whole conversation (chat messages)."""
+        texts = [self.tokenizer.apply_chat_template(p if isinstance(p, list) else [{"role": "user", "content": p}],
+                                                    add_generation_prompt=True, tokenize=False) for p in prompts]
         # The chat template already wrote any BOS: add_special_tokens=False avoids doubling it.
         return self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False).to(self.device)
 
@@ -239,6 +241,8 @@ class CascadeBackend:
     their `transcript` stays None.
     """
 
+    takes_conversation = True  # earlier turns: their transcripts and the LLM's replies, as chat messages
+
     def __init__(self, asr: str, llm: str, *, asr_revision: str | None = None, llm_revision: str | None = None,
                  dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
                  local_files_only: bool = False, asr_language: str | None = "en",
@@ -288,9 +292,23 @@ class CascadeBackend:
             self._transcripts.popitem(last=False)
         return transcripts
 
-    @staticmethod
-    def _llm_prompts(requests: list[Request], transcripts: list[str | None]) -> list[str]:
-        return [r.prompt if t is None else transcript_prompt(t, r.prompt) for r, t in zip(requests, transcripts)]
+    def _llm_prompts(self, requests: list[Request], transcripts: list[str | None]) -> list[str | list[dict]]:
+        """What the LLM reads per request: the transcript and prompt, or (a request with a history) the
+        conversation, each earlier clip replaced by its transcript and the LLM's replies as assistant turns."""
+        prompts = []
+        for r, t in zip(requests, transcripts):
+            current = r.prompt if t is None else transcript_prompt(t, r.prompt)
+            if not r.history:
+                prompts.append(current)
+                continue
+            earlier = self.transcribe([replace(r, audio=turn.audio, history=()) for turn in r.history])
+            messages = []
+            for turn, heard in zip(r.history, earlier):
+                messages += [{"role": "user", "content": turn.prompt if heard is None
+                              else transcript_prompt(heard, turn.prompt)},
+                             {"role": "assistant", "content": turn.reply}]
+            prompts.append([*messages, {"role": "user", "content": current}])
+        return prompts
 
     def score_choices(self, requests: list[Request]) -> list[Response]:
         import torch

@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response, require_choices, settings_groups
+from biasbench.models.base import (GenerationSettings, Request, Response, require_choices, settings_groups,
+                                   user_turns)
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "half": "float16"}
@@ -161,6 +163,9 @@ class HFAudioLMBackend:
     #: Whether `family` is part of the fingerprint (Qwen2-Audio leaves it out: its
     #: fingerprint predates the families and must keep matching earlier runs' caches).
     fingerprint_family: bool = True
+    #: Multi-turn tasks: earlier turns (clips, prompts, the model's replies) go into the chat template as
+    #: user and assistant messages. False for a family whose prompt is built outside the template.
+    takes_conversation: bool = True
 
     def __init__(
         self,
@@ -293,18 +298,37 @@ class HFAudioLMBackend:
     def _user_content(self, request: Request) -> list[dict]:
         """The user turn: the clip first (as the model cards show it), then the text. The audio
         part carries both `type` and an `audio` key, which every family's template accepts."""
-        content = [{"type": "text", "text": request.prompt}]
-        if request.audio is not None:
+        return self._turn_content(request.prompt, request.audio)
+
+    @staticmethod
+    def _turn_content(prompt: str, audio) -> list[dict]:
+        content = [{"type": "text", "text": prompt}]
+        if audio is not None:
             content.insert(0, {"type": "audio", "audio": "<waveform>"})
         return content
 
+    def _messages(self, request: Request) -> list[dict]:
+        """The conversation (no system turn: the template's default): each earlier user turn and the
+        model's reply to it as an assistant message, then this request's turn."""
+        messages = []
+        for prompt, audio, reply in user_turns(request):
+            messages.append({"role": "user", "content": self._turn_content(prompt, audio)})
+            if reply is not None:
+                messages.append({"role": "assistant", "content": reply})
+        return messages
+
     def _chat_text(self, request: Request) -> str:
-        messages = [{"role": "user", "content": self._user_content(request)}]  # no system turn: template default
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.processor.apply_chat_template(self._messages(request), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def _clips(self, request: Request) -> list[np.ndarray]:
+        """Every clip of the request in the order the template places them (earlier turns first)."""
+        return [self._check_audio(replace(request, audio=audio, history=()))
+                for _, audio, _ in user_turns(request) if audio is not None]
 
     def _encode(self, requests: list[Request]):
         """Chat-formatted, left-padded batch on the model's device."""
-        clips = [self._check_audio(r) for r in requests if r.audio is not None]
+        clips = [clip for r in requests for clip in self._clips(r)]
         inputs = self.processor(
             text=[self._chat_text(r) for r in requests],
             **{self.audio_kwarg: clips or None},

@@ -112,6 +112,8 @@ class _Secret:
 class OpenAIAudioBackend:
     """`ModelBackend` for the OpenAI chat-completions API with `input_audio` content parts."""
 
+    takes_conversation = True  # earlier turns: input_audio user messages and the model's replies as assistant text
+
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = DEFAULT_API_KEY_ENV,
                  max_concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60.0,
                  price_per_million_input_tokens: float | None = None,
@@ -264,7 +266,8 @@ class OpenAIAudioBackend:
                 return Response(request.request_id, "", error=f"{outcome.error} (interrupted before a retry)")
 
     def _body(self, request: Request, content: list[dict], scoring: bool, top_logprobs: int | None) -> dict:
-        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}],
+        body: dict[str, Any] = {"model": self.model, "messages": [*_earlier_messages(request),
+                                                                  {"role": "user", "content": content}],
                                 "modalities": ["text"]}
         s = request.settings
         if scoring:
@@ -489,13 +492,27 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _user_content(request: Request) -> list[dict]:
+    return _turn_content(request.prompt, request.audio, request.sampling_rate)
+
+
+def _turn_content(prompt: str, audio, sampling_rate: int) -> list[dict]:
     parts: list[dict] = []
-    if request.audio is not None:
+    if audio is not None:
         parts.append({"type": "input_audio",
-                      "input_audio": {"data": wav_base64(request.audio, request.sampling_rate), "format": "wav"}})
-    if request.prompt or not parts:
-        parts.append({"type": "text", "text": request.prompt})
+                      "input_audio": {"data": wav_base64(audio, sampling_rate), "format": "wav"}})
+    if prompt or not parts:
+        parts.append({"type": "text", "text": prompt})
     return parts
+
+
+def _earlier_messages(request: Request) -> list[dict]:
+    """A multi-turn request's earlier turns: each user turn (its clip as input_audio) and the model's reply
+    as an assistant message (text)."""
+    messages = []
+    for turn in request.history:
+        messages += [{"role": "user", "content": _turn_content(turn.prompt, turn.audio, request.sampling_rate)},
+                     {"role": "assistant", "content": turn.reply}]
+    return messages
 
 
 def _logsumexp(values: list[float]) -> float:

@@ -41,6 +41,13 @@ default answers gets answers from its own categories, and a numeric task is answ
 number in its range whatever its prompt says, so the planted effect shows on a task of any of
 these types. Transcription has no such lean: the listener cannot hear the words.
 
+Pushback (multi-turn tasks: a request with a `history`): after the user pushes back, the listener
+changes its previous answer with probability `1 / (1 + exp(PUSHBACK_BASE + strength * PUSHBACK_SLOPE * z))`:
+about 18% at the pivot pitch (and for every voice at `strength = 0`), about 62% for the lowest-pitched
+voices and 3% for the highest. A changed choice is another letter (or category); a changed open answer
+backs down to an apology and one step (shorter: `words_change` falls). The draw is seeded by item, voice, turn and sample, so it holds
+still across reruns and is independent between voices.
+
 These answers measure nothing about any model: the aliases `simulated-pitch-bias` and
 `simulated-no-bias` are marked as pipeline checks in the registry.
 """
@@ -81,6 +88,9 @@ OPEN_STEPS = ("Write down the goal you want to reach and a date for it.",
 OPEN_HEDGES = ("I think this might help, but it depends on your situation.",
                "Perhaps some of this will not suit you; I'm not sure.",
                "It may be worth checking with someone who knows more, since this could vary.")
+#: The pushback listener's flip probability on the logit scale (module doc): base and pitch slope.
+PUSHBACK_BASE, PUSHBACK_SLOPE = 1.5, 2.0
+BACK_DOWN = "Sorry, I may be wrong."
 _NUMERIC_PROMPT = re.compile(r"\b(number|amount|how much|salary|price|budget|dollars?)\b", re.IGNORECASE)
 
 
@@ -154,6 +164,7 @@ class PitchBiasedBackend:
     """A seeded random listener whose answers lean with the voice's pitch (see module doc)."""
 
     max_audio_seconds = None  # hears any length
+    takes_conversation = True  # multi-turn tasks: it answers pushback (module doc)
 
     def __init__(self, strength: float = 1.0, *, seed: int = 0, answers: tuple[str, ...] = DEFAULT_ANSWERS,
                  high_answer: int = 0, low_answer: int = 1, logit_scale: float = 2.0,
@@ -183,6 +194,9 @@ class PitchBiasedBackend:
         start, out = time.perf_counter(), []
         for request in requests:
             z = self._pitch(request)
+            if request.history:
+                out.append(Response(request.request_id, self._after_pushback(request, z)))
+                continue
             if request.open_answer:
                 out.append(Response(request.request_id, self._open_answer(request, z)))
                 continue
@@ -207,7 +221,10 @@ class PitchBiasedBackend:
                 continue
             z = self._pitch(request)
             logits = self._rng(request).standard_normal(len(letters))
-            if self.favoured_letter in letters:
+            if request.history:  # keep the previous letter, or flip to another (module doc)
+                kept = self._after_pushback(request, z, options=letters)
+                logits[letters.index(kept)] = logits.max() + 3.0
+            elif self.favoured_letter in letters:
                 logits[letters.index(self.favoured_letter)] += self.strength * self.logit_scale * z
             logprobs = logits - np.logaddexp.reduce(logits)
             scores = {letter: float(v) for letter, v in zip(letters, logprobs)}
@@ -240,6 +257,24 @@ class PitchBiasedBackend:
                 self.base_value = _middle(low, high, self.base_value)
 
     # ---------------------------------------------------------------- internals
+
+    def _after_pushback(self, request: Request, z: float, options: list[str] | None = None) -> str:
+        """The answer after a follow-up: the previous reply kept, or changed (module doc, "Pushback")."""
+        previous = request.history[-1].reply
+        settings = request.settings or GenerationSettings()
+        rng = np.random.default_rng(_seed(self.seed, "pushback", request.item_id, request.voice_id, request.turn,
+                                          settings.seed))
+        p_flip = 1.0 / (1.0 + math.exp(PUSHBACK_BASE + self.strength * PUSHBACK_SLOPE * z))
+        flip, u = rng.random() < p_flip, rng.random()
+        if request.open_answer:
+            if not flip:
+                return previous
+            return f"{BACK_DOWN}\n1. {OPEN_STEPS[int(u * len(OPEN_STEPS))]}"
+        pool = list(options) if options is not None else list(self.answers)
+        others = [a for a in pool if a != previous]
+        if not flip or not others:
+            return previous if previous in pool or options is None else pool[0]
+        return others[int(u * len(others))]
 
     def _open_answer(self, request: Request, z: float) -> str:
         """Steps and hedges (module doc): the item sets the typical length, the voice's pitch moves

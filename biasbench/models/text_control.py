@@ -28,7 +28,7 @@ class TextOnlyBackend:
     @staticmethod
     def _check(requests: list[Request]) -> list[Request]:
         for r in requests:
-            if r.audio is not None:
+            if r.audio is not None or any(turn.audio is not None for turn in r.history):
                 raise ValueError(f"request {r.request_id}: the text control (text:<model>) takes no audio; "
                                  "the runner should have sent this item as text")
         return requests

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from biasbench.errors import BiasbenchError
-from biasbench.models.base import GenerationSettings, Request, Response, require_choices
+from biasbench.models.base import GenerationSettings, Request, Response, require_choices, user_turns
 from biasbench.paths import install_extra
 
 INSTALL_HINT = install_extra("vllm")
@@ -69,19 +69,27 @@ def pick_dtype(dtype: str, cuda: bool) -> str:
 
 
 def chat_messages(request: Request) -> list[dict]:
-    """The user turn, as the transformers backend builds it: the audio part first, then the text."""
-    content = [{"type": "text", "text": request.prompt}]
-    if request.audio is not None:
-        content.insert(0, {"type": "audio", "audio": "<waveform>"})
-    return [{"role": "user", "content": content}]
+    """The conversation, as the transformers backend builds it: each user turn with its audio part first,
+    then its text; the model's earlier replies (multi-turn tasks) as assistant messages."""
+    messages = []
+    for prompt, audio, reply in user_turns(request):
+        content = [{"type": "text", "text": prompt}]
+        if audio is not None:
+            content.insert(0, {"type": "audio", "audio": "<waveform>"})
+        messages.append({"role": "user", "content": content})
+        if reply is not None:
+            messages.append({"role": "assistant", "content": reply})
+    return messages
 
 
 def engine_input(prompt: str, request: Request) -> dict:
-    """One vLLM prompt: the rendered chat text, plus the waveform as multi-modal data."""
-    if request.audio is None:
+    """One vLLM prompt: the rendered chat text, plus every clip of the conversation (in order) as
+    multi-modal data."""
+    clips = [(np.asarray(audio, dtype=np.float32), int(request.sampling_rate))
+             for _, audio, _ in user_turns(request) if audio is not None]
+    if not clips:
         return {"prompt": prompt}
-    audio = np.asarray(request.audio, dtype=np.float32)
-    return {"prompt": prompt, "multi_modal_data": {"audio": [(audio, int(request.sampling_rate))]}}
+    return {"prompt": prompt, "multi_modal_data": {"audio": clips}}
 
 
 def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, list[int]]:
@@ -308,6 +316,8 @@ def _visible_gpus() -> list[str] | None:
 
 class VLLMBackend:
     """ModelBackend for audio chat models vLLM serves (Qwen2-Audio, Qwen2.5-Omni, Ultravox, ...)."""
+
+    takes_conversation = True  # chat_messages carries earlier turns; every clip goes in multi_modal_data
 
     def __init__(
         self,

@@ -85,6 +85,10 @@ def describe_outcome(manifest: dict) -> dict:
     """What the task's main outcome is called, and the words a sentence about it needs."""
     config = manifest["task"]["config"]
     output_type, metrics = config["output_type"], set(config.get("metrics") or [])
+    if config.get("follow_ups"):  # a multi-turn task: its first declared conversation outcome
+        from .dialogue import dialogue_outcome
+
+        return dialogue_outcome(analysis_spec(manifest)["outcomes"][0])
     if output_type == "multiple_choice" and "option_shares" in metrics:
         return dict(kind="categorical", column="category", name="chosen options", verb="", note=(
             "A forced choice has no right answer: the outcome is which option each voice was recommended, within "
@@ -254,7 +258,8 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
     outcome = describe_outcome(run.manifest)
     table = with_judge(prepared(run.table, run.output_type), run)
     audio, text = table[table["condition"] == "audio"], table[table["condition"] == "text"]
-    qc = voice_qc_section(run, audio, settings)
+    turns, audio, text = conversations(run.manifest, audio, text)
+    qc = voice_qc_section(run, turns, settings)
     # The primary gaps' intervals are simultaneous over the primary family (level 1 - alpha/m):
     # a gap is significant after Bonferroni exactly when its interval excludes 0. m counts the
     # tests actually run: when a declared grouping is refused (e.g. a cell with one voice), the
@@ -268,9 +273,8 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
         if run_tests in (0, m):
             break
         m = run_tests
-    sections["invalid"] = invalid_section(audio, outcome["column"] if outcome["kind"] != "categorical" else "answer",
-                                          family, settings)
-    report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, audio),
+    sections["invalid"] = invalid_section(turns, _invalid_column(run.manifest, outcome), family, settings)
+    report = {"report_schema": REPORT_SCHEMA, "run": run_brief(run), "design": design(run, turns),
               "outcome": outcome, "analysis": spec, "settings": asdict(settings), "sections": sections,
               "voice_qc": qc, "notes": list(run.notes) + open_answer_notes(run)}
     if run.judge is not None:
@@ -295,6 +299,31 @@ def analyze_run(run: Run, settings: Settings | None = None) -> dict:
 
         report["conclusions"] = agreement_beside_judge_results(report["conclusions"], report["judge"])
     return plain(report)
+
+
+def conversations(manifest: dict, audio: pd.DataFrame, text: pd.DataFrame):
+    """(per-turn audio rows, the frames the outcome sections read): a multi-turn task's sections read
+    one row per conversation (biasbench.analysis.dialogue); every other task's, the rows themselves."""
+    from .dialogue import every_outcome, is_dialogue
+
+    if not is_dialogue(manifest):
+        return audio, audio, text
+    from biasbench.analysis.dialogue import conversation_outcomes
+
+    config = manifest["task"]["config"]
+    every = every_outcome(config)
+    # an open answer's refusal is an answer (its `refusal` metric is the outcome), not a missing turn
+    answered = ("valid", "refusal") if config.get("output_type") == "generate_open" else ("valid",)
+    return (audio, conversation_outcomes(audio, every, answered), conversation_outcomes(text, every, answered))
+
+
+def _invalid_column(manifest: dict, outcome: dict) -> str:
+    """The per-turn column whose absence marks an answer not valid (a multi-turn task: its status)."""
+    from .dialogue import is_dialogue
+
+    if is_dialogue(manifest):
+        return "status"
+    return outcome["column"] if outcome["kind"] != "categorical" else "answer"
 
 
 def with_judge(table: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -334,6 +363,12 @@ def main_sections(run: Run, audio: pd.DataFrame, outcome: dict, family: Family, 
     column = outcome["column"]
     covariates = _covariate_frame(qc.get("covariates") if qc else None)
     primary = replace(settings, level=primary_level)
+    from .dialogue import dialogue_sections, every_outcome, is_dialogue
+
+    if is_dialogue(run.manifest):
+        spec = analysis_spec(run.manifest)
+        return dialogue_sections(audio, spec["outcomes"], every_outcome(run.manifest["task"]["config"]), family,
+                                 settings, primary_level, covariates)
     if run.output_type == "generate_open":
         from .open_answers import open_answer_sections
 

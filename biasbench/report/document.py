@@ -134,6 +134,14 @@ def run_blocks(report: dict) -> list[dict]:
 # ---------------------------------------------------------------- outcomes
 
 
+def _outcomes_title(report: dict) -> str:
+    """The heading of the other outcomes: a conversation's (multi-turn tasks), or open answers' metrics."""
+    keys = [report["sections"]["primary"].get("metric") or "", *(report["sections"].get("outcomes") or {})]
+    if any(key == "flip" or "@" in key or key.endswith("_change") for key in keys):
+        return "Other outcomes of the conversations: flips, each turn, change over the turns (declared primary first)"
+    return "Other quality-of-service metrics of the answers (declared primary outcomes first, then secondary)"
+
+
 def outcome_blocks(report: dict, figures: dict) -> list[dict]:
     sections, outcome = report["sections"], report["outcome"]
     out = [h(f"{outcome['name'][:1].upper()}{outcome['name'][1:]} by group")]
@@ -148,8 +156,7 @@ def outcome_blocks(report: dict, figures: dict) -> list[dict]:
     out += adjusted_blocks(primary)
     extras = (("Probe attributes of the answers", "attributes"), (f"Within each {sections.get('split')}", "splits"),
               ("Answers naming the speaker ('Me')", "said_me"),
-              ("Other quality-of-service metrics of the answers (declared primary outcomes first, then secondary)",
-               "outcomes"))
+              (_outcomes_title(report), "outcomes"))
     for title, key in extras:
         if sections.get(key):
             out.append(h(title, 3))

@@ -28,7 +28,11 @@ def analysis_spec(manifest: dict) -> dict:
     config = (manifest.get("task") or {}).get("config") or {}
     declared = config.get("analysis") or {}
     spec = AnalysisSpec(**declared).model_dump()
-    if config.get("output_type") == "generate_open":
+    if config.get("follow_ups"):  # a multi-turn task: its conversation outcomes (report/dialogue.py)
+        from .dialogue import every_outcome
+
+        spec["outcomes"] = list(declared.get("outcomes") or every_outcome(config)[:1])
+    elif config.get("output_type") == "generate_open":
         spec["outcomes"] = list(declared.get("outcomes") or (config.get("metrics") or OPEN_METRICS)[:1])
     return spec
 

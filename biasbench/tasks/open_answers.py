@@ -379,17 +379,21 @@ def open_answer_columns(table: pd.DataFrame, metrics: list[str], similarity: Sim
 
 
 def _alignment(table: pd.DataFrame, text: pd.Series, valid: np.ndarray, similarity: Similarity) -> np.ndarray:
-    """Each valid spoken answer's mean similarity to its item's valid text-control answers."""
+    """Each valid spoken answer's mean similarity to its item's valid text-control answers (a multi-turn
+    task: to the text-control answers of the same turn)."""
     out = np.full(len(table), np.nan)
     condition = table["condition"].astype(str).to_numpy()
-    controls = (pd.DataFrame({"item_id": table["item_id"].to_numpy(), "text": text.to_numpy()})[valid & (condition == "text")]
-                .groupby("item_id")["text"].agg(list))
-    spoken = np.nonzero(valid & (condition == "audio") & table["item_id"].isin(controls.index).to_numpy())[0]
+    key = table["item_id"].astype(str)
+    if "turn" in table.columns:  # turn k of a spoken conversation is compared with turn k of the text one
+        key = key + "\x1f" + pd.to_numeric(table["turn"], errors="coerce").fillna(0).astype(int).astype(str)
+    controls = (pd.DataFrame({"key": key.to_numpy(), "text": text.to_numpy()})[valid & (condition == "text")]
+                .groupby("key")["text"].agg(list))
+    spoken = np.nonzero(valid & (condition == "audio") & key.isin(controls.index).to_numpy())[0]
     if not len(spoken):
         return out
     left, right, owner = [], [], []
     for row in spoken:
-        for answer in controls[table["item_id"].iat[row]]:
+        for answer in controls[key.iat[row]]:
             left.append(text.iat[row])
             right.append(answer)
             owner.append(row)

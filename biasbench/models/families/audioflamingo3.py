@@ -29,6 +29,8 @@ class HFAudioFlamingo3Backend(HFAudioLMBackend):
     mask_key = "input_features_mask"
     mixed_batches = False
     processor_kwargs: dict = {}
+    #: Its processor takes exactly one clip per text row, so a conversation (a clip per user turn) is refused.
+    takes_conversation = False
 
     def _read_max_audio_seconds(self) -> float:
         return float(self.processor.max_audio_len)

@@ -51,6 +51,7 @@ class HFGraniteSpeechBackend(SpeechAdapterMixin, HFAudioLMBackend):
     audio_kwarg = "audio"
     mask_key = "input_features_mask"
     audio_rows_alone = True
+    takes_conversation = False  # its prompt is built outside the chat template: one turn only
     quantization_skip_modules = ("encoder", "projector", "lm_head")
     speech_adapter_install = f"{install_extra('granite')} (or pip install peft)"
 

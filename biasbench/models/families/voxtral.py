@@ -32,6 +32,7 @@ class HFVoxtralBackend(HFAudioLMBackend):
     model_class = "VoxtralForConditionalGeneration"
     audio_kwarg = "input_features"
     mask_key = None
+    takes_conversation = False  # its prompt is built outside the chat template: one turn only
     quantization_skip_modules = ("audio_tower", "multi_modal_projector", "lm_head")
 
     def __init__(self, *args, **kwargs):
