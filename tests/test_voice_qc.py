@@ -19,6 +19,7 @@ from biasbench.voices.qc import (
     flag_outliers,
     read_qc,
     robust_z,
+    sampling_floor,
     speech_seconds,
 )
 from conftest import write
@@ -120,6 +121,22 @@ def test_robust_z_and_flags():
     assert flags[1] == "clipping_above_0.001" and flags[3] == "silence_above_0.6"
     assert flags[0] == ""
     assert "wer_above_0.3" in flag_outliers(_table(wer=(0, 0.35)), wer_threshold=0.3)[0]
+
+
+def test_error_rates_on_few_words_are_not_flagged_for_their_sampling_noise():
+    """Seen on whisper-tiny with one thread: four equally clear espeak voices measured on 2
+    sentences (28 words, 150 characters) got CERs 0.14, 0.15, 0.07, 0.14; a MAD of 0.008 then
+    called the third an outlier (z = -4.7), though 0.07 is 2.5 binomial SEs from the median."""
+    table = _table(wer=(0, 0.25), cer=(0, 0.141))
+    for i, (wer, cer) in enumerate([(0.286, 0.150), (0.143, 0.071), (0.25, 0.135), (0.96, 0.785)], start=1):
+        table.loc[i, ["wer", "cer"]] = wer, cer
+    table = table.iloc[:5]
+    assert "cer_low" in flag_outliers(table)[2]  # the fixed floors alone flag it
+    flags = flag_outliers(table, units={"wer": 28, "cer": 150})
+    assert (flags[:4] == "").all(), flags.to_dict()
+    assert "wer_high" in flags[4] and "cer_high" in flags[4] and "wer_above_0.5" in flags[4]
+    assert sampling_floor(pd.Series([0.2, 0.2]), 100) == pytest.approx(0.6745 * 0.04)
+    assert sampling_floor(pd.Series([0.0, 0.0]), 100) == pytest.approx(0.6745 * np.sqrt(0.01 * 0.99 / 100))
 
 
 def test_classifier_mismatch_is_a_flag():

@@ -22,8 +22,9 @@ a run would), and each voice gets one row of `voice_qc.csv`:
 A voice is flagged when a measure is an outlier within its pool: robust z-score
 `0.6745 * (x - median) / MAD` beyond `z_threshold` (3) for wer, cer, speaking_rate and
 loudness_lufs (the MAD has a floor per measure, `MAD_FLOOR`, so that a pool of near-identical
-voices does not flag tiny differences), or when it passes an absolute limit: WER above
-`wer_threshold` (0.5: the ASR got fewer than half the words right), clipping above 0.1% of
+voices does not flag tiny differences; for wer and cer also the binomial noise of a rate
+measured on the QC sentences' words or characters, `sampling_floor`), or when it passes an
+absolute limit: WER above `wer_threshold` (0.5: the ASR got fewer than half the words right), clipping above 0.1% of
 samples, silence above 60% of frames; and, with a gender classifier, when the classifier's
 majority label is the other gender (`classifier_gender_mismatch(...)`: listen to the voice).
 
@@ -160,10 +161,30 @@ def robust_z(values: pd.Series, floor: float = 0.0) -> pd.Series:
     return 0.6745 * (x - median) / mad
 
 
-def flag_outliers(table: pd.DataFrame, *, z_threshold: float = 3.0, wer_threshold: float = 0.5) -> pd.Series:
-    """The `flags` text of each voice (see the module docstring); '' when nothing is odd."""
+def sampling_floor(rates: pd.Series, n_units: int) -> float:
+    """The MAD an error rate measured on `n_units` words (or characters) shows from chance alone.
+
+    A voice's WER on a few QC sentences is a proportion of a few dozen words: its binomial
+    standard error sqrt(p(1-p)/n) at the pool's median rate is far above a fixed MAD floor, so
+    without this floor a pool of equally clear voices flags whichever one the ASR happened to hear
+    best or worst (0.6745 * SE is the MAD of normal noise with that SE)."""
+    p = float(pd.to_numeric(rates, errors="coerce").median())
+    if not np.isfinite(p) or n_units <= 0:
+        return 0.0
+    p = min(max(p, 1.0 / n_units), 0.5)  # a median of 0 still has the noise of one error in n
+    return 0.6745 * float(np.sqrt(p * (1 - p) / n_units))
+
+
+def flag_outliers(table: pd.DataFrame, *, z_threshold: float = 3.0, wer_threshold: float = 0.5,
+                  units: dict[str, int] | None = None) -> pd.Series:
+    """The `flags` text of each voice (see the module docstring); '' when nothing is odd.
+
+    `units`: words and characters each voice's `wer` and `cer` were measured on (e.g.
+    {"wer": 28, "cer": 150}); their sampling noise then also floors the MAD (`sampling_floor`)."""
     flags = [[] for _ in range(len(table))]
     for column, floor in MAD_FLOOR.items():
+        if units and column in units:
+            floor = max(floor, sampling_floor(table[column], units[column]))
         z = robust_z(table[column], floor)
         for i, value in enumerate(z):
             if np.isfinite(value) and abs(value) > z_threshold:
@@ -283,8 +304,10 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
     speaker_meta = None
     if speaker_embeddings:
         table, speaker_meta = _with_speaker_columns(table, loaded, audio_by_voice)
+    normalised = [normalise_transcript(text) for text in sentences]
+    units = {"wer": sum(len(text.split()) for text in normalised), "cer": sum(len(text) for text in normalised)}
     table["flags"] = flag_outliers(table.fillna({"clipping_ratio": 0.0, "silence_ratio": 0.0}),
-                                   z_threshold=z_threshold, wer_threshold=wer_threshold)
+                                   z_threshold=z_threshold, wer_threshold=wer_threshold, units=units)
     if speaker_embeddings:
         table["flags"] = _speaker_flags(table, loaded)
     table.loc[table["voice_id"].isin(missing), "flags"] = "no_clips"
@@ -292,7 +315,7 @@ def run_qc(pool: str, *, asr: str = DEFAULT_ASR, sentences=QC_SENTENCES, cache=N
     meta = {"pool": loaded.pool, "pool_path": str(path), "asr": asr, "asr_fingerprint": fingerprint,
             "sentences_version": QC_SENTENCES_VERSION if sentences == list(QC_SENTENCES) else "custom",
             "sentences": sentences, "normaliser": TRANSCRIPT_NORMALISER,
-            "thresholds": {"z": z_threshold, "wer": wer_threshold, "mad_floor": MAD_FLOOR,
+            "thresholds": {"z": z_threshold, "wer": wer_threshold, "mad_floor": MAD_FLOOR, "error_units": units,
                            "clipping": MAX_CLIPPING, "silence": MAX_SILENCE, "clip_level": CLIP_LEVEL,
                            "silence_dbfs": SILENCE_DBFS},
             "synthesis_failures": failures, "classifier": _classifier_meta(classifier),
