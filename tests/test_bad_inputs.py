@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -267,19 +266,7 @@ def finished_run(tmp_path_factory) -> Path:
     return kit.run_dir("existing")
 
 
-@pytest.fixture(scope="module")
-def outcomes(finished_run, tmp_path_factory) -> dict[str, dict]:
-    """Every case run once, two at a time (each is a separate console-script process)."""
-    root = tmp_path_factory.mktemp("bad-inputs")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OPENAI_API_KEY="sk-test",
-               BIASBENCH_CACHE=str(finished_run.parent.parent / "cache"))
-    folders = {case.name: _prepare(case, root / f"case{i:03d}", finished_run) for i, case in enumerate(CASES)}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda case: _run(case, folders[case.name], env), CASES)
-        return {case.name: result for case, result in zip(CASES, results)}
-
-
-def _prepare(case: Case, folder: Path, finished: Path) -> Path:
+def _prepare(case: Case, folder: Path, finished: Path | None) -> Path:
     folder.mkdir(parents=True)
     for name, content in (case.files or {}).items():
         path = folder / name
@@ -362,8 +349,14 @@ def _digest(path: Path) -> str | tuple | None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_gets_one_clear_line_and_loses_nothing(case, outcomes):
-    result = outcomes[case.name]
+def test_bad_input_gets_one_clear_line_and_loses_nothing(case, tmp_path, request):
+    # One console-script process per case, so pytest-xdist spreads the cases over every core;
+    # only the cases that damage a run directory wait for the finished run (once per worker).
+    finished = request.getfixturevalue("finished_run") if case.setup else None
+    cache = finished.parent.parent / "cache" if finished else Path(os.environ["BIASBENCH_CACHE"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OPENAI_API_KEY="sk-test",
+               BIASBENCH_CACHE=str(cache))
+    result = _run(case, _prepare(case, tmp_path / "case", finished), env)
     stderr = result["stderr"]
     assert result["rc"] == 2, f"exit {result['rc']} after {result['wall']:.1f}s\n{stderr}\n{result['stdout']}"
     assert "Traceback" not in stderr and "S3CRET" not in stderr + result["stdout"]
