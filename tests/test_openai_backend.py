@@ -699,4 +699,5 @@ def test_console_run_where_every_request_fails_says_what_happened(server, tmp_pa
     assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
     assert "text-only" not in done.stdout + done.stderr
     assert "No answers to compare: none of the 18 planned requests" in done.stdout
-    assert "18 requests failed" in done.stderr and "model not found here" in done.stderr
+    assert "18 of 18 requests were not answered: 18 failed when asked" in done.stderr
+    assert "model not found here" in done.stderr
