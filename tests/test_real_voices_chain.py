@@ -52,7 +52,7 @@ def test_build_clone_qc_run_report(tmp_path, biasbench_cache):
 
     biasbench(env, "run", "--model", "simulated-no-bias", "--task", "mmlu", "--data-source", "local", "--limit", "2",
               "--pool", str(pool), "--allow-unbalanced", "--output-dir", str(tmp_path / "runs"), "--run-id", "chain",
-              "--no-progress")
+              "--no-progress", "--no-report")  # the report is made below, with the QC table
     run_dir = tmp_path / "runs" / "chain"
     tidy = pd.read_parquet(run_dir / "responses.parquet")
     audio = tidy[tidy.condition == "audio"]
