@@ -15,31 +15,18 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
 from conftest import requires_espeak, write
+from test_open_answers_cli import cli, env  # noqa: F401  (the console script, and its environment fixture)
 
 pytestmark = [requires_espeak]
-BIASBENCH = str(Path(sys.executable).parent / "biasbench")
+
 LABELS = str(files("biasbench.judge") / "data" / "illustrative_pairs.jsonl")
 FAST = ("--n-permutations", "1999", "--mdg-sims", "20")  # the report's resampling, kept short in tests
-
-
-def cli(env, *args, expect: int = 0):
-    done = subprocess.run([BIASBENCH, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert expect is None or done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done
-
-
-@pytest.fixture
-def env(biasbench_cache):
-    return dict(os.environ, BIASBENCH_CACHE=str(biasbench_cache), COLUMNS="200", HF_HUB_OFFLINE="1")
 
 
 @pytest.fixture(scope="module")
