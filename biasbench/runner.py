@@ -25,7 +25,7 @@ import biasbench
 from biasbench import conversation
 from biasbench.analysis.summary import first_analysis, to_markdown
 from biasbench.config import VoicePool, VoiceSpec, stable_hash
-from biasbench.errors import BiasbenchError, RunStopped
+from biasbench.errors import BiasbenchError
 from biasbench.formats import dumps
 from biasbench.models.base import GenerationSettings, Request, takes_conversation
 from biasbench.models.registry import ModelChoice, identity_fingerprint, load_backend, resolve_model
@@ -33,7 +33,7 @@ from biasbench.paths import checkout_commit
 from biasbench.redact import redact_credentials
 from biasbench.shard import check_shard, plan_record, select_shard, shard_dir_name, write_planned
 from biasbench.store import (SCHEMA_VERSION, RunDir, StoredResponse, check_output_dir, check_run_id, disk_full,
-                             utc_now)
+                             stopped_by_full_disk, utc_now)
 from biasbench.tasks.loader import Item, Task, answer_columns, item_columns, load_task
 from biasbench.tasks.scoring import AUDIO_TOO_LONG
 from biasbench.tts.base import SAMPLE_RATE
@@ -124,16 +124,9 @@ def run(options: RunOptions, console: Console | None = None) -> RunResult:
         except (sqlite3.Error, OSError) as exc:
             if not disk_full(exc):
                 raise
-            raise _stopped_by_full_disk(options, exc) from None
-
-
-def _stopped_by_full_disk(options: RunOptions, exc: BaseException) -> RunStopped:
-    """The output disk filled up mid-run: every batch committed before is kept (one transaction
-    per batch), so the run resumes where it stopped once there is space."""
-    what = getattr(exc, "filename", None) or f"a file under {options.output_dir}"
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return RunStopped(f"{what} could not be written ({reason}): the run stopped part way; every answer stored "
-                      "before is kept. Free space on that disk, then rerun the same command with --resume.")
+            # Any file of the run (the store, exports, the manifest) on a disk that filled up.
+            raise stopped_by_full_disk(getattr(exc, "filename", None) or f"a file under {options.output_dir}",
+                                       exc) from None
 
 
 def _run(options: RunOptions, console: Console, cleanup: ExitStack) -> RunResult:

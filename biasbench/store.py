@@ -185,6 +185,27 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
+def stopped_by_full_disk(what, exc: BaseException, *, kept: str = "answer",
+                         rerun: str = "rerun the same command with --resume") -> RunStopped:
+    """The one line (errors.RunStopped, exit 3) for a write that the disk stopped: every batch
+    committed before is kept (one transaction per batch), so rerunning continues once there is space."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return RunStopped(f"{what} could not be written ({reason}): the run stopped part way; every {kept} stored "
+                      f"before is kept. Free space on its disk, then {rerun}.")
+
+
+@contextlib.contextmanager
+def stop_when_disk_full(path: Path, **line):
+    """Writes to the SQLite file at `path`: a full disk ("database or disk is full") becomes
+    `stopped_by_full_disk`'s one line; the transaction in flight is rolled back by SQLite."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if not disk_full(exc):
+            raise
+        raise stopped_by_full_disk(path, exc, **line) from None
+
+
 class ResponseStore:
     """The SQLite file of one run. WAL mode, so an export can read while a run writes."""
 
@@ -240,19 +261,6 @@ class ResponseStore:
                 if name not in have and "NOT NULL" not in kind and "PRIMARY KEY" not in kind:
                     self.db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
 
-    @contextlib.contextmanager
-    def _writing(self):
-        """A write that fills the disk (SQLite's "database or disk is full") stops the run with one
-        line (errors.RunStopped, exit 3): the transaction is rolled back, earlier batches stay."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            if not disk_full(exc):
-                raise
-            raise RunStopped(f"{self.path} could not be written ({exc}): the run stopped part way; every answer "
-                             "stored before is kept. Free space on its disk, then rerun the same command with "
-                             "--resume.") from None
-
     def done_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT request_key FROM responses")}
 
@@ -267,7 +275,7 @@ class ResponseStore:
             return 0
         now = utc_now()
         rows = [_row(r, now) for r in responses]
-        with self._writing(), self.db:  # one transaction: the whole batch or nothing
+        with stop_when_disk_full(self.path), self.db:  # one transaction: the whole batch or nothing
             before = self.db.total_changes
             self.db.executemany(_INSERT, rows)
             added = self.db.total_changes - before
@@ -279,7 +287,7 @@ class ResponseStore:
     def drop_superseded(self, placeholder: str) -> int:
         """Delete placeholder rows whose slot also holds a real answer (stores written before
         `add(supersedes=...)` existed); returns how many went."""
-        with self._writing(), self.db:
+        with stop_when_disk_full(self.path), self.db:
             before = self.db.total_changes
             self.db.execute(_DROP_SUPERSEDED, (placeholder, placeholder))
             return self.db.total_changes - before
@@ -294,7 +302,7 @@ class ResponseStore:
 
     def add_prompts(self, prompts: dict[str, tuple[str, str]]) -> None:
         """prompt_hash -> (spoken text, text prompt), kept once each."""
-        with self._writing(), self.db:
+        with stop_when_disk_full(self.path), self.db:
             self.db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?)",
                                 [(key, spoken, text) for key, (spoken, text) in prompts.items()])
 
