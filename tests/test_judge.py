@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasbench.errors import BiasbenchError
+from biasbench.errors import BiasbenchError, RunStopped
 from biasbench.judge.agreement import cohens_kappa, combine, load_labels, measure
 from biasbench.judge.design import comparison_plan
 from biasbench.judge.prompt import judge_prompt, parse_verdict
@@ -193,6 +193,21 @@ def test_the_store_caches_verdicts_and_replaces_a_failure_when_retried(tmp_path)
     store.add("j@1", [("q", 0, "a", "b", "h1", "tie", "[[C]]", None)])
     frame = store.frame("j@1")
     assert len(frame) == 2 and frame["error"].isna().all() and len(store.done("j@1")) == 2
+    store.close()
+
+
+def test_a_full_disk_stops_the_judge_with_one_line_and_keeps_earlier_judgements(tmp_path):
+    """SQLite's own "database or disk is full" (a page cap, as tests/faultkit does for runs)."""
+    store = JudgementStore(tmp_path / "judgements.sqlite")
+    store.add("j@1", [("q0", 0, "a", "b", "h0", "A", "[[A]]", None)])
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    big = [(f"q{i}", 0, "a", "b", f"h{i}", "B", "x" * 2000, None) for i in range(1, 50)]
+    with pytest.raises(RunStopped) as stopped:
+        store.add("j@1", big)
+    assert "judgements.sqlite could not be written (database or disk is full)" in str(stopped.value)
+    assert "every judgement stored before is kept" in str(stopped.value) and stopped.value.exit_code == 3
+    assert store.done("j@1") == {("q0", 0, "a", "b", "h0")}  # the batch in flight rolled back, the first kept
     store.close()
 
 

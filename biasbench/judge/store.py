@@ -10,12 +10,12 @@ counted and shown; a rerun retries it and replaces it when it succeeds.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from biasbench.errors import BiasbenchError
+from biasbench.store import stop_when_disk_full, utc_now
 
 FILE = "judgements.sqlite"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
@@ -47,8 +47,8 @@ class JudgementStore:
     def add(self, judge: str, rows: list[tuple]) -> None:
         """rows: (item, sample, first, second, prompt_hash, verdict | None, reply, error | None);
         one transaction per batch, so a killed command loses at most the batch in flight."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with self.db:
+        now = utc_now()
+        with stop_when_disk_full(self.path, kept="judgement", rerun="rerun the same command"), self.db:
             self.db.executemany("INSERT OR REPLACE INTO judgements VALUES (?,?,?,?,?,?,?,?,?,?)",
                                 [(judge, *row, now) for row in rows])
 
