@@ -51,6 +51,21 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def sparse_wav(path: Path, seconds: float, sr: int = 16000) -> Path:
+    """A 16-bit mono WAV whose header says `seconds` long, sparse on disk: the test of a file
+    that must be refused from its header (10 hours take 1.15 GB of length, almost no disk)."""
+    import soundfile as sf
+
+    sf.write(path, np.zeros(sr, np.int16), sr, subtype="PCM_16")
+    n = int(seconds * sr) * 2
+    data = bytearray(path.read_bytes()[:44])
+    data[4:8], data[40:44] = (36 + n).to_bytes(4, "little"), n.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with path.open("r+b") as handle:
+        handle.truncate(44 + n)
+    return path
+
+
 def clip(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
     """A test clip: a sine plus noise, deterministic, different per seed (no TTS needed)."""
     rng = np.random.default_rng(seed)

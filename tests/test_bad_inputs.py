@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 
-from conftest import PROJECT, requires_espeak
+from conftest import PROJECT, requires_espeak, sparse_wav
 from faultkit import BIASBENCH, Faults
 
 pytestmark = [requires_espeak, pytest.mark.slow]
@@ -105,18 +104,7 @@ def _device_and_text(folder: Path) -> None:
 
 
 def _ten_hours(folder: Path) -> None:
-    """A 10-hour 16 kHz WAV, sparse: 1.15 GB long, almost nothing on disk."""
-    import soundfile as sf
-
-    path = folder / "long.wav"
-    sf.write(path, np.zeros(16000, np.int16), 16000, subtype="PCM_16")
-    data = bytearray(path.read_bytes())
-    n = 10 * 3600 * 16000 * 2
-    data[4:8] = (36 + n).to_bytes(4, "little")
-    data[40:44] = n.to_bytes(4, "little")
-    path.write_bytes(bytes(data[:44]))
-    with path.open("r+b") as handle:
-        handle.truncate(44 + n)
+    sparse_wav(folder / "long.wav", 10 * 3600)
 
 
 def _symlink_loop(folder: Path) -> None:

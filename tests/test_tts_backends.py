@@ -30,6 +30,7 @@ from biasbench.tts.base import SAMPLE_RATE
 from biasbench.tts.cache import AudioCache
 from biasbench.tts.synthesis import SynthesisJob, synthesize_all
 from biasbench.voices.pool import available_pools, check_balance
+from conftest import sparse_wav
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -614,18 +615,9 @@ def test_catalogue_cli_shows_the_shipped_voices():
 
 def test_a_recording_far_longer_than_a_sentence_is_refused_from_its_header(tmp_path):
     """Issue 21 #2: a natural-speech recording is measured before it is hashed or decoded."""
-    import soundfile as sf
-
     from biasbench.tts.recorded import RecordedBackend
 
-    clip = tmp_path / "long.wav"
-    sf.write(clip, np.zeros(16000, np.int16), 16000, subtype="PCM_16")
-    n = 3600 * 16000 * 2  # an hour, sparse: the header says so, the disk holds almost nothing
-    data = bytearray(clip.read_bytes()[:44])
-    data[4:8], data[40:44] = (36 + n).to_bytes(4, "little"), n.to_bytes(4, "little")
-    clip.write_bytes(bytes(data))
-    with clip.open("r+b") as handle:
-        handle.truncate(44 + n)
+    sparse_wav(tmp_path / "long.wav", 3600)  # an hour by its header, almost nothing on disk
     table = tmp_path / "recordings.csv"
     table.write_text("utterance_id,text,clip,sha256\nu1,Hello there,long.wav,0\n")
     with pytest.raises(BiasbenchError, match="lasts 3600 s"):

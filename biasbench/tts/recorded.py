@@ -67,12 +67,11 @@ MAX_RECORDING_SECONDS = 300.0
 def _check_length(clip: Path) -> None:
     if not clip.is_file():
         return  # said by the caller
-    try:
-        info = sf.info(str(clip))
-    except (OSError, RuntimeError, ValueError, TypeError) as err:
-        raise BiasbenchError(f"recording {clip} is not a readable audio file: {err}") from None
-    if info.samplerate <= 0 or info.frames / info.samplerate > MAX_RECORDING_SECONDS:
-        raise BiasbenchError(f"recording {clip} lasts {info.frames / max(info.samplerate, 1):.0f} s; one item's "
+    from biasbench.tts.reference import audio_header
+
+    info = audio_header(clip)
+    if info.frames / info.samplerate > MAX_RECORDING_SECONDS:
+        raise BiasbenchError(f"recording {clip} lasts {info.frames / info.samplerate:.0f} s; one item's "
                              f"recording may last at most {MAX_RECORDING_SECONDS:g} s")
 
 

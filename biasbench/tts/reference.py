@@ -107,7 +107,7 @@ def inspect_clip(path: str | Path) -> ReferenceInfo:
         raise BiasbenchError(f"file not found: {path}")
     if not path.is_file():
         raise BiasbenchError(f"not a file: {path}")
-    header = _header(path)
+    header = audio_header(path)
     rate = int(header.samplerate)
     seconds = header.frames / float(rate) if rate > 0 else 0.0
     if seconds > MAX_SECONDS:
@@ -146,8 +146,9 @@ def inspect_clip(path: str | Path) -> ReferenceInfo:
     return ReferenceInfo(path, sha, seconds, rate, notes)
 
 
-def _header(path: Path):
-    """soundfile's reading of the header (frames, rate, channels), decoding nothing."""
+def audio_header(path: Path):
+    """soundfile's reading of the header (frames, rate, channels), decoding nothing; one clear
+    BiasbenchError when it is not audio soundfile knows or the header is damaged."""
     try:
         header = sf.info(str(path))
     except OSError as err:
