@@ -11,11 +11,9 @@ open-answer sections (biasbench.report.open_answers): `primary`, then `outcomes`
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pandas as pd
 
-from .open_answers import METRIC_WORDS
+from .open_answers import METRIC_WORDS, open_answer_sections
 
 
 def every_outcome(config: dict) -> list[str]:
@@ -67,28 +65,7 @@ def _metric_words(metric: str) -> dict:
 
 def dialogue_sections(conversations: pd.DataFrame, outcomes: list[str], every: list[str], family, settings,
                       primary_level: float, covariates=None) -> dict:
-    """One section per conversation outcome with data: the declared primary `outcomes` at `primary_level`,
-    the rest of `every` at settings.level (secondary)."""
-    from .sections import audio_overall, binary_section, numeric_section, voice_means
-
-    primary_settings = replace(settings, level=primary_level)
-    sections = {}
-    for outcome in [*outcomes, *[o for o in every if o not in outcomes]]:
-        role = "primary" if outcome in outcomes else "secondary"
-        if role == "secondary" and pd.to_numeric(conversations[outcome], errors="coerce").notna().sum() == 0:
-            continue
-        words = dialogue_outcome(outcome)
-        chosen = primary_settings if role == "primary" else settings
-        adjust = covariates if role == "primary" else None
-        if words["kind"] == "binary":
-            section = binary_section(conversations, outcome, words["name"], family, chosen, verb=words["verb"],
-                                     tests=False, covariates=adjust)
-        else:
-            section = numeric_section(conversations, outcome, words["name"], family, chosen, words.get("unit", ""),
-                                      adjust)
-            section.update({k: words[k] for k in ("scale", "unit_name") if k in words})
-        section.update(role=role, metric=outcome, overall=audio_overall(conversations, outcome, settings.items))
-        sections[outcome] = section
-    first = outcomes[0]
-    return {"primary": sections.pop(first), "outcomes": sections, "voices": voice_means(conversations, first),
-            "overall": audio_overall(conversations, first, settings.items)}
+    """One section per conversation outcome with data, as the open-answer sections are made: the
+    declared primary `outcomes` at `primary_level`, the rest of `every` at settings.level (secondary)."""
+    return open_answer_sections(conversations, outcomes, every, family, settings, primary_level, covariates,
+                                words_of=dialogue_outcome)

@@ -66,9 +66,10 @@ def similarity_words(method: str) -> str:
 
 
 def open_answer_sections(audio: pd.DataFrame, outcomes: list[str], metrics: list[str], family, settings,
-                         primary_level: float, covariates=None) -> dict:
+                         primary_level: float, covariates=None, words_of=METRIC_WORDS.__getitem__) -> dict:
     """One section per metric with data: the declared primary outcomes at `primary_level`, the
-    rest at settings.level. `outcomes` are the primary metrics, `metrics` every metric of the task."""
+    rest at settings.level. `outcomes` are the primary metrics, `metrics` every metric of the task;
+    `words_of(metric)` its describe_outcome words (a multi-turn task's: report.dialogue)."""
     from .sections import audio_overall, binary_section, numeric_section, voice_means
 
     primary_settings = replace(settings, level=primary_level)
@@ -78,7 +79,7 @@ def open_answer_sections(audio: pd.DataFrame, outcomes: list[str], metrics: list
         role = "primary" if metric in outcomes else "secondary"
         if role == "secondary" and pd.to_numeric(audio[metric], errors="coerce").notna().sum() == 0:
             continue  # a secondary metric with no value anywhere (e.g. no text control): nothing to say
-        words = METRIC_WORDS[metric]
+        words = words_of(metric)
         chosen = primary_settings if role == "primary" else settings
         adjust = covariates if role == "primary" else None
         if words["kind"] == "binary":
